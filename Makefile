@@ -1,0 +1,49 @@
+# Tenancy: the PostgreSQL extension (built with PGXS) and the HTTP gateway.
+#
+#   make                 build the extension and the gateway
+#   make install         install the extension into the server of $(PG_CONFIG)
+#   make installcheck    pg_regress + isolation tests against a running server
+#   make test            every test (scripts/test): a throw-away cluster, all suites
+
+EXTENSION_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" extension/tenancy.control)
+
+MODULE_big = tenancy
+OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard extension/src/*.cpp)))
+# The control file lives in extension/, so install DATA as an extension's files.
+MODULEDIR = extension
+DATA = extension/tenancy.control $(sort $(wildcard extension/updates/*.sql))
+DATA_built = extension/tenancy--$(EXTENSION_VERSION).sql
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=tenancy
+ISOLATION = $(patsubst tests/isolation/specs/%.spec,%,$(sort $(wildcard tests/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=tests/isolation --outputdir=output_iso --load-extension=tenancy
+
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+	-fno-omit-frame-pointer
+PG_CPPFLAGS = -Iextension/src
+SHLIB_LINK += -lsodium -lcrypto -lstdc++
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# PGXS compiles every .cpp to LLVM bitcode for JIT too, but that rule does not
+# see PG_CXXFLAGS (clang-14 would default to C++14).
+COMPILE.cxx.bc += $(PG_CXXFLAGS) $(PG_CPPFLAGS)
+
+# The versioned install script is assembled from one file per concern.
+$(DATA_built): $(sort $(wildcard extension/sql/*.sql))
+	cat $^ > $@
+
+all: gateway
+.PHONY: gateway test run
+gateway:
+	$(MAKE) -C gateway
+
+clean: clean-gateway
+clean-gateway:
+	$(MAKE) -C gateway clean
+
+test:
+	scripts/test
