@@ -19,7 +19,7 @@ REGRESS_OPTS = --load-extension=tenancy
 ISOLATION = $(patsubst tests/isolation/specs/%.spec,%,$(sort $(wildcard tests/isolation/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=tests/isolation --outputdir=output_iso --load-extension=tenancy
 
-PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-register \
 	-fno-omit-frame-pointer
 PG_CPPFLAGS = -Iextension/src
 SHLIB_LINK += -lsodium -lcrypto -lstdc++

@@ -1,8 +1,22 @@
 // Module entry points: the magic block PostgreSQL checks when loading
 // tenancy.so, and _PG_init for process-wide set-up.
+#include "context.hpp"
+
 extern "C" {
 #include "postgres.h"
 #include "fmgr.h"
+}
+
+#include <sodium.h>
+
+extern "C" {
 
 PG_MODULE_MAGIC;
+
+void _PG_init(void);
+void _PG_init(void) {
+    // libsodium's random generator must be initialised once per process.
+    if (sodium_init() < 0) elog(FATAL, "tenancy: libsodium failed to initialise");
+    tenancy::context_init();
+}
 }

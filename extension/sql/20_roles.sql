@@ -1,0 +1,85 @@
+-- Database roles, and the product roles with their permission sets.
+--
+--   tenancy_owner  NOLOGIN: owns every tenancy table (RLS is FORCEd, so even
+--                  the owner is confined).
+--   tenancy_admin  NOLOGIN, BYPASSRLS: granted to DBAs; runs the DBA functions.
+--   tenancy_app    the login role of the gateway and SQL clients: no BYPASSRLS,
+--                  owns nothing, sees only what its request context allows.
+-- Roles are cluster-wide, so they survive DROP EXTENSION and are reused by a
+-- second database.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_owner') THEN
+        CREATE ROLE tenancy_owner NOLOGIN NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_admin') THEN
+        CREATE ROLE tenancy_admin NOLOGIN BYPASSRLS;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_app') THEN
+        CREATE ROLE tenancy_app LOGIN NOBYPASSRLS;
+    END IF;
+END
+$roles$;
+
+GRANT USAGE ON SCHEMA tenancy TO tenancy_app, tenancy_admin, tenancy_owner;
+
+-- Product roles. A role held in an account applies to its whole subtree.
+CREATE TABLE tenancy.roles (
+    name text PRIMARY KEY,
+    description text NOT NULL
+);
+CREATE TABLE tenancy.role_permissions (
+    role text NOT NULL REFERENCES tenancy.roles (name),
+    resource text NOT NULL,
+    action text NOT NULL CHECK (action IN ('read', 'write')),
+    PRIMARY KEY (role, resource, action)
+);
+
+INSERT INTO tenancy.roles VALUES
+    ('owner', 'Everything, including billing, API keys and members; several owners allowed'),
+    ('admin', 'Manage agents, flows, channels, knowledge bases, campaigns, integrations and members except owners; no billing'),
+    ('member', 'Playground, call history, live monitoring; no configuration changes'),
+    ('support_agent', 'Escalation queue: view and claim calls, whisper and barge'),
+    ('viewer', 'Read-only analytics, call history and agent configuration'),
+    ('sub_user', 'Assistants, tools, knowledge bases and statistics; no sub-users, full logs, billing or settings');
+
+INSERT INTO tenancy.role_permissions (role, resource, action)
+SELECT 'owner', r, a
+FROM unnest(ARRAY['accounts', 'settings', 'billing', 'members', 'api_keys', 'sub_users', 'audit',
+                  'agents', 'flows', 'channels', 'knowledge_bases', 'campaigns', 'integrations', 'tools',
+                  'contacts', 'conversations', 'calls', 'analytics', 'usage']) AS r,
+     unnest(ARRAY['read', 'write']) AS a
+UNION ALL
+SELECT 'admin', r, a
+FROM unnest(ARRAY['accounts', 'settings', 'members', 'sub_users', 'agents', 'flows', 'channels',
+                  'knowledge_bases', 'campaigns', 'integrations', 'tools', 'contacts', 'conversations',
+                  'calls']) AS r,
+     unnest(ARRAY['read', 'write']) AS a
+UNION ALL
+SELECT 'admin', r, 'read' FROM unnest(ARRAY['api_keys', 'audit', 'analytics', 'usage']) AS r
+UNION ALL
+SELECT 'member', r, 'read'
+FROM unnest(ARRAY['agents', 'flows', 'contacts', 'conversations', 'calls', 'analytics', 'usage']) AS r
+UNION ALL
+SELECT 'member', 'conversations', 'write'
+UNION ALL
+SELECT 'support_agent', r, 'read' FROM unnest(ARRAY['agents', 'contacts', 'conversations', 'calls']) AS r
+UNION ALL
+SELECT 'support_agent', r, 'write' FROM unnest(ARRAY['conversations', 'calls']) AS r
+UNION ALL
+SELECT 'viewer', r, 'read'
+FROM unnest(ARRAY['agents', 'flows', 'contacts', 'conversations', 'calls', 'analytics', 'usage']) AS r
+UNION ALL
+SELECT 'sub_user', r, a
+FROM unnest(ARRAY['agents', 'tools', 'knowledge_bases']) AS r, unnest(ARRAY['read', 'write']) AS a
+UNION ALL
+SELECT 'sub_user', r, 'read' FROM unnest(ARRAY['analytics', 'usage', 'conversations', 'calls', 'contacts']) AS r;
+
+ALTER TABLE tenancy.roles OWNER TO tenancy_owner;
+ALTER TABLE tenancy.role_permissions OWNER TO tenancy_owner;
+-- Not tenant data, but every table has RLS on and forced; everyone may read.
+ALTER TABLE tenancy.roles ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.role_permissions ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY readable ON tenancy.roles FOR SELECT USING (true);
+CREATE POLICY readable ON tenancy.role_permissions FOR SELECT USING (true);
+GRANT SELECT ON tenancy.roles, tenancy.role_permissions TO tenancy_app, tenancy_admin;

@@ -1,0 +1,77 @@
+-- Putting tables under tenancy.
+
+CREATE TABLE tenancy.protected_tables (
+    tbl regclass PRIMARY KEY,
+    resource text NOT NULL,
+    protected_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- protect(tbl, resource): adds (or adopts) the account_path column, defaulting
+-- to the active account; a foreign key to the account's path that carries rows
+-- along when an account moves; an index for subtree scans; RLS enabled and
+-- forced with policies: read = the active account's subtree, write = that and
+-- the active role's "write" permission on `resource`.
+-- Policies compare against (SELECT tenancy.current_path()): an InitPlan,
+-- computed once per query and usable as an index condition.
+CREATE FUNCTION tenancy.protect(tbl regclass, resource text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    coltype regtype;
+    in_scope text := 'account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())';
+    may_write text;
+    seq regclass;
+BEGIN
+    IF resource IS NULL OR resource !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'resource must be a lower-case identifier' USING ERRCODE = '22023';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '22023';
+    END IF;
+    may_write := format('tenancy.may(%L, ''write'')', resource);
+    SELECT a.atttypid::regtype INTO coltype FROM pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = 'account_path' AND NOT a.attisdropped;
+    IF coltype IS NULL THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN account_path tenancy.account_path', tbl);
+    ELSIF coltype <> 'tenancy.account_path'::regtype THEN
+        RAISE EXCEPTION 'column account_path of % must be of type tenancy.account_path', tbl
+            USING ERRCODE = '42804';
+    END IF;
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN account_path SET DEFAULT tenancy.current_path()', tbl);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN account_path SET NOT NULL', tbl);
+    IF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'main_id'
+                   AND NOT a.attisdropped) THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN main_id bigint GENERATED ALWAYS AS '
+                       '(tenancy.root_id(account_path)) STORED', tbl);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conrelid = tbl AND c.conname = 'tenancy_account') THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenancy_account FOREIGN KEY (account_path) '
+                       'REFERENCES tenancy.accounts (path) ON UPDATE CASCADE', tbl);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
+                   AND a.attnum = i.indkey[0]
+                   WHERE i.indrelid = tbl AND a.attname = 'account_path') THEN
+        EXECUTE format('CREATE INDEX ON %s (account_path)', tbl);
+    END IF;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS tenancy_read ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS tenancy_insert ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS tenancy_update ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS tenancy_delete ON %s', tbl);
+    EXECUTE format('CREATE POLICY tenancy_read ON %s FOR SELECT USING (%s)', tbl, in_scope);
+    EXECUTE format('CREATE POLICY tenancy_insert ON %s FOR INSERT WITH CHECK (%s AND %s)',
+                   tbl, in_scope, may_write);
+    EXECUTE format('CREATE POLICY tenancy_update ON %s FOR UPDATE USING (%s AND %s) WITH CHECK (%s AND %s)',
+                   tbl, in_scope, may_write, in_scope, may_write);
+    EXECUTE format('CREATE POLICY tenancy_delete ON %s FOR DELETE USING (%s AND %s)',
+                   tbl, in_scope, may_write);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO tenancy_app', tbl);
+    FOR seq IN SELECT d.objid::regclass FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+               WHERE d.refobjid = tbl AND d.classid = 'pg_class'::regclass AND c.relkind = 'S'
+    LOOP
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenancy_app', seq);
+    END LOOP;
+    INSERT INTO tenancy.protected_tables (tbl, resource) VALUES (tbl, resource)
+    ON CONFLICT (tbl) DO UPDATE SET resource = excluded.resource;
+END $$;

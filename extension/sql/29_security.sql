@@ -1,0 +1,63 @@
+-- Ownership, row-level security and privileges of the tenancy tables.
+-- Tables belong to tenancy_owner (NOLOGIN) with RLS enabled and FORCEd; the
+-- SECURITY DEFINER functions above run as the installing superuser and check
+-- the context explicitly. tenancy_app reads through the policies below.
+
+DO $own$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['plans', 'accounts', 'account_forwarding', 'users', 'memberships',
+                             'api_keys', 'api_key_secrets', 'protected_tables']
+    LOOP
+        EXECUTE format('ALTER TABLE tenancy.%I OWNER TO tenancy_owner', t);
+        EXECUTE format('ALTER TABLE tenancy.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('REVOKE ALL ON tenancy.%I FROM PUBLIC', t);
+        EXECUTE format('GRANT SELECT ON tenancy.%I TO tenancy_admin', t);
+    END LOOP;
+END
+$own$;
+ALTER SEQUENCE tenancy.account_id_seq OWNER TO tenancy_owner;
+ALTER SEQUENCE tenancy.api_key_id_seq OWNER TO tenancy_owner;
+
+CREATE POLICY readable ON tenancy.plans FOR SELECT USING (true);
+GRANT SELECT ON tenancy.plans TO tenancy_app;
+
+-- Accounts: the active account's subtree; never a parent or a sibling.
+CREATE POLICY subtree_read ON tenancy.accounts FOR SELECT
+    USING (path <@ (SELECT tenancy.current_path()));
+CREATE POLICY subtree_update ON tenancy.accounts FOR UPDATE
+    USING (path <@ (SELECT tenancy.current_path()) AND tenancy.may('settings', 'write'))
+    WITH CHECK (path <@ (SELECT tenancy.current_path()) AND tenancy.may('settings', 'write'));
+GRANT SELECT ON tenancy.accounts TO tenancy_app;
+GRANT UPDATE (name, branding, settings, updated_at) ON tenancy.accounts TO tenancy_app;
+
+CREATE POLICY subtree_read ON tenancy.memberships FOR SELECT
+    USING (account_path <@ (SELECT tenancy.current_path()));
+GRANT SELECT ON tenancy.memberships TO tenancy_app;
+
+-- Users: those who are members somewhere in the subtree. Hashes are never granted.
+CREATE POLICY member_in_subtree ON tenancy.users FOR SELECT
+    USING (EXISTS (SELECT FROM tenancy.memberships m
+                   WHERE m.user_id = users.id
+                     AND m.account_path <@ (SELECT tenancy.current_path())));
+GRANT SELECT (id, email, name, created_at) ON tenancy.users TO tenancy_app;
+
+CREATE POLICY subtree_read ON tenancy.api_keys FOR SELECT
+    USING (account_path <@ (SELECT tenancy.current_path()) AND tenancy.may('api_keys', 'read'));
+GRANT SELECT ON tenancy.api_keys TO tenancy_app;
+-- api_key_secrets, account_forwarding, protected_tables, context_keys: no
+-- policy and no grant: unreadable to every client role.
+
+-- Functions: PUBLIC may call the public API (each checks the context); the
+-- internal ones are revoked above; DBA functions go to tenancy_admin only.
+REVOKE ALL ON FUNCTION tenancy.create_main_account(text, text, text, text),
+    tenancy.transfer_ownership(text, text, boolean), tenancy.promote_account(text),
+    tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.create_main_account(text, text, text, text),
+    tenancy.transfer_ownership(text, text, boolean), tenancy.promote_account(text),
+    tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text) TO tenancy_admin;
+REVOKE ALL ON FUNCTION tenancy._find_account(text), tenancy._visible_account(text),
+    tenancy._new_account_public_id(bigint), tenancy._check_name(text),
+    tenancy._require(text, text) FROM PUBLIC;
+GRANT USAGE ON SCHEMA tenancy TO PUBLIC;

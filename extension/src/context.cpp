@@ -1,0 +1,574 @@
+// The request context.
+//
+// Design (README, "Security"): the context travels as a signed token in the
+// reserved setting `tenancy.context`, set with SET LOCAL semantics, so that it
+//  * reaches parallel workers (settings are copied to them) and can reach other
+//    nodes later (a setting can be propagated; a backend's memory cannot);
+//  * cannot be forged: the token carries an HMAC-SHA-256 under a server key
+//    that lives in tenancy.context_keys, a table no client role can read (the
+//    key is read here with a direct heap scan, not through SQL privileges);
+//  * cannot be replayed: the token is bound to the backend (or parallel leader)
+//    pid and its local transaction id, so a value captured with SHOW and SET
+//    again in a later transaction verifies as nothing;
+//  * ends with the transaction (SET LOCAL).
+// A session-scoped context is a record in this backend's memory naming the
+// credential. At the first context read of every transaction the record is
+// re-validated in SQL (revocation, expiry, deactivation) and a fresh
+// transaction token is issued. The record dies with RESET ALL / DISCARD ALL
+// (the marker setting `tenancy.session` is reset) and with tenancy.reset().
+//
+// Verification costs one HMAC per backend per token; afterwards a read is a
+// string compare with the cached token plus two integer compares.
+#include "boundary.hpp"
+#include "context.hpp"
+
+extern "C" {
+#include "access/heapam.h"
+#include "access/parallel.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sodium.h>
+
+#include <array>
+#include <cstring>
+#include <map>
+
+namespace tenancy {
+
+namespace {
+
+constexpr uint8_t kTokenVersion = 1;
+constexpr size_t kMacSize = 32;
+constexpr size_t kKeySize = 32;
+constexpr int kMaxKeys = 16;
+
+char *context_setting = nullptr;  // tenancy.context (the signed token)
+char *session_setting = nullptr;  // tenancy.session (marker of a session context)
+
+// Server keys, loaded once per backend.
+std::map<int, std::array<unsigned char, kKeySize>> server_keys;
+
+// Last verified token and what it says.
+std::string cached_token;
+RequestContext cached;
+bool cached_valid = false;
+
+// The session record: trivially destructible, so the setting's assign hook can
+// clear it without allocating.
+struct SessionRecord {
+    bool active;
+    char nonce[33];
+    char principal_kind[16];
+    int64 main_id;
+    int64 credential_id;
+    int64 account_id;
+    LocalTransactionId refreshed_lxid;
+};
+SessionRecord session = {};
+bool refreshing = false;
+
+void clear_session() noexcept {
+    session.active = false;
+    session.nonce[0] = '\0';
+    session.refreshed_lxid = InvalidLocalTransactionId;
+}
+
+// RESET ALL, DISCARD ALL, a rolled-back SET or a client's SET of the marker:
+// any value other than the one we issued ends the session context.
+void session_setting_assign(const char *newval, void *extra) {
+    if (!session.active) return;
+    if (newval == nullptr || std::strcmp(newval, session.nonce) != 0) clear_session();
+}
+
+// The backend whose transaction a token is bound to: ourselves, or our
+// parallel leader when we are a worker.
+void current_binding(int32_t &pid, uint32_t &lxid) {
+    PGPROC *leader = MyProc->lockGroupLeader ? MyProc->lockGroupLeader : MyProc;
+    pid = leader->pid;
+    lxid = leader->lxid;
+}
+
+// ---- token encoding -------------------------------------------------------
+
+void put_u8(std::string &out, uint8_t v) { out.push_back(static_cast<char>(v)); }
+void put_int(std::string &out, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; i++) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_bytes(std::string &out, const std::string &s, int len_bytes) {
+    put_int(out, s.size(), len_bytes);
+    out.append(s);
+}
+
+class Reader {
+public:
+    Reader(const std::string &s) : s_(s) {}
+    uint64_t integer(int bytes) {
+        need(bytes);
+        uint64_t v = 0;
+        for (int i = 0; i < bytes; i++) v |= uint64_t(static_cast<unsigned char>(s_[pos_ + i])) << (8 * i);
+        pos_ += bytes;
+        return v;
+    }
+    std::string bytes(int len_bytes) {
+        size_t n = integer(len_bytes);
+        need(n);
+        std::string r = s_.substr(pos_, n);
+        pos_ += n;
+        return r;
+    }
+    bool at_end() const { return pos_ == s_.size(); }
+
+private:
+    void need(size_t n) {
+        if (pos_ + n > s_.size()) throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context is malformed");
+    }
+    const std::string &s_;
+    size_t pos_ = 0;
+};
+
+std::string encode_payload(const RequestContext &c) {
+    std::string out;
+    put_u8(out, kTokenVersion);
+    put_u8(out, static_cast<uint8_t>(c.principal_kind));
+    put_int(out, c.key_id, 2);
+    put_int(out, static_cast<uint32_t>(c.leader_pid), 4);
+    put_int(out, c.leader_lxid, 4);
+    put_int(out, static_cast<uint64_t>(c.expires_at), 8);
+    put_int(out, static_cast<uint64_t>(c.principal_id), 8);
+    put_int(out, static_cast<uint64_t>(c.credential_id), 8);
+    put_int(out, static_cast<uint64_t>(c.account_id), 8);
+    put_int(out, static_cast<uint64_t>(c.main_id), 8);
+    put_int(out, static_cast<uint64_t>(c.home_account_id), 8);
+    put_bytes(out, c.role, 1);
+    put_bytes(out, c.account_public_id, 1);
+    put_bytes(out, c.path, 2);
+    put_bytes(out, c.home_path, 2);
+    return out;
+}
+
+RequestContext decode_payload(const std::string &payload) {
+    Reader r(payload);
+    RequestContext c;
+    if (r.integer(1) != kTokenVersion)
+        throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context has an unknown version");
+    c.principal_kind = static_cast<PrincipalKind>(r.integer(1));
+    c.key_id = static_cast<uint16_t>(r.integer(2));
+    c.leader_pid = static_cast<int32_t>(r.integer(4));
+    c.leader_lxid = static_cast<uint32_t>(r.integer(4));
+    c.expires_at = static_cast<int64_t>(r.integer(8));
+    c.principal_id = static_cast<int64_t>(r.integer(8));
+    c.credential_id = static_cast<int64_t>(r.integer(8));
+    c.account_id = static_cast<int64_t>(r.integer(8));
+    c.main_id = static_cast<int64_t>(r.integer(8));
+    c.home_account_id = static_cast<int64_t>(r.integer(8));
+    c.role = r.bytes(1);
+    c.account_public_id = r.bytes(1);
+    c.path = r.bytes(2);
+    c.home_path = r.bytes(2);
+    if (!r.at_end()) throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context is malformed");
+    return c;
+}
+
+std::string base64url(const std::string &bin) {
+    std::string out(sodium_base64_encoded_len(bin.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
+    sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char *>(bin.data()), bin.size(),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    out.resize(std::strlen(out.c_str()));
+    return out;
+}
+
+bool unbase64url(const std::string &text, std::string &bin) {
+    bin.assign(text.size(), '\0');
+    size_t len = 0;
+    if (sodium_base642bin(reinterpret_cast<unsigned char *>(bin.data()), bin.size(), text.data(), text.size(), nullptr,
+                          &len, nullptr, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+        return false;
+    bin.resize(len);
+    return true;
+}
+
+std::array<unsigned char, kMacSize> mac_of(const std::array<unsigned char, kKeySize> &key, const std::string &payload) {
+    std::array<unsigned char, kMacSize> mac{};
+    unsigned int len = 0;
+    if (HMAC(EVP_sha256(), key.data(), key.size(), reinterpret_cast<const unsigned char *>(payload.data()),
+             payload.size(), mac.data(), &len) == nullptr ||
+        len != kMacSize)
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
+    return mac;
+}
+
+// ---- server keys ----------------------------------------------------------
+
+struct KeySlot {
+    int id;
+    unsigned char secret[kKeySize];
+};
+
+// Reads tenancy.context_keys with a heap scan: no SQL privilege check, so the
+// key is readable here whatever role runs the query, and by no client. Plain C:
+// run through pg_call.
+int read_server_keys(KeySlot *slots) {
+    Oid nsp = get_namespace_oid("tenancy", false);
+    Oid relid = get_relname_relid("context_keys", nsp);
+    if (!OidIsValid(relid)) elog(ERROR, "tenancy.context_keys is missing");
+    Relation rel = table_open(relid, AccessShareLock);
+    Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+    TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+    int n = 0;
+    HeapTuple tuple;
+    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL && n < kMaxKeys) {
+        bool id_null, secret_null;
+        Datum id = heap_getattr(tuple, 1, RelationGetDescr(rel), &id_null);
+        Datum secret = heap_getattr(tuple, 2, RelationGetDescr(rel), &secret_null);
+        if (id_null || secret_null) continue;
+        bytea *b = DatumGetByteaPP(secret);
+        if (VARSIZE_ANY_EXHDR(b) != kKeySize) continue;
+        slots[n].id = DatumGetInt16(id);
+        memcpy(slots[n].secret, VARDATA_ANY(b), kKeySize);
+        n++;
+    }
+    table_endscan(scan);
+    UnregisterSnapshot(snapshot);
+    table_close(rel, AccessShareLock);
+    return n;
+}
+
+const std::array<unsigned char, kKeySize> *server_key(int id, bool reload) {
+    auto it = server_keys.find(id);
+    if (it != server_keys.end() && !reload) return &it->second;
+    KeySlot slots[kMaxKeys];
+    int n = pg_call([&] { return read_server_keys(slots); });
+    server_keys.clear();
+    for (int i = 0; i < n; i++) {
+        std::array<unsigned char, kKeySize> k;
+        std::memcpy(k.data(), slots[i].secret, kKeySize);
+        server_keys[slots[i].id] = k;
+    }
+    sodium_memzero(slots, sizeof slots);
+    it = server_keys.find(id);
+    return it == server_keys.end() ? nullptr : &it->second;
+}
+
+int newest_key_id() {
+    if (server_keys.empty()) server_key(-1, true);
+    if (server_keys.empty()) throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy has no server key");
+    return server_keys.rbegin()->first;
+}
+
+std::string sign(const RequestContext &c) {
+    std::string payload = encode_payload(c);
+    const auto *key = server_key(c.key_id, false);
+    if (key == nullptr) throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy server key is missing");
+    auto mac = mac_of(*key, payload);
+    payload.append(reinterpret_cast<const char *>(mac.data()), mac.size());
+    return base64url(payload);
+}
+
+// A token that fails any check is simply no context: the caller sees nothing.
+bool verify(const std::string &token, RequestContext &out) {
+    std::string bin;
+    if (!unbase64url(token, bin) || bin.size() <= kMacSize + 4) return false;
+    std::string payload = bin.substr(0, bin.size() - kMacSize);
+    int key_id = static_cast<unsigned char>(payload[2]) | (static_cast<unsigned char>(payload[3]) << 8);
+    const auto *key = server_key(key_id, false);
+    if (key == nullptr) key = server_key(key_id, true);  // rotated since we loaded
+    if (key == nullptr) return false;
+    auto mac = mac_of(*key, payload);
+    if (CRYPTO_memcmp(mac.data(), bin.data() + payload.size(), kMacSize) != 0) return false;
+    try {
+        out = decode_payload(payload);
+    } catch (const SqlError &) {
+        return false;
+    }
+    return out.expires_at > GetCurrentTimestamp();
+}
+
+bool bound_here(const RequestContext &c) {
+    int32_t pid;
+    uint32_t lxid;
+    current_binding(pid, lxid);
+    return c.leader_pid == pid && c.leader_lxid == lxid;
+}
+
+void set_context_setting(const char *value) {
+    pg_call([&] {
+        return set_config_option("tenancy.context", value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+                                 false);
+    });
+}
+
+// Re-validates the session credential for this transaction, in SQL
+// (tenancy._resume_session), which issues a fresh transaction token.
+void resume_session() {
+    refreshing = true;
+    session.refreshed_lxid = MyProc->lxid;
+    try {
+        pg_call([] {
+            if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+            SPI_execute("SELECT tenancy._resume_session()", false, 1);
+            SPI_finish();
+            return 0;
+        });
+    } catch (...) {
+        refreshing = false;
+        clear_session();
+        throw;
+    }
+    refreshing = false;
+}
+
+}  // namespace
+
+// The verified context of this transaction, or nullptr when there is none.
+const RequestContext *current_context() {
+    if (session.active && !refreshing && !IsParallelWorker() && IsTransactionState() &&
+        session.refreshed_lxid != MyProc->lxid)
+        resume_session();
+    const char *token = context_setting;
+    if (token == nullptr || token[0] == '\0') return nullptr;
+    if (!cached_valid || cached_token != token) {
+        cached_valid = false;
+        RequestContext c;
+        if (!verify(token, c)) return nullptr;
+        cached = std::move(c);
+        cached_token = token;
+        cached_valid = true;
+    }
+    return bound_here(cached) ? &cached : nullptr;
+}
+
+void context_init() {
+    DefineCustomStringVariable("tenancy.context", "Signed request context of the current transaction.",
+                               "Set only by tenancy.authenticate() and related functions; any other value is ignored.",
+                               &context_setting, "", PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, NULL,
+                               NULL);
+    DefineCustomStringVariable("tenancy.session", "Marker of a session-scoped tenancy context.",
+                               "Resetting it (RESET ALL, DISCARD ALL) ends the session context.", &session_setting, "",
+                               PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, session_setting_assign, NULL);
+    MarkGUCPrefixReserved("tenancy");
+}
+
+// ---- SQL-callable ---------------------------------------------------------
+
+namespace {
+
+std::string arg_text(FunctionCallInfo fcinfo, int n) {
+    text *t = PG_GETARG_TEXT_PP(n);
+    return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+std::string arg_path(FunctionCallInfo fcinfo, int n) {
+    struct varlena *v = PG_GETARG_VARLENA_PP(n);
+    return std::string(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+}
+
+Datum path_datum(const std::string &bytes) {
+    return pg_call([&] {
+        struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + bytes.size()));
+        SET_VARSIZE(v, VARHDRSZ + bytes.size());
+        memcpy(VARDATA(v), bytes.data(), bytes.size());
+        return PointerGetDatum(v);
+    });
+}
+
+PrincipalKind kind_from_text(const std::string &k) {
+    if (k == "api_key") return PrincipalKind::ApiKey;
+    if (k == "user") return PrincipalKind::User;
+    if (k == "sub_user") return PrincipalKind::SubUser;
+    throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "unknown principal kind \"" + k + "\"");
+}
+
+const char *kind_text(PrincipalKind k) {
+    switch (k) {
+        case PrincipalKind::ApiKey:
+            return "api_key";
+        case PrincipalKind::User:
+            return "user";
+        case PrincipalKind::SubUser:
+            return "sub_user";
+    }
+    return "unknown";
+}
+
+}  // namespace
+}  // namespace tenancy
+
+using tenancy::current_context;
+using tenancy::guard;
+using tenancy::RequestContext;
+
+extern "C" {
+
+// _issue_context(scope, principal_kind, principal_id, credential_id, account_id,
+//                main_id, account_public_id, path, home_account_id, home_path, role,
+//                expires_at)
+// Internal: EXECUTE is granted to no client role; only the extension's
+// SECURITY DEFINER functions call it, after verifying a credential.
+PG_FUNCTION_INFO_V1(tenancy_issue_context);
+Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
+    for (int i = 0; i < 12; i++)
+        if (PG_ARGISNULL(i)) ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("context field %d is null", i + 1)));
+    return guard([&]() -> Datum {
+        using namespace tenancy;
+        std::string scope = arg_text(fcinfo, 0);
+        if (scope != "transaction" && scope != "session" && scope != "refresh")
+            throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "scope must be transaction or session");
+        RequestContext c;
+        c.principal_kind = kind_from_text(arg_text(fcinfo, 1));
+        c.principal_id = PG_GETARG_INT64(2);
+        c.credential_id = PG_GETARG_INT64(3);
+        c.account_id = PG_GETARG_INT64(4);
+        c.main_id = PG_GETARG_INT64(5);
+        c.account_public_id = arg_text(fcinfo, 6);
+        c.path = arg_path(fcinfo, 7);
+        c.home_account_id = PG_GETARG_INT64(8);
+        c.home_path = arg_path(fcinfo, 9);
+        c.role = arg_text(fcinfo, 10);
+        c.expires_at = PG_GETARG_TIMESTAMPTZ(11);
+        if (c.role.size() > 255 || c.account_public_id.size() > 255 || c.path.size() > 65535 ||
+            c.home_path.size() > 65535)
+            throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "context field too long");
+        current_binding(c.leader_pid, c.leader_lxid);
+        c.key_id = static_cast<uint16_t>(newest_key_id());
+        std::string token = sign(c);
+        if (scope == "session") {
+            // Bind the record to a fresh nonce before setting the marker: the
+            // marker's assign hook compares against it.
+            unsigned char raw[16];
+            randombytes_buf(raw, sizeof raw);
+            sodium_bin2hex(session.nonce, sizeof session.nonce, raw, sizeof raw);
+            std::strncpy(session.principal_kind, kind_text(c.principal_kind), sizeof session.principal_kind - 1);
+            session.main_id = c.main_id;
+            session.credential_id = c.credential_id;
+            session.account_id = c.account_id;
+            session.refreshed_lxid = MyProc->lxid;
+            session.active = true;
+            const char *nonce = session.nonce;
+            pg_call([&] {
+                return set_config_option("tenancy.session", nonce, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0,
+                                         false);
+            });
+        } else if (scope == "transaction") {
+            // A new credential in this transaction replaces any session context.
+            if (session.active) {
+                clear_session();
+                pg_call([&] {
+                    return set_config_option("tenancy.session", "", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true,
+                                             0, false);
+                });
+            }
+        } else if (session.active) {
+            session.account_id = c.account_id;  // refresh or act_as keeps the session going
+        }
+        set_context_setting(token.c_str());
+        return (Datum)0;
+    });
+}
+
+// The session record, for tenancy._resume_session() (internal).
+PG_FUNCTION_INFO_V1(tenancy_session_record);
+Datum tenancy_session_record(PG_FUNCTION_ARGS) {
+    return guard([&]() -> Datum {
+        using tenancy::session;
+        if (!session.active) return tenancy::text_datum(std::string());
+        std::string r = std::string(session.principal_kind) + ":" + std::to_string(session.main_id) + ":" +
+                        std::to_string(session.credential_id) + ":" + std::to_string(session.account_id);
+        return tenancy::text_datum(r);
+    });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_reset);
+Datum tenancy_reset(PG_FUNCTION_ARGS) {
+    return guard([&]() -> Datum {
+        tenancy::clear_session();
+        tenancy::cached_valid = false;
+        tenancy::pg_call([] {
+            return set_config_option("tenancy.session", "", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+        });
+        tenancy::set_context_setting("");
+        return (Datum)0;
+    });
+}
+
+// current_path(): the active account's path, NULL without a context. Policies
+// compare rows against it, so NULL means no row qualifies.
+PG_FUNCTION_INFO_V1(tenancy_current_path);
+Datum tenancy_current_path(PG_FUNCTION_ARGS) {
+    bool found = false;
+    Datum result = guard([&]() -> Datum {
+        const RequestContext *c = current_context();
+        if (c == nullptr) return (Datum)0;
+        found = true;
+        return tenancy::path_datum(c->path);
+    });
+    if (!found) PG_RETURN_NULL();
+    return result;
+}
+
+PG_FUNCTION_INFO_V1(tenancy_home_path);
+Datum tenancy_home_path(PG_FUNCTION_ARGS) {
+    bool found = false;
+    Datum result = guard([&]() -> Datum {
+        const RequestContext *c = current_context();
+        if (c == nullptr) return (Datum)0;
+        found = true;
+        return tenancy::path_datum(c->home_path);
+    });
+    if (!found) PG_RETURN_NULL();
+    return result;
+}
+
+// current_field(name): one field of the context as text, NULL without one.
+PG_FUNCTION_INFO_V1(tenancy_context_field);
+Datum tenancy_context_field(PG_FUNCTION_ARGS) {
+    bool found = false;
+    Datum result = guard([&]() -> Datum {
+        std::string name = tenancy::arg_text(fcinfo, 0);
+        const RequestContext *c = current_context();
+        if (c == nullptr) return (Datum)0;
+        std::string v;
+        if (name == "account") v = c->account_public_id;
+        else if (name == "account_id") v = std::to_string(c->account_id);
+        else if (name == "main_id") v = std::to_string(c->main_id);
+        else if (name == "home_account_id") v = std::to_string(c->home_account_id);
+        else if (name == "role") v = c->role;
+        else if (name == "principal_kind") v = tenancy::kind_text(c->principal_kind);
+        else if (name == "principal_id") v = std::to_string(c->principal_id);
+        else if (name == "credential_id") v = std::to_string(c->credential_id);
+        else if (name == "expires_at") v = std::to_string(c->expires_at);
+        else if (name == "scope") v = tenancy::session.active && !IsParallelWorker() ? "session" : "transaction";
+        else
+            throw tenancy::SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "unknown context field \"" + name + "\"");
+        found = true;
+        return tenancy::text_datum(v);
+    });
+    if (!found) PG_RETURN_NULL();
+    return result;
+}
+
+// Fresh random bytes from libsodium (server keys, secrets).
+PG_FUNCTION_INFO_V1(tenancy_random_bytes);
+Datum tenancy_random_bytes(PG_FUNCTION_ARGS) {
+    int32 n = PG_GETARG_INT32(0);
+    if (n < 1 || n > 1024) ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("random_bytes takes 1 to 1024 bytes")));
+    bytea *b = (bytea *)palloc(VARHDRSZ + n);
+    SET_VARSIZE(b, VARHDRSZ + n);
+    randombytes_buf(VARDATA(b), n);
+    PG_RETURN_BYTEA_P(b);
+}
+}
