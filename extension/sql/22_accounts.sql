@@ -119,7 +119,7 @@ END $$;
 CREATE FUNCTION tenancy._new_account_public_id(main_id bigint) RETURNS text
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
-    AS $$ SELECT 'acc_' || main_id || '_' || encode(tenancy._random_bytes(6), 'hex') $$;
+    AS $$ SELECT format('acc_%s_%s', main_id, encode(tenancy._random_bytes(6), 'hex')) $$;
 
 CREATE FUNCTION tenancy._check_name(name text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE

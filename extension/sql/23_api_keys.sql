@@ -76,13 +76,13 @@ BEGIN
         RAISE EXCEPTION 'the plan allows % active API keys per account', limit_per_account
             USING ERRCODE = '53400';
     END IF;
-    key_prefix := 'tnc_' || a.main_id || '_' || key_id || '_' || left(secret, 4);
+    key_prefix := format('tnc_%s_%s_%s', a.main_id, key_id, left(secret, 4));
     INSERT INTO tenancy.api_keys (account_path, id, public_id, name, role, prefix, expires_at)
-    VALUES (a.path, key_id, 'key_' || a.main_id || '_' || key_id, btrim(name), role, key_prefix,
+    VALUES (a.path, key_id, format('key_%s_%s', a.main_id, key_id), btrim(name), role, key_prefix,
             expires_at);
     INSERT INTO tenancy.api_key_secrets (main_id, key_id, secret_hash)
     VALUES (a.main_id, key_id, tenancy._secret_hash(secret));
-    RETURN 'tnc_' || a.main_id || '_' || key_id || '_' || secret;
+    RETURN format('tnc_%s_%s_%s', a.main_id, key_id, secret);
 END $$;
 REVOKE ALL ON FUNCTION tenancy._make_api_key(tenancy.accounts, text, text, timestamptz) FROM PUBLIC;
 

@@ -124,8 +124,8 @@ CREATE FUNCTION tenancy.whoami() RETURNS jsonb
         'principal', jsonb_build_object(
             'kind', tenancy._context_field('principal_kind'),
             'id', CASE tenancy._context_field('principal_kind')
-                      WHEN 'api_key' THEN 'key_' || tenancy._context_field('main_id') || '_'
-                                          || tenancy._context_field('principal_id')
+                      WHEN 'api_key' THEN format('key_%s_%s', tenancy._context_field('main_id'),
+                                                   tenancy._context_field('principal_id'))
                       ELSE tenancy._context_field('principal_id') END),
         'account', tenancy._context_field('account'),
         'role', tenancy._context_field('role'),
