@@ -1,7 +1,9 @@
 -- Account lifecycle under the plan's limits: create, depth and count limits,
 -- move with every row following, refusals, promotion, ownership transfer.
 \set VERBOSITY terse
+SET client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS regress;
+RESET client_min_messages;
 GRANT USAGE ON SCHEMA regress TO PUBLIC;
 CREATE OR REPLACE FUNCTION regress.try(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN

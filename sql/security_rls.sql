@@ -2,7 +2,9 @@
 -- parent or a sibling; another main account sees nothing. Every tenancy table
 -- and a protected application table, for SELECT, INSERT, UPDATE and DELETE.
 \set VERBOSITY terse
+SET client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS regress;
+RESET client_min_messages;
 GRANT USAGE ON SCHEMA regress TO PUBLIC;
 CREATE OR REPLACE FUNCTION regress.try(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -65,7 +67,7 @@ FROM regress.actors ORDER BY actor;
 
 -- What each actor sees.
 CREATE FUNCTION pg_temp.view_as(who text) RETURNS TABLE (
-    accounts text, notes text, memberships bigint, api_keys bigint, users bigint, plans bigint)
+    accounts text, notes text, memberships bigint, api_keys bigint, users bigint, plans_readable boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM tenancy.authenticate((SELECT key FROM regress.actors WHERE actor = who));
@@ -75,7 +77,7 @@ BEGIN
         (SELECT count(*) FROM tenancy.memberships),
         (SELECT count(*) FROM tenancy.api_keys),
         (SELECT count(*) FROM tenancy.users),
-        (SELECT count(*) FROM tenancy.plans);
+        (SELECT count(*) > 0 FROM tenancy.plans);
     PERFORM tenancy.reset();
 END $$;
 \x on
