@@ -230,7 +230,8 @@ int read_server_keys(KeySlot *slots) {
     Oid relid = get_relname_relid("context_keys", nsp);
     if (!OidIsValid(relid)) elog(ERROR, "tenancy.context_keys is missing");
     Relation rel = table_open(relid, AccessShareLock);
-    Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+    // The active snapshot: parallel workers may not take a new one.
+    Snapshot snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
     TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
     int n = 0;
     HeapTuple tuple;
