@@ -22,10 +22,10 @@ BEGIN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
     IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'API key "%" has been revoked', k.public_id USING ERRCODE = '28000';
+        RAISE EXCEPTION 'API key has been revoked' USING ERRCODE = '28000';
     END IF;
     IF k.expires_at IS NOT NULL AND k.expires_at <= now() THEN
-        RAISE EXCEPTION 'API key "%" has expired', k.public_id USING ERRCODE = '28000';
+        RAISE EXCEPTION 'API key has expired' USING ERRCODE = '28000';
     END IF;
     SELECT * INTO home FROM tenancy.accounts a WHERE a.main_id = k.main_id AND a.id = k.account_id;
     IF account_id IS NULL OR account_id = home.id THEN
@@ -39,7 +39,7 @@ BEGIN
     END IF;
     IF EXISTS (SELECT FROM tenancy.accounts a
                WHERE a.path @> target.path AND a.status <> 'active') THEN
-        RAISE EXCEPTION 'account "%" is inactive', target.public_id USING ERRCODE = '28000';
+        RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
     END IF;
     PERFORM tenancy._issue_context(scope, 'api_key', k.id, k.id, target.id, target.main_id,
         target.public_id, target.path, home.id, home.path, k.role,
@@ -67,16 +67,7 @@ BEGIN
     IF NOT tenancy._secret_equal(parts[3], coalesce(stored, '\x00'::bytea)) OR stored IS NULL THEN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
-    -- Last-used bookkeeping, at most once a minute per key, skipped when it
-    -- could fail (read-only transaction, hot standby) or would wait on a lock.
-    IF NOT current_setting('transaction_read_only')::boolean AND NOT pg_is_in_recovery() THEN
-        UPDATE tenancy.api_keys k SET last_used_at = now()
-        WHERE k.main_id = parts[1]::bigint AND k.id = parts[2]::bigint
-          AND k.ctid = (SELECT x.ctid FROM tenancy.api_keys x
-                        WHERE x.main_id = parts[1]::bigint AND x.id = parts[2]::bigint
-                          AND (x.last_used_at IS NULL OR x.last_used_at < now() - interval '1 minute')
-                        FOR UPDATE SKIP LOCKED);
-    END IF;
+    PERFORM tenancy._touch_api_key(parts[1]::bigint, parts[2]::bigint);
     RETURN tenancy._establish('api_key', parts[1]::bigint, parts[2]::bigint, NULL,
                               CASE WHEN session THEN 'session' ELSE 'transaction' END);
 END $$;

@@ -8,7 +8,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['plans', 'accounts', 'account_forwarding', 'users', 'memberships',
-                             'api_keys', 'api_key_secrets', 'protected_tables']
+                             'api_keys', 'api_key_secrets', 'api_key_usage', 'protected_tables']
     LOOP
         EXECUTE format('ALTER TABLE tenancy.%I OWNER TO tenancy_owner', t);
         EXECUTE format('ALTER TABLE tenancy.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', t);
@@ -46,6 +46,10 @@ GRANT SELECT (id, email, name, created_at) ON tenancy.users TO tenancy_app;
 CREATE POLICY subtree_read ON tenancy.api_keys FOR SELECT
     USING (account_path <@ (SELECT tenancy.current_path()) AND tenancy.may('api_keys', 'read'));
 GRANT SELECT ON tenancy.api_keys TO tenancy_app;
+CREATE POLICY key_visible ON tenancy.api_key_usage FOR SELECT
+    USING (EXISTS (SELECT FROM tenancy.api_keys k
+                   WHERE k.main_id = api_key_usage.main_id AND k.id = api_key_usage.key_id));
+GRANT SELECT ON tenancy.api_key_usage TO tenancy_app;
 -- api_key_secrets, account_forwarding, protected_tables, context_keys: no
 -- policy and no grant: unreadable to every client role.
 
