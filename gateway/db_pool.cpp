@@ -235,8 +235,9 @@ DbPool::Lease DbPool::acquire(std::chrono::milliseconds timeout) {
 
 void DbPool::give_back(PGconn *conn, bool discard) {
     // A connection is reusable only when healthy and outside any transaction.
-    bool reusable =
-        !discard && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
+    const bool broken = PQstatus(conn) != CONNECTION_OK;
+    bool reusable = !discard && !broken && PQtransactionStatus(conn) == PQTRANS_IDLE;
+    std::vector<PGconn *> to_close;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         if (reusable && !closed_) {
@@ -245,10 +246,22 @@ void DbPool::give_back(PGconn *conn, bool discard) {
         } else {
             --open_;
         }
+        if (broken) {
+            // A broken connection usually means the server restarted: the
+            // idle ones are dead too, and handing them out one by one would
+            // fail one request each. Reopen lazily instead.
+            to_close.swap(idle_);
+            open_ -= static_cast<int>(to_close.size());
+        }
     }
-    available_.notify_one();
+    if (to_close.empty())
+        available_.notify_one();
+    else
+        available_.notify_all();
     if (conn)
         PQfinish(conn);
+    for (PGconn *c : to_close)
+        PQfinish(c);
 }
 
 void DbPool::close() {

@@ -4,8 +4,10 @@
 // - acquire() waits up to acquire_timeout for a free one, then fails with
 //   SQLSTATE 53300 (too_many_connections).
 // - A connection that broke (database restarted, network cut) or was handed
-//   back inside a transaction is closed on release; the next acquire opens
-//   a fresh one, so the gateway recovers after the database comes back.
+//   back inside a transaction is closed on release; a broken one also closes
+//   every idle connection (after a restart they are all dead). The next
+//   acquire opens a fresh one, so the gateway recovers after the database
+//   comes back without failing a request per stale connection.
 // - Every statement is bounded: the server enforces statement_timeout, and
 //   the client gives up (and drops the connection) shortly after, in case the
 //   server or the network hangs.

@@ -241,16 +241,36 @@ def main():
         for _ in range(8):
             assert request(http_port, "/readyz")[0] == 200
 
-    @case("sigterm_clean_exit_0")
+    @case("sigterm_finishes_in_flight_request_and_exits_0")
     def _():
-        # A keep-alive connection stays open across the signal: the server
-        # must still stop (after its keep-alive timeout at most).
-        conn = socket.create_connection(("127.0.0.1", http_port), timeout=10)
+        # One keep-alive connection: a first request proves it is being
+        # served; the second request's body is still missing when SIGTERM
+        # arrives, so that request is in flight and must still be answered.
+        conn = socket.create_connection(("127.0.0.1", http_port), timeout=20)
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert b"200 OK" in conn.recv(4096)
+        first = b""
+        while b"\r\n\r\n" not in first or not first.endswith(b"}\n"):
+            chunk = conn.recv(4096)
+            assert chunk, first
+            first += chunk
+        assert b"200 OK" in first, first
+        conn.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"X-Request-Id: in-flight\r\n\r\n")
+        time.sleep(0.3)
         gw.send_signal(signal.SIGTERM)
-        code = gw.wait(timeout=30)
+        poll(lambda: "shutdown requested" in open(LOG).read(), 10, "shutdown logged")
+        assert gw.poll() is None, "exited before finishing the in-flight request"
+        conn.sendall(b"hello")
+        answer = b""
+        while b"\r\n\r\n" not in answer or b"}" not in answer:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
         conn.close()
+        assert answer.startswith(b"HTTP/1.1 405"), answer
+        assert b"Request-Id: in-flight" in answer, answer
+        code = gw.wait(timeout=30)
         assert code == 0, code
         with open(LOG) as f:
             tail = [json.loads(l) for l in f.read().splitlines()[-3:]]

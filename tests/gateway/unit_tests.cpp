@@ -438,6 +438,35 @@ void database_cases() {
         std::string err;
         CHECK(ping(pool, 2000ms, err));
     });
+    run_case("db_pool_recovers_when_all_connections_died", [] {
+        DbPool pool(pool_options(3));
+        std::vector<std::string> pids;
+        {
+            // Three connections open at once, then all idle in the pool.
+            DbPool::Lease a = pool.acquire(), b = pool.acquire(), c = pool.acquire();
+            for (auto *l : {&a, &b, &c})
+                pids.push_back(exec_params(l->get(), "SELECT pg_backend_pid()::text", {}, 2000ms)
+                                   .value(0, 0)
+                                   .value());
+        }
+        CHECK_EQ(pool.stats().idle, 3);
+        DbPool admin(pool_options(1));
+        for (const auto &pid : pids)
+            scalar(admin, "SELECT pg_terminate_backend($1::int)::text", {pid});
+        for (int i = 0; i < 100; ++i) {
+            if (scalar(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])",
+                       {"{" + pids[0] + "," + pids[1] + "," + pids[2] + "}"}) == "0")
+                break;
+            std::this_thread::sleep_for(50ms);
+        }
+        // Like a database restart: the first request meets a dead connection,
+        // which drops every idle one, and the retry runs on a fresh one.
+        TxOutcome out = run_transaction(pool, [](Tx &tx) { tx.exec("SELECT 1"); });
+        CHECK(out.committed);
+        CHECK_EQ(pool.stats().open, 1);
+        std::string err;
+        CHECK(ping(pool, 2000ms, err));
+    });
     run_case("db_ping_reports_unreachable", [] {
         PoolOptions o = pool_options(1);
         o.conninfo = "host=127.0.0.1 port=1 dbname=postgres";
