@@ -12,9 +12,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// libpq messages span lines ("...failed: ...\n\tIs the server running...");
+// log lines and stderr messages want one.
 std::string trimmed(const char *s) {
-    std::string out = s ? s : "";
-    while (!out.empty() && (out.back() == '\n' || out.back() == ' '))
+    std::string out;
+    for (const char *p = s ? s : ""; *p; ++p) {
+        if (*p == '\n' || *p == '\t' || *p == '\r') {
+            if (!out.empty() && out.back() != ' ')
+                out.push_back(' ');
+        } else {
+            out.push_back(*p);
+        }
+    }
+    while (!out.empty() && out.back() == ' ')
         out.pop_back();
     return out;
 }

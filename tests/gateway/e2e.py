@@ -211,6 +211,7 @@ def main():
                            capture_output=True, text=True, timeout=60)
         assert r.returncode not in (0, 2), (r.returncode, r.stderr)
         assert "database is unreachable" in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1, "expected one line: %r" % r.stderr
         assert time.monotonic() - t0 < 60
 
     @case("config_from_environment")
