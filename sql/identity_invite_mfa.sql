@@ -53,6 +53,8 @@ BEGIN;
 SELECT tenancy.login('adam@idi.test', 'adam-pass-1') IS NOT NULL, tenancy.current_role_name();
 SELECT idtest.try(format('SELECT tenancy.invite(%L, ''olga@idi.test'', ''owner'')', :'inv'));
 SELECT tenancy.invite(:'inv', 'mia@idi.test', 'member') IS NOT NULL AS admin_invites_member;
+-- nor demote an owner by re-inviting them
+SELECT idtest.try(format('SELECT tenancy.invite(%L, ''owner@idi.test'', ''viewer'')', :'inv'));
 COMMIT;
 -- re-inviting replaces the old token
 RESET ROLE;
@@ -174,4 +176,12 @@ SELECT idtest.try('SELECT tenancy.enroll_mfa()');
 SELECT idtest.try('SELECT tenancy.change_password(''a'', ''bbbbbbbbbb'')');
 SELECT idtest.try('SELECT tenancy.logout()');
 ROLLBACK;
+RESET ROLE;
+-- housekeeping: ended sessions and spent invitations go, live sessions stay
+SELECT count(*) AS live_before FROM tenancy.sessions WHERE revoked_at IS NULL AND expires_at > now() \gset
+SELECT tenancy.purge_identity('0 seconds') > 0 AS purged;
+SELECT count(*) = :live_before AS live_kept, count(*) FILTER (WHERE revoked_at IS NOT NULL) AS ended_left
+FROM tenancy.sessions;
+SET ROLE tenancy_app;
+SELECT idtest.try('SELECT tenancy.purge_identity()');
 RESET ROLE;

@@ -27,6 +27,11 @@ SELECT tenancy.login('owner@idu.test', 'owner-pass-1') AS tok \gset
 SELECT :'tok' ~ '^tns_[0-9]+_[A-Za-z0-9_-]{43}$' AS token_format;
 SELECT tenancy.current_account() = :'acme' AS in_acme, tenancy.current_role_name() AS role,
        tenancy.whoami() -> 'principal' ->> 'kind' AS kind;
+SELECT w -> 'principal' ->> 'kind' AS kind, w ->> 'role' AS role, w ->> 'scope' AS scope,
+       w -> 'principal' -> 'session' IS NOT NULL AS has_session,
+       (w ->> 'expires_at')::timestamptz BETWEEN now() + interval '11 hours' AND now() + interval '12 hours'
+           AS expires_in_12h
+FROM tenancy.whoami() w;
 SELECT tenancy.create_account(:'acme', 'Acme Sub') AS acme_sub \gset
 COMMIT;
 -- the context ended with the transaction

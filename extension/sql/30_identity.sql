@@ -742,6 +742,13 @@ BEGIN
     IF a.status <> 'active' THEN
         RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '55000';
     END IF;
+    -- Accepting would change the invitee's role there: an admin cannot touch an owner.
+    IF tenancy.current_role_name() <> 'owner' AND EXISTS (
+            SELECT FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
+            WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner'
+              AND lower(u.email) = lower(clean_email)) THEN
+        RAISE EXCEPTION 'only an owner may change an owner''s membership' USING ERRCODE = '42501';
+    END IF;
     DELETE FROM tenancy.invitations i
     WHERE i.main_id = a.main_id AND i.account_id = a.id AND lower(i.email) = lower(clean_email)
       AND i.accepted_at IS NULL;
@@ -789,9 +796,14 @@ BEGIN
         RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '28000';
     END IF;
     SELECT * INTO u FROM tenancy.users x WHERE lower(x.email) = lower(inv.email) FOR UPDATE;
-    IF FOUND THEN
-        IF u.password_hash IS NOT NULL AND (accept_invitation.password IS NULL
-           OR NOT tenancy.verify_password(accept_invitation.password, u.password_hash)) THEN
+    IF FOUND AND u.password_hash IS NULL THEN
+        -- A user without a password yet sets one now.
+        PERFORM tenancy._check_password(accept_invitation.password);
+        UPDATE tenancy.users x SET password_hash = tenancy.hash_password(accept_invitation.password)
+        WHERE x.id = u.id;
+    ELSIF FOUND THEN
+        IF accept_invitation.password IS NULL
+           OR NOT tenancy.verify_password(accept_invitation.password, u.password_hash) THEN
             RAISE EXCEPTION 'an existing user accepts with their password' USING ERRCODE = '28P01';
         END IF;
     ELSE
@@ -926,6 +938,34 @@ CREATE FUNCTION tenancy.outbox_mark(id bigint, error text DEFAULT NULL) RETURNS 
         last_error = error
     WHERE o.id = outbox_mark.id AND o.sent_at IS NULL
 $$;
+
+-- ---- housekeeping (DBA) ------------------------------------------------------------------
+
+-- Deletes sessions that ended more than `keep` ago, old login failures, and
+-- spent or expired invitations; returns how many rows went.
+CREATE FUNCTION tenancy.purge_identity(keep interval DEFAULT '1 day') RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    total bigint := 0;
+BEGIN
+    DELETE FROM tenancy.sessions s
+    WHERE coalesce(s.revoked_at, s.expires_at) < now() - keep
+       OR s.expires_at < now() - keep;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    DELETE FROM tenancy.login_failures f WHERE f.failed_at < now() - greatest(keep, interval '15 minutes');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    DELETE FROM tenancy.invitations i
+    WHERE coalesce(i.accepted_at, i.expires_at) < now() - keep OR i.expires_at < now() - keep;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN total + n;
+END $$;
+REVOKE ALL ON FUNCTION tenancy.purge_identity(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.purge_identity(interval) TO tenancy_admin;
 
 -- ---- function privileges ------------------------------------------------------------------
 
