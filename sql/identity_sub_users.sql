@@ -28,7 +28,25 @@ INSERT INTO tenancy.memberships (account_path, user_id, role)
 SELECT a.path, u.id, CASE u.email WHEN 'admin@ids.test' THEN 'admin' ELSE 'member' END
 FROM tenancy.accounts a, tenancy.users u
 WHERE a.public_id = :'corp' AND u.email IN ('admin@ids.test', 'member@ids.test');
+-- an application table under tenancy (the policies tenancy.protect() creates)
+CREATE TABLE idtest.agents (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    account_path tenancy.account_path NOT NULL DEFAULT tenancy.current_path()
+        REFERENCES tenancy.accounts (path) ON UPDATE CASCADE);
+ALTER TABLE idtest.agents ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY r ON idtest.agents FOR SELECT
+    USING (account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path()));
+CREATE POLICY w ON idtest.agents FOR INSERT
+    WITH CHECK (account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())
+                AND tenancy.may('agents', 'write'));
+GRANT SELECT, INSERT, UPDATE, DELETE ON idtest.agents TO tenancy_app;
+GRANT USAGE ON SEQUENCE idtest.agents_id_seq TO tenancy_app;
 SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.login('corp@ids.test', 'corp-pass-1') IS NOT NULL;
+INSERT INTO idtest.agents (name) VALUES ('owner agent');
+COMMIT;
 
 -- created by an owner in the main account: inactive; by an admin too
 BEGIN;
@@ -111,7 +129,12 @@ SELECT :'ann_tok' ~ '^tns_' AS token, tenancy.current_role_name(),
        tenancy.whoami() -> 'principal' ->> 'id' = :'ann' AS principal_is_ann;
 SELECT count(*) AS accounts_visible FROM tenancy.accounts;
 SELECT idtest.try('SELECT tenancy.create_account(tenancy.current_account(), ''x'')');
+-- application tables show nothing and take nothing
+SELECT count(*) AS agents_visible FROM idtest.agents;
+SELECT idtest.try('INSERT INTO idtest.agents (name) VALUES (''sneaky'')');
 SELECT tenancy.change_password(:'ann_pw', 'ann-own-pass-1');
+SELECT count(*) AS agents_visible FROM idtest.agents;
+INSERT INTO idtest.agents (name) VALUES ('ann agent');
 SELECT tenancy.current_role_name(), count(*) AS accounts_visible FROM tenancy.accounts;
 COMMIT;
 -- a sub-user works on agents/tools/knowledge bases but cannot manage
