@@ -166,6 +166,23 @@ SET LOCAL client_min_messages = error;
 SELECT tenancy.verify_mfa('bad-code-9') AS fifth;
 COMMIT;
 SELECT idtest.try(format('SELECT tenancy.authenticate(%L)', :'mfa_tok3'));
+-- 5 wrong codes within 15 minutes lock the user's second factor, whatever the
+-- session: even a right code is refused until the cooling period ends
+RESET ROLE;
+UPDATE tenancy.users SET mfa_last_step = NULL WHERE email = 'adam@idi.test';
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.login('adam@idi.test', 'adam-pass-1') AS mfa_tok4 \gset
+SET LOCAL client_min_messages = error;
+SELECT tenancy.verify_mfa(tenancy.totp(:'secret')) AS right_code_while_locked, tenancy.current_role_name();
+COMMIT;
+RESET ROLE;
+UPDATE tenancy.login_failures SET failed_at = failed_at - interval '16 minutes';
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'mfa_tok4') IS NOT NULL;
+SELECT tenancy.verify_mfa(tenancy.totp(:'secret')) AS right_code_after_cooling, tenancy.current_role_name();
+COMMIT;
 -- sub-users and API keys have no MFA calls
 RESET ROLE;
 SELECT tenancy.admin_create_api_key(:'inv', 'k') AS key \gset

@@ -90,16 +90,16 @@ BEGIN
         RAISE EXCEPTION 'the session has expired' USING ERRCODE = '28000';
     END IF;
     IF account_id IS NULL THEN
-        SELECT * INTO target FROM tenancy.accounts a
-        WHERE a.main_id = s.account_main_id AND a.id = s.account_id;
-    ELSE
-        SELECT * INTO target FROM tenancy.accounts a
-        WHERE a.main_id = _establish_session.main_id AND a.id = _establish_session.account_id;
-        IF NOT FOUND THEN
-            -- A session-scoped context that switched main account resumes with
-            -- its first main id; account ids are globally unique.
-            SELECT * INTO target FROM tenancy.accounts a WHERE a.id = _establish_session.account_id;
-        END IF;
+        main_id := s.account_main_id;
+        account_id := s.account_id;
+    END IF;
+    SELECT * INTO target FROM tenancy.accounts a
+    WHERE a.main_id = _establish_session.main_id AND a.id = _establish_session.account_id;
+    IF NOT FOUND THEN
+        -- A session-scoped context that switched main account resumes with its
+        -- first main id, and a promoted account has a new one; account ids are
+        -- globally unique.
+        SELECT * INTO target FROM tenancy.accounts a WHERE a.id = _establish_session.account_id;
     END IF;
     IF target.id IS NULL THEN
         RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';

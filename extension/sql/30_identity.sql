@@ -884,7 +884,8 @@ END $$;
 -- verify_mfa(code): the second factor of the current session (a TOTP code,
 -- each usable once, or a recovery code). Returns true and upgrades the
 -- context; a wrong code returns false (not an error, so the count commits);
--- the fifth wrong code revokes the session.
+-- the fifth wrong code of a session revokes it, and 5 wrong codes within 15
+-- minutes for a user refuse every code (right ones too) for a cooling period.
 CREATE FUNCTION tenancy.verify_mfa(code text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -894,6 +895,8 @@ DECLARE
     u tenancy.users;
     step bigint;
     used boolean := false;
+    mfa_key text;
+    throttled boolean;
 BEGIN
     IF s.principal_kind <> 'user' THEN
         RAISE EXCEPTION 'this call needs a user session' USING ERRCODE = '42501';
@@ -902,7 +905,12 @@ BEGIN
         RETURN true;
     END IF;
     SELECT * INTO u FROM tenancy.users x WHERE x.id = s.user_id FOR UPDATE;
-    IF code ~ '^[0-9]{6}$' THEN
+    -- Per user, not per session: new logins must not buy new guesses.
+    mfa_key := format('mfa:%s', u.id);
+    throttled := tenancy._throttled(mfa_key);
+    IF throttled THEN
+        NULL;  -- no code is checked during the cooling period
+    ELSIF code ~ '^[0-9]{6}$' THEN
         step := tenancy.totp_verify(u.mfa_secret, code, now(), 1);
         IF step IS NOT NULL AND step > coalesce(u.mfa_last_step, -1) THEN
             UPDATE tenancy.users x SET mfa_last_step = step WHERE x.id = u.id;
@@ -914,12 +922,16 @@ BEGIN
         used := FOUND;
     END IF;
     IF NOT used THEN
+        IF NOT throttled THEN
+            PERFORM tenancy._record_failure(mfa_key);
+        END IF;
         UPDATE tenancy.sessions x SET mfa_failures = x.mfa_failures + 1,
             revoked_at = CASE WHEN x.mfa_failures + 1 >= 5 THEN now() END
         WHERE x.id = s.id;
-        RAISE WARNING 'invalid MFA code' USING ERRCODE = '28000';
+        RAISE WARNING 'invalid MFA code or too many attempts' USING ERRCODE = '28000';
         RETURN false;
     END IF;
+    PERFORM tenancy._clear_failures(mfa_key);
     UPDATE tenancy.sessions x SET mfa_verified = true WHERE x.id = s.id;
     PERFORM tenancy._refresh_context();
     RETURN true;
