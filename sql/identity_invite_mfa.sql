@@ -113,6 +113,7 @@ SELECT tenancy.current_role_name(), count(*) AS accounts_visible FROM tenancy.ac
 SELECT idtest.try(format('SELECT tenancy.act_as(%L)', :'inv'));
 SELECT idtest.try(format('SELECT tenancy.invite(%L, ''q@idi.test'', ''viewer'')', :'inv'));
 SELECT idtest.try('SELECT tenancy.enroll_mfa()');
+SELECT idtest.try('SELECT tenancy.change_password(''adam-pass-1'', ''hijacked-pass-1'')');
 COMMIT;
 -- the token alone still yields the restricted context
 BEGIN;

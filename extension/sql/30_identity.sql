@@ -458,6 +458,10 @@ DECLARE
     s tenancy.sessions := tenancy._require_session();
     stored text;
 BEGIN
+    -- The password alone must not let anyone change it (nor end the owner's sessions).
+    IF NOT s.mfa_verified THEN
+        RAISE EXCEPTION 'the session must complete tenancy.verify_mfa() first' USING ERRCODE = '42501';
+    END IF;
     PERFORM tenancy._check_password(new_password);
     IF s.principal_kind = 'user' THEN
         SELECT u.password_hash INTO stored FROM tenancy.users u WHERE u.id = s.user_id FOR UPDATE;
