@@ -132,7 +132,7 @@ BEGIN
     END IF;
     IF EXISTS (SELECT FROM tenancy.accounts a
                WHERE a.path @> target.path AND a.status <> 'active') THEN
-        RAISE EXCEPTION 'account "%" is inactive', target.public_id USING ERRCODE = '28000';
+        RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
     END IF;
     IF NOT s.mfa_verified THEN
         role := 'mfa_pending';
