@@ -148,7 +148,7 @@ CREATE FUNCTION tenancy.revoke_api_key(key_id text) RETURNS void
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    parts text[] := regexp_match(key_id, '^key_([0-9]{1,18})_([0-9]{1,18})$');
+    parts text[] := tenancy._id_parts(key_id, 'key', 2, 0);
     k tenancy.api_keys;
 BEGIN
     PERFORM tenancy._require('api_keys', 'write');

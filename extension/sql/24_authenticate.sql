@@ -161,14 +161,14 @@ CREATE FUNCTION tenancy.authenticate(credential text, session boolean DEFAULT fa
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    parts text[] := regexp_match(credential, '^tnc_([0-9]{1,18})_([0-9]{1,18})_([A-Za-z0-9_-]{43})$');
+    parts text[] := tenancy._id_parts(credential, 'tnc', 2, 43);
     stored bytea;
     sess text[];
     kind text;
 BEGIN
     IF parts IS NULL THEN
         -- A session token: tns_<session id>_<secret>.
-        sess := regexp_match(credential, '^tns_([0-9]{1,18})_([A-Za-z0-9_-]{43})$');
+        sess := tenancy._id_parts(credential, 'tns', 1, 43);
         IF sess IS NULL THEN
             RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
         END IF;

@@ -61,7 +61,7 @@ REVOKE ALL ON FUNCTION tenancy.create_main_account(text, text, text, text),
 GRANT EXECUTE ON FUNCTION tenancy.create_main_account(text, text, text, text),
     tenancy.transfer_ownership(text, text, boolean), tenancy.promote_account(text),
     tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text) TO tenancy_admin;
-REVOKE ALL ON FUNCTION tenancy._find_account(text), tenancy._visible_account(text),
+REVOKE ALL ON FUNCTION tenancy._id_parts(text, text, integer, integer), tenancy._find_account(text), tenancy._visible_account(text),
     tenancy._new_account_public_id(bigint), tenancy._check_name(text),
     tenancy._require(text, text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;

@@ -502,7 +502,7 @@ CREATE FUNCTION tenancy._managed_sub_user(sub_user text, lock boolean DEFAULT fa
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    parts text[] := regexp_match(sub_user, '^sub_([0-9]{1,18})_([0-9]{1,18})$');
+    parts text[] := tenancy._id_parts(sub_user, 'sub', 2, 0);
     su tenancy.sub_users;
 BEGIN
     PERFORM tenancy._require('sub_users', 'write');
@@ -775,7 +775,7 @@ CREATE FUNCTION tenancy.accept_invitation(token text, name text DEFAULT NULL, pa
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    parts text[] := regexp_match(token, '^tni_([0-9]{1,18})_([0-9]{1,18})_([A-Za-z0-9_-]{43})$');
+    parts text[] := tenancy._id_parts(token, 'tni', 2, 43);
     inv tenancy.invitations;
     u tenancy.users;
     a tenancy.accounts;

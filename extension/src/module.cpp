@@ -16,7 +16,8 @@ PG_MODULE_MAGIC;
 void _PG_init(void);
 void _PG_init(void) {
     // libsodium's random generator must be initialised once per process.
-    if (sodium_init() < 0) elog(FATAL, "tenancy: libsodium failed to initialise");
+    if (sodium_init() < 0)
+        elog(FATAL, "tenancy: libsodium failed to initialise");
     tenancy::context_init();
 }
 }
