@@ -562,36 +562,32 @@ Datum tenancy_reset(PG_FUNCTION_ARGS) {
     });
 }
 
-// current_path(): the active account's path, NULL without a context. Policies
-// compare rows against it, so NULL means no row qualifies.
-PG_FUNCTION_INFO_V1(tenancy_current_path);
-Datum tenancy_current_path(PG_FUNCTION_ARGS) {
+// One of the context's paths, or SQL NULL without a context. Policies compare
+// rows against it, so NULL means no row qualifies.
+static Datum context_path_or_null(FunctionCallInfo fcinfo, std::string RequestContext::*which) {
     bool found = false;
     Datum result = guard([&]() -> Datum {
         const RequestContext *c = current_context();
         if (c == nullptr)
             return (Datum)0;
         found = true;
-        return tenancy::path_datum(c->path);
+        return tenancy::path_datum(c->*which);
     });
     if (!found)
         PG_RETURN_NULL();
     return result;
 }
 
+// current_path(): the active account's path.
+PG_FUNCTION_INFO_V1(tenancy_current_path);
+Datum tenancy_current_path(PG_FUNCTION_ARGS) {
+    return context_path_or_null(fcinfo, &RequestContext::path);
+}
+
+// _home_path(): the path of the credential's own account (act_as stays below it).
 PG_FUNCTION_INFO_V1(tenancy_home_path);
 Datum tenancy_home_path(PG_FUNCTION_ARGS) {
-    bool found = false;
-    Datum result = guard([&]() -> Datum {
-        const RequestContext *c = current_context();
-        if (c == nullptr)
-            return (Datum)0;
-        found = true;
-        return tenancy::path_datum(c->home_path);
-    });
-    if (!found)
-        PG_RETURN_NULL();
-    return result;
+    return context_path_or_null(fcinfo, &RequestContext::home_path);
 }
 
 // current_field(name): one field of the context as text, NULL without one.
