@@ -135,8 +135,8 @@ SELECT regexp_replace(pg_temp.as_actor('other', format('SELECT tenancy.revoke_ap
     (SELECT 'key_' || split_part(:'m_key', '_', 2) || '_' || split_part(:'m_key', '_', 3)))),
     'key_[0-9]+_[0-9]+', 'key_*') AS revoke_foreign_key;
 
--- Policies let the planner use the account_path index: the context is an
--- InitPlan, and `<@` becomes a btree range.
+-- Policies let the planner use the account_path index: `<@` against the
+-- context becomes a btree range, evaluated once per scan.
 \c - postgres
 INSERT INTO regress.notes (body, account_path)
 SELECT 'bulk ' || i, a.path FROM generate_series(1, 2000) i, tenancy.accounts a

@@ -25,26 +25,26 @@ GRANT SELECT ON tenancy.plans TO tenancy_app;
 
 -- Accounts: the active account's subtree; never a parent or a sibling.
 CREATE POLICY subtree_read ON tenancy.accounts FOR SELECT
-    USING (path <@ (SELECT tenancy.current_path()));
+    USING (path <@ tenancy.current_path());
 CREATE POLICY subtree_update ON tenancy.accounts FOR UPDATE
-    USING (path <@ (SELECT tenancy.current_path()) AND tenancy.may('settings', 'write'))
-    WITH CHECK (path <@ (SELECT tenancy.current_path()) AND tenancy.may('settings', 'write'));
+    USING (path <@ tenancy.current_path() AND tenancy.may('settings', 'write'))
+    WITH CHECK (path <@ tenancy.current_path() AND tenancy.may('settings', 'write'));
 GRANT SELECT ON tenancy.accounts TO tenancy_app;
 GRANT UPDATE (name, branding, settings, updated_at) ON tenancy.accounts TO tenancy_app;
 
 CREATE POLICY subtree_read ON tenancy.memberships FOR SELECT
-    USING (account_path <@ (SELECT tenancy.current_path()));
+    USING (account_path <@ tenancy.current_path());
 GRANT SELECT ON tenancy.memberships TO tenancy_app;
 
 -- Users: those who are members somewhere in the subtree. Hashes are never granted.
 CREATE POLICY member_in_subtree ON tenancy.users FOR SELECT
     USING (EXISTS (SELECT FROM tenancy.memberships m
                    WHERE m.user_id = users.id
-                     AND m.account_path <@ (SELECT tenancy.current_path())));
+                     AND m.account_path <@ tenancy.current_path()));
 GRANT SELECT (id, email, name, created_at) ON tenancy.users TO tenancy_app;
 
 CREATE POLICY subtree_read ON tenancy.api_keys FOR SELECT
-    USING (account_path <@ (SELECT tenancy.current_path()) AND tenancy.may('api_keys', 'read'));
+    USING (account_path <@ tenancy.current_path() AND tenancy.may('api_keys', 'read'));
 GRANT SELECT ON tenancy.api_keys TO tenancy_app;
 CREATE POLICY key_visible ON tenancy.api_key_usage FOR SELECT
     USING (EXISTS (SELECT FROM tenancy.api_keys k

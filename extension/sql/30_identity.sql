@@ -191,7 +191,7 @@ ALTER SEQUENCE tenancy.invitation_id_seq OWNER TO tenancy_owner;
 -- Sub-users: managers (sub_users read) see all of their subtree's; everyone in
 -- the account sees the visible ones (lists and reports). Hashes never granted.
 CREATE POLICY subtree_read ON tenancy.sub_users FOR SELECT
-    USING (account_path <@ (SELECT tenancy.current_path())
+    USING (account_path <@ tenancy.current_path()
            AND (visible OR tenancy.may('sub_users', 'read')));
 GRANT SELECT (account_path, main_id, id, public_id, email, name, surname, status, visible,
               must_change_password, temp_password_expires_at, created_at, activated_at, last_login_at)
@@ -211,7 +211,7 @@ GRANT SELECT (id, principal_kind, account_main_id, account_id, mfa_verified, cre
     ON tenancy.sessions TO tenancy_app;
 
 CREATE POLICY subtree_read ON tenancy.invitations FOR SELECT
-    USING (account_path <@ (SELECT tenancy.current_path()) AND tenancy.may('members', 'read'));
+    USING (account_path <@ tenancy.current_path() AND tenancy.may('members', 'read'));
 GRANT SELECT (account_path, main_id, account_id, id, public_id, email, role, created_at, expires_at,
               accepted_at)
     ON tenancy.invitations TO tenancy_app;

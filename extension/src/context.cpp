@@ -61,6 +61,9 @@ constexpr size_t kKeySize = 32;
 constexpr int kMaxKeys = 16;
 
 char *context_setting = nullptr;  // tenancy.context (the signed token)
+// Bumped on every change of tenancy.context (SET, SET LOCAL ending, rollback,
+// restore in a parallel worker): equal generations mean the same token.
+uint64 context_generation = 1;
 char *session_setting = nullptr;  // tenancy.session (marker of a session context)
 
 // Server keys, loaded once per backend.
@@ -70,6 +73,22 @@ std::map<int, std::array<unsigned char, kKeySize>> server_keys;
 std::string cached_token;
 RequestContext cached;
 bool cached_valid = false;
+uint64 cached_generation = 0;
+
+// The paths of the current token as Datums, for the per-row policy check:
+// allocated in TopTransactionContext and never freed before the transaction
+// ends, so a Datum handed out earlier in the query stays valid after act_as.
+struct PathCache {
+    uint64 generation;
+    LocalTransactionId lxid;
+    Datum path;  // 0: no context
+    Datum home_path;
+};
+PathCache path_cache = {0, InvalidLocalTransactionId, 0, 0};
+
+void context_setting_assign(const char *newval, void *extra) {
+    context_generation++;
+}
 
 // The session record: trivially destructible, so the setting's assign hook can
 // clear it without allocating.
@@ -394,6 +413,9 @@ const RequestContext *current_context() {
     const char *token = context_setting;
     if (token == nullptr || token[0] == '\0')
         return nullptr;
+    if (cached_valid && cached_generation == context_generation)
+        return bound_here(cached) ? &cached : nullptr;
+    cached_generation = context_generation;
     if (!cached_valid || cached_token != token) {
         cached_valid = false;
         RequestContext c;
@@ -410,7 +432,8 @@ void context_init() {
     DefineCustomStringVariable(
         "tenancy.context", "Signed request context of the current transaction.",
         "Set only by tenancy.authenticate() and related functions; any other value is ignored.",
-        &context_setting, "", PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+        &context_setting, "", PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL,
+        context_setting_assign, NULL);
     DefineCustomStringVariable(
         "tenancy.session", "Marker of a session-scoped tenancy context.",
         "Resetting it (RESET ALL, DISCARD ALL) ends the session context.", &session_setting, "",
@@ -434,9 +457,10 @@ std::string arg_path(FunctionCallInfo fcinfo, int n) {
     return std::string(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 }
 
-Datum path_datum(const std::string &bytes) {
+Datum path_datum_in(MemoryContext context, const std::string &bytes) {
     return pg_call([&] {
-        struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + bytes.size()));
+        struct varlena *v =
+            static_cast<struct varlena *>(MemoryContextAlloc(context, VARHDRSZ + bytes.size()));
         SET_VARSIZE(v, VARHDRSZ + bytes.size());
         memcpy(VARDATA(v), bytes.data(), bytes.size());
         return PointerGetDatum(v);
@@ -563,17 +587,25 @@ Datum tenancy_reset(PG_FUNCTION_ARGS) {
 }
 
 // One of the context's paths, or SQL NULL without a context. Policies compare
-// rows against it, so NULL means no row qualifies.
-static Datum context_path_or_null(FunctionCallInfo fcinfo, std::string RequestContext::*which) {
-    bool found = false;
-    Datum result = guard([&]() -> Datum {
-        const RequestContext *c = current_context();
-        if (c == nullptr)
+// every row against it, so the common case is a few integer compares: same
+// token generation, same transaction, no session refresh due.
+static Datum context_path_or_null(FunctionCallInfo fcinfo, bool home) {
+    using tenancy::path_cache;
+    if (path_cache.generation != tenancy::context_generation || path_cache.lxid != MyProc->lxid ||
+        tenancy::session_needs_refresh()) {
+        guard([&]() -> Datum {
+            const RequestContext *c = current_context();
+            tenancy::PathCache fresh = {tenancy::context_generation, MyProc->lxid, 0, 0};
+            if (c != nullptr) {
+                fresh.path = tenancy::path_datum_in(TopTransactionContext, c->path);
+                fresh.home_path = tenancy::path_datum_in(TopTransactionContext, c->home_path);
+            }
+            path_cache = fresh;
             return (Datum)0;
-        found = true;
-        return tenancy::path_datum(c->*which);
-    });
-    if (!found)
+        });
+    }
+    Datum result = home ? path_cache.home_path : path_cache.path;
+    if (result == 0)
         PG_RETURN_NULL();
     return result;
 }
@@ -581,13 +613,13 @@ static Datum context_path_or_null(FunctionCallInfo fcinfo, std::string RequestCo
 // current_path(): the active account's path.
 PG_FUNCTION_INFO_V1(tenancy_current_path);
 Datum tenancy_current_path(PG_FUNCTION_ARGS) {
-    return context_path_or_null(fcinfo, &RequestContext::path);
+    return context_path_or_null(fcinfo, false);
 }
 
 // _home_path(): the path of the credential's own account (act_as stays below it).
 PG_FUNCTION_INFO_V1(tenancy_home_path);
 Datum tenancy_home_path(PG_FUNCTION_ARGS) {
-    return context_path_or_null(fcinfo, &RequestContext::home_path);
+    return context_path_or_null(fcinfo, true);
 }
 
 // current_field(name): one field of the context as text, NULL without one.
