@@ -2,10 +2,11 @@
 // btree/hash support, selectivity, planner support). The layout and every
 // path algorithm live in account_path_codec.hpp (PostgreSQL-free, fuzzed).
 //
-// Hot functions (comparisons, <@, @>) do no allocation and cannot throw: they
-// read the packed varlena in place. Functions that can fail throw SqlError
-// inside tenancy::guard. No function here keeps a C++ object with a
-// destructor alive while calling PostgreSQL code that may ereport.
+// Hot functions (comparisons, <@, @>, hash) do no allocation and cannot throw:
+// they read the packed varlena in place, in compile-time-checked noexcept
+// bodies (hot_body). Every other function runs in tenancy::guard and reports
+// errors as SqlError. No function here keeps a C++ object with a destructor
+// alive while calling PostgreSQL code that may ereport.
 #include "account_path_codec.hpp"
 #include "boundary.hpp"
 
@@ -48,14 +49,33 @@ struct PathArg {
     size_t len;
 };
 
+// Inline fast path for the common short (1-byte header) value: this runs once
+// per row in a policy filter, so it avoids even the detoast function call.
 inline PathArg path_from_datum(Datum d) {
-    struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+    struct varlena *v = reinterpret_cast<struct varlena *>(DatumGetPointer(d));
+    if (likely(VARATT_IS_SHORT(v)))
+        return PathArg{v, reinterpret_cast<const uint8_t *>(VARDATA_SHORT(v)),
+                       VARSIZE_SHORT(v) - VARHDRSZ_SHORT};
+    if (unlikely(VARATT_IS_EXTENDED(v)))
+        v = pg_detoast_datum_packed(v);
     return PathArg{v, reinterpret_cast<const uint8_t *>(VARDATA_ANY(v)), VARSIZE_ANY_EXHDR(v)};
 }
 
 // copyObject() uses typeof, which C++ lacks.
 inline void *copy_node(const void *node) {
     return copyObjectImpl(node);
+}
+
+// The hot operators (called once per row by a policy filter or an index
+// comparison) do not go through tenancy::guard(), whose out-of-line frame
+// costs about as much as the comparison itself. Instead their bodies are
+// noexcept lambdas, checked at compile time: no C++ exception can exist in
+// them, and the only PostgreSQL calls (detoast, pfree) leave no C++ object
+// with a destructor behind if they ereport.
+template <typename Body>
+inline Datum hot_body(Body &&body) {
+    static_assert(noexcept(body()), "hot operator bodies must be noexcept");
+    return body();
 }
 
 inline void free_if_copy(const PathArg &p, Datum d) {
@@ -170,10 +190,12 @@ Datum account_path_in(PG_FUNCTION_ARGS) {
 
 PG_FUNCTION_INFO_V1(account_path_out);
 Datum account_path_out(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    char buf[P::kMaxText + 32];
-    size_t n = P::format_text(p.data, p.len, buf);
-    PG_RETURN_CSTRING(pnstrdup(buf, n));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        char buf[P::kMaxText + 32];
+        size_t n = P::format_text(p.data, p.len, buf);
+        PG_RETURN_CSTRING(pnstrdup(buf, n));
+    });
 }
 
 // Binary form: a version byte (1), then the encoded labels (big-endian,
@@ -206,25 +228,29 @@ Datum account_path_recv(PG_FUNCTION_ARGS) {
 
 PG_FUNCTION_INFO_V1(account_path_send);
 Datum account_path_send(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    StringInfoData out;
-    pq_begintypsend(&out);
-    pq_sendbyte(&out, 1);
-    pq_sendbytes(&out, reinterpret_cast<const char *>(p.data), static_cast<int>(p.len));
-    PG_RETURN_BYTEA_P(pq_endtypsend(&out));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        StringInfoData out;
+        pq_begintypsend(&out);
+        pq_sendbyte(&out, 1);
+        pq_sendbytes(&out, reinterpret_cast<const char *>(p.data), static_cast<int>(p.len));
+        PG_RETURN_BYTEA_P(pq_endtypsend(&out));
+    });
 }
 
 // ---------------------------------------------------------------- comparison
 
-#define PATH_CMP_FN(name, expr)                                   \
-    PG_FUNCTION_INFO_V1(name);                                    \
-    Datum name(PG_FUNCTION_ARGS) {                                \
-        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);   \
-        PathArg a = path_from_datum(da), b = path_from_datum(db); \
-        int c = P::compare(a.data, a.len, b.data, b.len);         \
-        free_if_copy(a, da);                                      \
-        free_if_copy(b, db);                                      \
-        return (expr);                                            \
+#define PATH_CMP_FN(name, expr)                                       \
+    PG_FUNCTION_INFO_V1(name);                                        \
+    Datum name(PG_FUNCTION_ARGS) {                                    \
+        return hot_body([&]() noexcept -> Datum {                     \
+            Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);   \
+            PathArg a = path_from_datum(da), b = path_from_datum(db); \
+            int c = P::compare(a.data, a.len, b.data, b.len);         \
+            free_if_copy(a, da);                                      \
+            free_if_copy(b, db);                                      \
+            return (expr);                                            \
+        });                                                           \
     }
 
 PATH_CMP_FN(account_path_cmp, Int32GetDatum(c))
@@ -235,44 +261,52 @@ PATH_CMP_FN(account_path_ge, BoolGetDatum(c >= 0))
 
 PG_FUNCTION_INFO_V1(account_path_eq);
 Datum account_path_eq(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = a.len == b.len && memcmp(a.data, b.data, a.len) == 0;
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
+    return hot_body([&]() noexcept -> Datum {
+        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
+        PathArg a = path_from_datum(da), b = path_from_datum(db);
+        bool r = a.len == b.len && P::bytes_equal(a.data, b.data, a.len);
+        free_if_copy(a, da);
+        free_if_copy(b, db);
+        PG_RETURN_BOOL(r);
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_ne);
 Datum account_path_ne(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = !(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
+    return hot_body([&]() noexcept -> Datum {
+        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
+        PathArg a = path_from_datum(da), b = path_from_datum(db);
+        bool r = !(a.len == b.len && P::bytes_equal(a.data, b.data, a.len));
+        free_if_copy(a, da);
+        free_if_copy(b, db);
+        PG_RETURN_BOOL(r);
+    });
 }
 
 // a <@ b
 PG_FUNCTION_INFO_V1(account_path_descendant);
 Datum account_path_descendant(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = P::is_descendant_or_self(a.data, a.len, b.data, b.len);
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
+    return hot_body([&]() noexcept -> Datum {
+        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
+        PathArg a = path_from_datum(da), b = path_from_datum(db);
+        bool r = P::is_descendant_or_self(a.data, a.len, b.data, b.len);
+        free_if_copy(a, da);
+        free_if_copy(b, db);
+        PG_RETURN_BOOL(r);
+    });
 }
 
 // a @> b
 PG_FUNCTION_INFO_V1(account_path_ancestor);
 Datum account_path_ancestor(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = P::is_descendant_or_self(b.data, b.len, a.data, a.len);
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
+    return hot_body([&]() noexcept -> Datum {
+        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
+        PathArg a = path_from_datum(da), b = path_from_datum(db);
+        bool r = P::is_descendant_or_self(b.data, b.len, a.data, a.len);
+        free_if_copy(a, da);
+        free_if_copy(b, db);
+        PG_RETURN_BOOL(r);
+    });
 }
 
 static int account_path_fastcmp(Datum x, Datum y, SortSupport) {
@@ -285,207 +319,227 @@ static int account_path_fastcmp(Datum x, Datum y, SortSupport) {
 
 PG_FUNCTION_INFO_V1(account_path_sortsupport);
 Datum account_path_sortsupport(PG_FUNCTION_ARGS) {
-    SortSupport ssup = reinterpret_cast<SortSupport>(PG_GETARG_POINTER(0));
-    ssup->comparator = account_path_fastcmp;
-    PG_RETURN_VOID();
+    return tenancy::guard([&]() -> Datum {
+        SortSupport ssup = reinterpret_cast<SortSupport>(PG_GETARG_POINTER(0));
+        ssup->comparator = account_path_fastcmp;
+        PG_RETURN_VOID();
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_hash);
 Datum account_path_hash(PG_FUNCTION_ARGS) {
-    Datum d = PG_GETARG_DATUM(0);
-    PathArg p = path_from_datum(d);
-    Datum h = hash_any(p.data, static_cast<int>(p.len));
-    free_if_copy(p, d);
-    return h;
+    return hot_body([&]() noexcept -> Datum {
+        Datum d = PG_GETARG_DATUM(0);
+        PathArg p = path_from_datum(d);
+        Datum h = hash_any(p.data, static_cast<int>(p.len));
+        free_if_copy(p, d);
+        return h;
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_hash_extended);
 Datum account_path_hash_extended(PG_FUNCTION_ARGS) {
-    Datum d = PG_GETARG_DATUM(0);
-    PathArg p = path_from_datum(d);
-    Datum h = hash_any_extended(p.data, static_cast<int>(p.len), PG_GETARG_INT64(1));
-    free_if_copy(p, d);
-    return h;
+    return hot_body([&]() noexcept -> Datum {
+        Datum d = PG_GETARG_DATUM(0);
+        PathArg p = path_from_datum(d);
+        Datum h = hash_any_extended(p.data, static_cast<int>(p.len), PG_GETARG_INT64(1));
+        free_if_copy(p, d);
+        return h;
+    });
 }
 
 // ---------------------------------------------------------------- functions
 
 PG_FUNCTION_INFO_V1(account_path_nlevel);
 Datum account_path_nlevel(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    PG_RETURN_INT32(P::depth(p.data, p.len));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        PG_RETURN_INT32(P::depth(p.data, p.len));
+    });
 }
 
 // The path without its last label; NULL for a main account.
 PG_FUNCTION_INFO_V1(account_path_parent);
 Datum account_path_parent(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    int d = P::depth(p.data, p.len);
-    if (d <= 1)
-        PG_RETURN_NULL();
-    return make_path(p.data, P::label_offset(p.data, p.len, d - 1));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        int d = P::depth(p.data, p.len);
+        if (d <= 1)
+            PG_RETURN_NULL();
+        return make_path(p.data, P::label_offset(p.data, p.len, d - 1));
+    });
 }
 
 // The main account's path (first label).
 PG_FUNCTION_INFO_V1(account_path_root);
 Datum account_path_root(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    return make_path(p.data, P::label_offset(p.data, p.len, 1));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        return make_path(p.data, P::label_offset(p.data, p.len, 1));
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_root_id);
 Datum account_path_root_id(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    uint64_t v = 0;
-    if (!P::decode_label(p.data, p.len, 0, &v))
-        PG_RETURN_NULL();
-    PG_RETURN_INT64(static_cast<int64>(v));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        uint64_t v = 0;
+        if (!P::decode_label(p.data, p.len, 0, &v))
+            PG_RETURN_NULL();
+        PG_RETURN_INT64(static_cast<int64>(v));
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_leaf);
 Datum account_path_leaf(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    int d = P::depth(p.data, p.len);
-    uint64_t v = 0;
-    if (d == 0 || !P::decode_label(p.data, p.len, P::label_offset(p.data, p.len, d - 1), &v))
-        PG_RETURN_NULL();
-    PG_RETURN_INT64(static_cast<int64>(v));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        int d = P::depth(p.data, p.len);
+        uint64_t v = 0;
+        if (d == 0 || !P::decode_label(p.data, p.len, P::label_offset(p.data, p.len, d - 1), &v))
+            PG_RETURN_NULL();
+        PG_RETURN_INT64(static_cast<int64>(v));
+    });
 }
 
 static Datum subpath_common(FunctionCallInfo fcinfo, bool has_len) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    int32 start = PG_GETARG_INT32(1);
-    int32 len = has_len ? PG_GETARG_INT32(2) : 0;
-    int from = 0, to = 0;
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        int32 start = PG_GETARG_INT32(1);
+        int32 len = has_len ? PG_GETARG_INT32(2) : 0;
+        int from = 0, to = 0;
         subpath_bounds(P::depth(p.data, p.len), start, len, has_len, &from, &to);
-        return 0;
+        size_t a = P::label_offset(p.data, p.len, from), b = P::label_offset(p.data, p.len, to);
+        return make_path(p.data + a, b - a);
     });
-    size_t a = P::label_offset(p.data, p.len, from), b = P::label_offset(p.data, p.len, to);
-    return make_path(p.data + a, b - a);
 }
 
 PG_FUNCTION_INFO_V1(account_path_subpath2);
 Datum account_path_subpath2(PG_FUNCTION_ARGS) {
-    return subpath_common(fcinfo, false);
+    return tenancy::guard([&]() -> Datum { return subpath_common(fcinfo, false); });
 }
 
 PG_FUNCTION_INFO_V1(account_path_subpath3);
 Datum account_path_subpath3(PG_FUNCTION_ARGS) {
-    return subpath_common(fcinfo, true);
+    return tenancy::guard([&]() -> Datum { return subpath_common(fcinfo, true); });
 }
 
 PG_FUNCTION_INFO_V1(account_path_concat);
 Datum account_path_concat(PG_FUNCTION_ARGS) {
-    PathArg a = path_from_datum(PG_GETARG_DATUM(0));
-    PathArg b = path_from_datum(PG_GETARG_DATUM(1));
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        PathArg a = path_from_datum(PG_GETARG_DATUM(0));
+        PathArg b = path_from_datum(PG_GETARG_DATUM(1));
         int d = P::depth(a.data, a.len) + P::depth(b.data, b.len);
         if (d > P::kMaxDepth)
             throw_param("account_path too deep: " + std::to_string(d) + " labels (at most " +
                         std::to_string(P::kMaxDepth) + ")");
-        return 0;
+        struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + b.len));
+        SET_VARSIZE(v, VARHDRSZ + a.len + b.len);
+        memcpy(VARDATA(v), a.data, a.len);
+        memcpy(VARDATA(v) + a.len, b.data, b.len);
+        PG_RETURN_POINTER(v);
     });
-    struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + b.len));
-    SET_VARSIZE(v, VARHDRSZ + a.len + b.len);
-    memcpy(VARDATA(v), a.data, a.len);
-    memcpy(VARDATA(v) + a.len, b.data, b.len);
-    PG_RETURN_POINTER(v);
 }
 
 PG_FUNCTION_INFO_V1(account_path_append);
 Datum account_path_append(PG_FUNCTION_ARGS) {
-    PathArg a = path_from_datum(PG_GETARG_DATUM(0));
-    int64 label = PG_GETARG_INT64(1);
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        PathArg a = path_from_datum(PG_GETARG_DATUM(0));
+        int64 label = PG_GETARG_INT64(1);
         label_to_path_check(label);
         if (P::depth(a.data, a.len) + 1 > P::kMaxDepth)
             throw_param("account_path too deep: more than " + std::to_string(P::kMaxDepth) +
                         " labels");
-        return 0;
+        uint8_t enc[P::kMaxLabelBytes];
+        size_t n = P::encode_label(static_cast<uint64_t>(label), enc);
+        struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + n));
+        SET_VARSIZE(v, VARHDRSZ + a.len + n);
+        memcpy(VARDATA(v), a.data, a.len);
+        memcpy(VARDATA(v) + a.len, enc, n);
+        PG_RETURN_POINTER(v);
     });
-    uint8_t enc[P::kMaxLabelBytes];
-    size_t n = P::encode_label(static_cast<uint64_t>(label), enc);
-    struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + n));
-    SET_VARSIZE(v, VARHDRSZ + a.len + n);
-    memcpy(VARDATA(v), a.data, a.len);
-    memcpy(VARDATA(v) + a.len, enc, n);
-    PG_RETURN_POINTER(v);
 }
 
 // lca(a, b): ltree semantics (longest common proper ancestor); NULL if none.
 PG_FUNCTION_INFO_V1(account_path_lca2);
 Datum account_path_lca2(PG_FUNCTION_ARGS) {
-    PathArg a = path_from_datum(PG_GETARG_DATUM(0));
-    PathArg b = path_from_datum(PG_GETARG_DATUM(1));
-    int min_depth = P::depth(a.data, a.len);
-    size_t prefix = lca_bytes(a.data, a.len, &min_depth, b.data, b.len, a.len);
-    size_t cut = cut_to_depth(a.data, a.len, min_depth - 1);
-    if (cut < prefix)
-        prefix = cut;
-    if (prefix == 0)
-        PG_RETURN_NULL();
-    return make_path(a.data, prefix);
+    return tenancy::guard([&]() -> Datum {
+        PathArg a = path_from_datum(PG_GETARG_DATUM(0));
+        PathArg b = path_from_datum(PG_GETARG_DATUM(1));
+        int min_depth = P::depth(a.data, a.len);
+        size_t prefix = lca_bytes(a.data, a.len, &min_depth, b.data, b.len, a.len);
+        size_t cut = cut_to_depth(a.data, a.len, min_depth - 1);
+        if (cut < prefix)
+            prefix = cut;
+        if (prefix == 0)
+            PG_RETURN_NULL();
+        return make_path(a.data, prefix);
+    });
 }
 
 // lca(paths[]): NULL for an empty array, an array with a NULL, or no common
 // proper ancestor.
 PG_FUNCTION_INFO_V1(account_path_lca_array);
 Datum account_path_lca_array(PG_FUNCTION_ARGS) {
-    ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
-    Datum *elems;
-    bool *nulls;
-    int n;
-    deconstruct_array(arr, ARR_ELEMTYPE(arr), -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-    if (n == 0)
-        PG_RETURN_NULL();
-    for (int i = 0; i < n; ++i)
-        if (nulls[i])
+    return tenancy::guard([&]() -> Datum {
+        ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
+        Datum *elems;
+        bool *nulls;
+        int n;
+        deconstruct_array(arr, ARR_ELEMTYPE(arr), -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+        if (n == 0)
             PG_RETURN_NULL();
-    PathArg first = path_from_datum(elems[0]);
-    int min_depth = P::depth(first.data, first.len);
-    size_t prefix = first.len;
-    for (int i = 1; i < n; ++i) {
-        PathArg b = path_from_datum(elems[i]);
-        prefix = lca_bytes(first.data, first.len, &min_depth, b.data, b.len, prefix);
-    }
-    size_t cut = cut_to_depth(first.data, first.len, min_depth - 1);
-    if (cut < prefix)
-        prefix = cut;
-    if (prefix == 0)
-        PG_RETURN_NULL();
-    return make_path(first.data, prefix);
+        for (int i = 0; i < n; ++i)
+            if (nulls[i])
+                PG_RETURN_NULL();
+        PathArg first = path_from_datum(elems[0]);
+        int min_depth = P::depth(first.data, first.len);
+        size_t prefix = first.len;
+        for (int i = 1; i < n; ++i) {
+            PathArg b = path_from_datum(elems[i]);
+            prefix = lca_bytes(first.data, first.len, &min_depth, b.data, b.len, prefix);
+        }
+        size_t cut = cut_to_depth(first.data, first.len, min_depth - 1);
+        if (cut < prefix)
+            prefix = cut;
+        if (prefix == 0)
+            PG_RETURN_NULL();
+        return make_path(first.data, prefix);
+    });
 }
 
 // The labels as bigint[].
 PG_FUNCTION_INFO_V1(account_path_labels);
 Datum account_path_labels(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    Datum out[P::kMaxDepth];
-    int d = 0;
-    size_t pos = 0;
-    uint64_t v;
-    while (d < P::kMaxDepth) {
-        size_t n = P::decode_label(p.data, p.len, pos, &v);
-        if (!n)
-            break;
-        out[d++] = Int64GetDatum(static_cast<int64>(v));
-        pos += n;
-    }
-    PG_RETURN_ARRAYTYPE_P(construct_array(out, d, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        Datum out[P::kMaxDepth];
+        int d = 0;
+        size_t pos = 0;
+        uint64_t v;
+        while (d < P::kMaxDepth) {
+            size_t n = P::decode_label(p.data, p.len, pos, &v);
+            if (!n)
+                break;
+            out[d++] = Int64GetDatum(static_cast<int64>(v));
+            pos += n;
+        }
+        PG_RETURN_ARRAYTYPE_P(
+            construct_array(out, d, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    });
 }
 
 // A path from its labels (bigint[], main account first).
 PG_FUNCTION_INFO_V1(account_path_from_labels);
 Datum account_path_from_labels(PG_FUNCTION_ARGS) {
-    ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
-    Datum *elems;
-    bool *nulls;
-    int n;
-    deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
-    uint8_t buf[P::kMaxEncoded];
-    size_t len = 0;
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
+        Datum *elems;
+        bool *nulls;
+        int n;
+        deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+        uint8_t buf[P::kMaxEncoded];
+        size_t len = 0;
         if (n == 0)
             throw_param("an account_path needs at least one label");
         if (n > P::kMaxDepth)
@@ -498,9 +552,8 @@ Datum account_path_from_labels(PG_FUNCTION_ARGS) {
             label_to_path_check(DatumGetInt64(elems[i]));
             len += P::encode_label(static_cast<uint64_t>(DatumGetInt64(elems[i])), buf + len);
         }
-        return 0;
+        return make_path(buf, len);
     });
-    return make_path(buf, len);
 }
 
 // Exclusive upper bound of the subtree of P (P's next sibling); the btree
@@ -508,33 +561,37 @@ Datum account_path_from_labels(PG_FUNCTION_ARGS) {
 // one more than the largest label a path may hold.
 PG_FUNCTION_INFO_V1(account_path_subtree_upper);
 Datum account_path_subtree_upper(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    uint8_t buf[P::kMaxEncoded + 1];
-    if (p.len > P::kMaxEncoded)
-        PG_RETURN_NULL();  // corrupt data only
-    size_t n = P::subtree_upper(p.data, p.len, buf);
-    return make_path(buf, n);
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        uint8_t buf[P::kMaxEncoded + 1];
+        if (p.len > P::kMaxEncoded)
+            PG_RETURN_NULL();  // corrupt data only
+        size_t n = P::subtree_upper(p.data, p.len, buf);
+        return make_path(buf, n);
+    });
 }
 
 // P and every ancestor of P, main account first (the values x with x @> P).
 PG_FUNCTION_INFO_V1(account_path_ancestors);
 Datum account_path_ancestors(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    Datum out[P::kMaxDepth];
-    int d = 0;
-    size_t pos = 0;
-    uint64_t v;
-    while (d < P::kMaxDepth) {
-        size_t n = P::decode_label(p.data, p.len, pos, &v);
-        if (!n)
-            break;
-        pos += n;
-        out[d++] = make_path(p.data, pos);
-    }
-    Oid path_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
-    if (!OidIsValid(path_type))
-        path_type = get_element_type(get_func_rettype(fcinfo->flinfo->fn_oid));
-    PG_RETURN_ARRAYTYPE_P(construct_array(out, d, path_type, -1, false, TYPALIGN_INT));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        Datum out[P::kMaxDepth];
+        int d = 0;
+        size_t pos = 0;
+        uint64_t v;
+        while (d < P::kMaxDepth) {
+            size_t n = P::decode_label(p.data, p.len, pos, &v);
+            if (!n)
+                break;
+            pos += n;
+            out[d++] = make_path(p.data, pos);
+        }
+        Oid path_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+        if (!OidIsValid(path_type))
+            path_type = get_element_type(get_func_rettype(fcinfo->flinfo->fn_oid));
+        PG_RETURN_ARRAYTYPE_P(construct_array(out, d, path_type, -1, false, TYPALIGN_INT));
+    });
 }
 
 // ---------------------------------------------------------------- planner
@@ -543,11 +600,14 @@ Datum account_path_ancestors(PG_FUNCTION_ARGS) {
 // MCVs and histogram (ltree does the same), 0.1% without statistics.
 PG_FUNCTION_INFO_V1(account_path_tree_sel);
 Datum account_path_tree_sel(PG_FUNCTION_ARGS) {
-    PlannerInfo *root = reinterpret_cast<PlannerInfo *>(PG_GETARG_POINTER(0));
-    Oid op = PG_GETARG_OID(1);
-    List *args = reinterpret_cast<List *>(PG_GETARG_POINTER(2));
-    int varRelid = PG_GETARG_INT32(3);
-    PG_RETURN_FLOAT8(generic_restriction_selectivity(root, op, InvalidOid, args, varRelid, 0.001));
+    return tenancy::guard([&]() -> Datum {
+        PlannerInfo *root = reinterpret_cast<PlannerInfo *>(PG_GETARG_POINTER(0));
+        Oid op = PG_GETARG_OID(1);
+        List *args = reinterpret_cast<List *>(PG_GETARG_POINTER(2));
+        int varRelid = PG_GETARG_INT32(3);
+        PG_RETURN_FLOAT8(
+            generic_restriction_selectivity(root, op, InvalidOid, args, varRelid, 0.001));
+    });
 }
 
 // Index conditions for a btree index on an account_path column:
@@ -657,22 +717,26 @@ static List *tree_index_conditions(SupportRequestIndexCondition *req, bool col_i
 // Support function of the <@ function (a <@ b).
 PG_FUNCTION_INFO_V1(account_path_descendant_support);
 Datum account_path_descendant_support(PG_FUNCTION_ARGS) {
-    Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
-    if (!IsA(raw, SupportRequestIndexCondition))
-        PG_RETURN_POINTER(nullptr);
-    auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
-    // col <@ P (col on the left) is a subtree; P <@ col makes col an ancestor.
-    PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 0));
+    return tenancy::guard([&]() -> Datum {
+        Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
+        if (!IsA(raw, SupportRequestIndexCondition))
+            PG_RETURN_POINTER(nullptr);
+        auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
+        // col <@ P (col on the left) is a subtree; P <@ col makes col an ancestor.
+        PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 0));
+    });
 }
 
 // Support function of the @> function (a @> b).
 PG_FUNCTION_INFO_V1(account_path_ancestor_support);
 Datum account_path_ancestor_support(PG_FUNCTION_ARGS) {
-    Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
-    if (!IsA(raw, SupportRequestIndexCondition))
-        PG_RETURN_POINTER(nullptr);
-    auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
-    PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 1));
+    return tenancy::guard([&]() -> Datum {
+        Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
+        if (!IsA(raw, SupportRequestIndexCondition))
+            PG_RETURN_POINTER(nullptr);
+        auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
+        PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 1));
+    });
 }
 
 }  // extern "C"
