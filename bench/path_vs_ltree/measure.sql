@@ -111,7 +111,7 @@ FROM (VALUES
 -- so this slightly understates both filters' cost by the same amount.)
 SELECT path AS c_path, lpath AS c_lpath FROM acc WHERE id = 17 \gset
 EXPLAIN (COSTS OFF) SELECT count(*) FROM big_path WHERE path OPERATOR(tenancy.<@) :'c_path';
--- The scans interleaved, 10 rounds, best of each: other processes on a
+-- The scans interleaved, 15 rounds, best of each: other processes on a
 -- shared machine slow some rounds down, never speed one up.
 CREATE TEMP TABLE c_runs (v text, f bool, ms float8, result bigint);
 DO $$
@@ -130,7 +130,7 @@ BEGIN
                  ('ltree_gist', 'big_ltree', format('lpath <@ %L', (SELECT lpath FROM acc WHERE id = 17)),
                   format('lpath <@ %L', (SELECT lpath FROM acc WHERE id = 18)))) x(v, tbl, cond, cond2),
          (VALUES (false), (true), (NULL)) ff(f);
-    FOR round IN 0 .. 10 LOOP
+    FOR round IN 0 .. 15 LOOP
         FOR q IN SELECT * FROM c_queries ORDER BY v, f NULLS LAST LOOP
             t0 := clock_timestamp();
             EXECUTE q.sql INTO r;
