@@ -162,6 +162,7 @@ SELECT 'd_value_size', 'account_path', avg(pg_column_size(path)), 'bytes', NULL:
 UNION ALL SELECT 'd_value_size', 'ltree_gist', avg(pg_column_size(lpath)), 'bytes', NULL::bigint FROM acc
 UNION ALL SELECT 'd_table_size', 'account_path', pg_relation_size('big_path') / 1048576.0, 'MiB', NULL::bigint
 UNION ALL SELECT 'd_table_size', 'ltree_gist', pg_relation_size('big_ltree') / 1048576.0, 'MiB', NULL::bigint;
+INSERT INTO bench_result SELECT 'd_index_build', variant, ms, 'ms', NULL::bigint FROM index_build;
 -- Spread of the (c) rounds: a wide spread means a noisy machine.
 SELECT v, f AS filtered, round(min(ms)::numeric, 1) AS min_ms, round(avg(ms)::numeric, 1) AS avg_ms,
        round(max(ms)::numeric, 1) AS max_ms FROM c_runs GROUP BY v, f ORDER BY v, f NULLS LAST;

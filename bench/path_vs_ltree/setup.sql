@@ -17,7 +17,7 @@ SET client_min_messages = warning;
 SELECT :mains * 1111 AS accounts \gset
 CREATE EXTENSION IF NOT EXISTS tenancy;
 CREATE EXTENSION IF NOT EXISTS ltree;
-DROP TABLE IF EXISTS acc, big_path, big_ltree, big_bare, subtree_keys, pairs;
+DROP TABLE IF EXISTS acc, big_path, big_ltree, subtree_keys, pairs;
 SELECT setseed(0.1111) \g /dev/null
 
 -- Level by level: level 1 ids 1..1000, then each node's 10 children get the
@@ -42,10 +42,23 @@ CREATE TABLE acc (id bigint PRIMARY KEY, parent_id bigint, level int,
                   path tenancy.account_path NOT NULL, lpath ltree NOT NULL);
 INSERT INTO acc SELECT id, parent_id, level, path, lpath FROM lvl ORDER BY random();
 DROP TABLE lvl;
-CREATE INDEX acc_path_btree ON acc (path);
-CREATE INDEX acc_lpath_gist ON acc USING gist (lpath);
-CREATE INDEX acc_lpath_btree ON acc (lpath);
-CREATE INDEX acc_parent ON acc (parent_id);
+-- Index builds, timed in the server (one process each).
+SET max_parallel_maintenance_workers = 0;
+DROP TABLE IF EXISTS index_build;
+CREATE TABLE index_build (variant text, ms float8);
+DO $$
+DECLARE t0 timestamptz; x record;
+BEGIN
+    FOR x IN SELECT * FROM (VALUES
+        ('account_path', 'CREATE INDEX acc_path_btree ON acc (path)'),
+        ('ltree_gist', 'CREATE INDEX acc_lpath_gist ON acc USING gist (lpath)'),
+        ('ltree_btree', 'CREATE INDEX acc_lpath_btree ON acc (lpath)'),
+        ('recursive_cte', 'CREATE INDEX acc_parent ON acc (parent_id)')) v(variant, sql) LOOP
+        t0 := clock_timestamp();
+        EXECUTE x.sql;
+        INSERT INTO index_build VALUES (x.variant, extract(epoch FROM clock_timestamp() - t0) * 1000);
+    END LOOP;
+END $$;
 
 -- (c): 5,000,000 rows pointing at random accounts, one table per representation
 -- (same columns otherwise), no index: the per-row cost of a policy filter.

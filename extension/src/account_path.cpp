@@ -317,11 +317,34 @@ static int account_path_fastcmp(Datum x, Datum y, SortSupport) {
     return c;
 }
 
+// Abbreviated key for sorting (index builds, ORDER BY): the first 8 bytes of
+// the encoding, zero-padded, as a big-endian number. Byte order is tree order
+// and padding sorts a shorter (ancestor) prefix first, so a smaller key means
+// a smaller path; equal keys fall back to the full comparison. Paths are
+// rarely longer than 8 bytes below the main account, so ties are rare.
+static Datum account_path_abbrev_convert(Datum original, SortSupport) {
+    PathArg p = path_from_datum(original);
+    uint8_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(buf, p.data, p.len < 8 ? p.len : 8);
+    free_if_copy(p, original);
+    return static_cast<Datum>(P::load_be64(buf));
+}
+
+static bool account_path_abbrev_abort(int, SortSupport) {
+    return false;
+}
+
 PG_FUNCTION_INFO_V1(account_path_sortsupport);
 Datum account_path_sortsupport(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum {
         SortSupport ssup = reinterpret_cast<SortSupport>(PG_GETARG_POINTER(0));
         ssup->comparator = account_path_fastcmp;
+        if (ssup->abbreviate && sizeof(Datum) == 8) {
+            ssup->abbrev_converter = account_path_abbrev_convert;
+            ssup->abbrev_abort = account_path_abbrev_abort;
+            ssup->abbrev_full_comparator = account_path_fastcmp;
+            ssup->comparator = ssup_datum_unsigned_cmp;
+        }
         PG_RETURN_VOID();
     });
 }
