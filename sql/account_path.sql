@@ -51,7 +51,7 @@ SELECT account_path_send('1.2.300'), account_path_send('17.4031.90211'),
 CREATE TEMP TABLE bin_in (p account_path);
 CREATE FUNCTION pg_temp.recv(payload bytea) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
-    f text := '/tmp/tenancy_account_path_' || pg_backend_pid() || '.bin';
+    f text := current_setting('data_directory') || '/tenancy_account_path_' || pg_backend_pid() || '.bin';
     r text;
 BEGIN
     EXECUTE format('COPY (SELECT %L::bytea) TO %L (FORMAT binary)', payload, f);

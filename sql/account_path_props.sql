@@ -42,7 +42,7 @@ FROM samples;
 -- Binary: send/recv through COPY BINARY gives back every value.
 CREATE TEMP TABLE copied (i int, p account_path);
 DO $$
-DECLARE f text := '/tmp/tenancy_account_path_props_' || pg_backend_pid() || '.bin';
+DECLARE f text := current_setting('data_directory') || '/tenancy_account_path_props_' || pg_backend_pid() || '.bin';
 BEGIN
     EXECUTE format('COPY (SELECT i, p FROM samples) TO %L (FORMAT binary)', f);
     EXECUTE format('COPY copied FROM %L (FORMAT binary)', f);
