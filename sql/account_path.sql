@@ -41,6 +41,8 @@ SELECT pg_temp.try_path(repeat('7', 100000)) AS overlong,
 -- The full message, detail and hint, once.
 SELECT '1..2'::account_path;
 SELECT (repeat('1.', 64) || '1')::account_path;
+-- A long echo is cut at a character boundary (80 bytes, 40 two-byte letters).
+SELECT repeat('ä', 100)::account_path;
 
 -- Binary I/O: send gives a version byte and the encoding (length byte, then
 -- the id in big-endian bytes)...

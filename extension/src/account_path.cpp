@@ -24,6 +24,7 @@ extern "C" {
 #include "catalog/pg_type_d.h"
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/pathnodes.h"
@@ -100,10 +101,15 @@ inline Datum make_path(const uint8_t *data, size_t len) {
     std::string msg = r.status == P::Status::Limit ? "account_path value exceeds its limits"
                                                    : "invalid input syntax for type account_path";
     if (input != nullptr) {
-        // Echo short inputs only; an overlong input is cut.
-        constexpr size_t kEcho = 80;
+        // Echo short inputs only; an overlong input is cut (at a character
+        // boundary, so the message stays valid in the server encoding).
+        constexpr int kEcho = 80;
+        size_t echo = input_len;
+        if (input_len > static_cast<size_t>(kEcho))
+            echo = static_cast<size_t>(
+                tenancy::pg_call([&] { return pg_mbcliplen(input, kEcho + 1, kEcho); }));
         msg += ": \"";
-        msg.append(input, input_len > kEcho ? kEcho : input_len);
+        msg.append(input, echo);
         if (input_len > kEcho)
             msg += "...";
         msg += "\"";
@@ -124,10 +130,9 @@ inline Datum make_path(const uint8_t *data, size_t len) {
     throw tenancy::SqlError(ERRCODE_INVALID_PARAMETER_VALUE, msg);
 }
 
-Datum label_to_path_check(int64 value) {
+void label_to_path_check(int64 value) {
     if (value < 1 || static_cast<uint64_t>(value) > P::kMaxLabel)
         throw_param("account_path label out of range: " + std::to_string(value));
-    return 0;
 }
 
 // ltree's subpath position rules (negative offset counts from the end,
@@ -153,8 +158,8 @@ void subpath_bounds(int depth, int32 start, int32 len, bool has_len, int *from, 
 
 // Longest common proper ancestor (ltree's lca): the common label prefix of all
 // paths, cut to one label less than the shortest; 0 bytes if none.
-size_t lca_bytes(const uint8_t *first, size_t first_len, int *min_depth_io, const uint8_t *b,
-                 size_t nb, size_t prefix) {
+size_t lca_bytes(const uint8_t *first, int *min_depth_io, const uint8_t *b, size_t nb,
+                 size_t prefix) {
     size_t p = P::common_prefix(first, prefix, b, nb);
     int d = P::depth(b, nb);
     if (d < *min_depth_io)
@@ -490,7 +495,7 @@ Datum account_path_lca2(PG_FUNCTION_ARGS) {
         PathArg a = path_from_datum(PG_GETARG_DATUM(0));
         PathArg b = path_from_datum(PG_GETARG_DATUM(1));
         int min_depth = P::depth(a.data, a.len);
-        size_t prefix = lca_bytes(a.data, a.len, &min_depth, b.data, b.len, a.len);
+        size_t prefix = lca_bytes(a.data, &min_depth, b.data, b.len, a.len);
         size_t cut = cut_to_depth(a.data, a.len, min_depth - 1);
         if (cut < prefix)
             prefix = cut;
@@ -520,7 +525,7 @@ Datum account_path_lca_array(PG_FUNCTION_ARGS) {
         size_t prefix = first.len;
         for (int i = 1; i < n; ++i) {
             PathArg b = path_from_datum(elems[i]);
-            prefix = lca_bytes(first.data, first.len, &min_depth, b.data, b.len, prefix);
+            prefix = lca_bytes(first.data, &min_depth, b.data, b.len, prefix);
         }
         size_t cut = cut_to_depth(first.data, first.len, min_depth - 1);
         if (cut < prefix)
