@@ -36,7 +36,9 @@ SELECT count(*) FILTER (WHERE p::text <> array_to_string(l, '.')) AS text_form,
        count(*) FILTER (WHERE leaf(p) <> l[cardinality(l)]) AS leaf,
        count(*) FILTER (WHERE ancestors(p) <> ARRAY(SELECT to_account_path(l[1:k])
                                                    FROM generate_series(1, cardinality(l)) k ORDER BY k)) AS ancestors,
-       count(*) FILTER (WHERE p >= subtree_upper(p)) AS upper_after
+       count(*) FILTER (WHERE p >= subtree_upper(p)) AS upper_after,
+       count(*) FILTER (WHERE (account_path_hash_extended(p, 0) & 4294967295)
+                              <> (account_path_hash(p)::bigint & 4294967295)) AS hash_seed0
 FROM samples;
 
 -- Binary: send/recv through COPY BINARY gives back every value.
