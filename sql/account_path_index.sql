@@ -47,6 +47,10 @@ EXECUTE subtree('11');
 EXECUTE ancestors_of('3.105.1007');
 EXECUTE ancestors_of('3.105.1007.5');
 RESET plan_cache_mode;
+-- A join: each main account's subtree through a parameterized index scan.
+EXPLAIN (COSTS OFF)
+SELECT a.path, count(*) FROM acct a JOIN acct b ON b.path <@ a.path WHERE nlevel(a.path) = 1 GROUP BY a.path;
+SELECT a.path, count(*) FROM acct a JOIN acct b ON b.path <@ a.path WHERE nlevel(a.path) = 1 GROUP BY a.path ORDER BY a.path;
 -- The subtree bound of a last label at the top of its byte length.
 INSERT INTO acct VALUES (5000, '7.255', 'x'), (5001, '7.255.1', 'x'), (5002, '7.256', 'x'),
     (5003, '9223372036854775806', 'x'), (5004, '9223372036854775806.9223372036854775806', 'x');
