@@ -174,6 +174,50 @@ size_t cut_to_depth(const uint8_t *data, size_t len, int max_labels) {
     return off < len ? off : len;
 }
 
+// The bytes of a path stored inline (1-byte or 4-byte header, not compressed,
+// not external): no call, no copy. False for anything needing detoast.
+inline bool inline_path(Datum d, const uint8_t **data, size_t *len) {
+    const struct varlena *v = reinterpret_cast<const struct varlena *>(DatumGetPointer(d));
+    if (VARATT_IS_1B(v) && !VARATT_IS_1B_E(v)) {
+        *data = reinterpret_cast<const uint8_t *>(VARDATA_1B(v));
+        *len = VARSIZE_1B(v) - VARHDRSZ_SHORT;
+        return true;
+    }
+    if (VARATT_IS_4B_U(v)) {
+        *data = reinterpret_cast<const uint8_t *>(VARDATA_4B(v));
+        *len = VARSIZE_4B(v) - VARHDRSZ;
+        return true;
+    }
+    return false;
+}
+
+// Slow path of a binary operator: detoast, apply, free the copies. Kept out
+// of line so the fast path stays a leaf function (no register spills).
+template <typename Op>
+__attribute__((noinline)) Datum binary_slow(FunctionCallInfo fcinfo, Op op) noexcept {
+    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
+    PathArg a = path_from_datum(da), b = path_from_datum(db);
+    Datum r = op(a.data, a.len, b.data, b.len);
+    free_if_copy(a, da);
+    free_if_copy(b, db);
+    return r;
+}
+
+// A binary operator on two paths: op(a, na, b, nb) -> Datum, noexcept.
+template <typename Op>
+inline Datum binary_op(FunctionCallInfo fcinfo, Op op) {
+    return hot_body([&]() noexcept -> Datum {
+        const uint8_t *a, *b;
+        size_t na, nb;
+        if (likely(inline_path(PG_GETARG_DATUM(0), &a, &na) &&
+                   inline_path(PG_GETARG_DATUM(1), &b, &nb)))
+            return op(a, na, b, nb);
+        return binary_slow(fcinfo, op);
+    });
+}
+
+using Bytes = const uint8_t *;
+
 }  // namespace
 
 extern "C" {
@@ -245,74 +289,25 @@ Datum account_path_send(PG_FUNCTION_ARGS) {
 
 // ---------------------------------------------------------------- comparison
 
-#define PATH_CMP_FN(name, expr)                                       \
-    PG_FUNCTION_INFO_V1(name);                                        \
-    Datum name(PG_FUNCTION_ARGS) {                                    \
-        return hot_body([&]() noexcept -> Datum {                     \
-            Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);   \
-            PathArg a = path_from_datum(da), b = path_from_datum(db); \
-            int c = P::compare(a.data, a.len, b.data, b.len);         \
-            free_if_copy(a, da);                                      \
-            free_if_copy(b, db);                                      \
-            return (expr);                                            \
-        });                                                           \
+#define PATH_BINARY_FN(name, expr)                                                              \
+    PG_FUNCTION_INFO_V1(name);                                                                  \
+    Datum name(PG_FUNCTION_ARGS) {                                                              \
+        return binary_op(fcinfo, [](Bytes a, size_t na, Bytes b, size_t nb) noexcept -> Datum { \
+            return (expr);                                                                      \
+        });                                                                                     \
     }
 
-PATH_CMP_FN(account_path_cmp, Int32GetDatum(c))
-PATH_CMP_FN(account_path_lt, BoolGetDatum(c < 0))
-PATH_CMP_FN(account_path_le, BoolGetDatum(c <= 0))
-PATH_CMP_FN(account_path_gt, BoolGetDatum(c > 0))
-PATH_CMP_FN(account_path_ge, BoolGetDatum(c >= 0))
-
-PG_FUNCTION_INFO_V1(account_path_eq);
-Datum account_path_eq(PG_FUNCTION_ARGS) {
-    return hot_body([&]() noexcept -> Datum {
-        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-        PathArg a = path_from_datum(da), b = path_from_datum(db);
-        bool r = a.len == b.len && P::bytes_equal(a.data, b.data, a.len);
-        free_if_copy(a, da);
-        free_if_copy(b, db);
-        PG_RETURN_BOOL(r);
-    });
-}
-
-PG_FUNCTION_INFO_V1(account_path_ne);
-Datum account_path_ne(PG_FUNCTION_ARGS) {
-    return hot_body([&]() noexcept -> Datum {
-        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-        PathArg a = path_from_datum(da), b = path_from_datum(db);
-        bool r = !(a.len == b.len && P::bytes_equal(a.data, b.data, a.len));
-        free_if_copy(a, da);
-        free_if_copy(b, db);
-        PG_RETURN_BOOL(r);
-    });
-}
-
-// a <@ b
-PG_FUNCTION_INFO_V1(account_path_descendant);
-Datum account_path_descendant(PG_FUNCTION_ARGS) {
-    return hot_body([&]() noexcept -> Datum {
-        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-        PathArg a = path_from_datum(da), b = path_from_datum(db);
-        bool r = P::is_descendant_or_self(a.data, a.len, b.data, b.len);
-        free_if_copy(a, da);
-        free_if_copy(b, db);
-        PG_RETURN_BOOL(r);
-    });
-}
-
-// a @> b
-PG_FUNCTION_INFO_V1(account_path_ancestor);
-Datum account_path_ancestor(PG_FUNCTION_ARGS) {
-    return hot_body([&]() noexcept -> Datum {
-        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-        PathArg a = path_from_datum(da), b = path_from_datum(db);
-        bool r = P::is_descendant_or_self(b.data, b.len, a.data, a.len);
-        free_if_copy(a, da);
-        free_if_copy(b, db);
-        PG_RETURN_BOOL(r);
-    });
-}
+PATH_BINARY_FN(account_path_cmp, Int32GetDatum(P::compare(a, na, b, nb)))
+PATH_BINARY_FN(account_path_lt, BoolGetDatum(P::compare(a, na, b, nb) < 0))
+PATH_BINARY_FN(account_path_le, BoolGetDatum(P::compare(a, na, b, nb) <= 0))
+PATH_BINARY_FN(account_path_gt, BoolGetDatum(P::compare(a, na, b, nb) > 0))
+PATH_BINARY_FN(account_path_ge, BoolGetDatum(P::compare(a, na, b, nb) >= 0))
+PATH_BINARY_FN(account_path_eq, BoolGetDatum(na == nb && P::bytes_equal(a, b, na)))
+PATH_BINARY_FN(account_path_ne, BoolGetDatum(!(na == nb && P::bytes_equal(a, b, na))))
+// a <@ b: b's bytes are a prefix of a's.
+PATH_BINARY_FN(account_path_descendant, BoolGetDatum(P::is_descendant_or_self(a, na, b, nb)))
+// a @> b: a's bytes are a prefix of b's.
+PATH_BINARY_FN(account_path_ancestor, BoolGetDatum(P::is_descendant_or_self(b, nb, a, na)))
 
 static int account_path_fastcmp(Datum x, Datum y, SortSupport) {
     PathArg a = path_from_datum(x), b = path_from_datum(y);
