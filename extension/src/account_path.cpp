@@ -54,7 +54,7 @@ struct PathArg {
 // per row in a policy filter, so it avoids even the detoast function call.
 inline PathArg path_from_datum(Datum d) {
     struct varlena *v = reinterpret_cast<struct varlena *>(DatumGetPointer(d));
-    if (likely(VARATT_IS_SHORT(v)))
+    if (likely(VARATT_IS_1B(v) && !VARATT_IS_1B_E(v)))  // short inline, not a TOAST pointer
         return PathArg{v, reinterpret_cast<const uint8_t *>(VARDATA_SHORT(v)),
                        VARSIZE_SHORT(v) - VARHDRSZ_SHORT};
     if (unlikely(VARATT_IS_EXTENDED(v)))
