@@ -400,6 +400,7 @@ REVOKE ALL ON FUNCTION tenancy._audit_attach(regclass, text) FROM PUBLIC;
 SELECT tenancy._audit_attach('tenancy.accounts', 'path');
 SELECT tenancy._audit_attach('tenancy.memberships');
 SELECT tenancy._audit_attach('tenancy.api_keys');
+SELECT tenancy._audit_attach(p.tbl) FROM tenancy.protected_tables p;
 
 -- ---- ownership and access --------------------------------------------------------------
 
