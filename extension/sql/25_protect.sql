@@ -73,7 +73,7 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenancy_app', seq);
     END LOOP;
     INSERT INTO tenancy.protected_tables (tbl, resource) VALUES (tbl, resource)
-    ON CONFLICT (tbl) DO UPDATE SET resource = excluded.resource;
+    ON CONFLICT ON CONSTRAINT protected_tables_pkey DO UPDATE SET resource = excluded.resource;
     -- The audit trigger (40_audit.sql; tables protected earlier in the install
     -- script are attached there).
     IF to_regprocedure('tenancy._audit_attach(regclass,text)') IS NOT NULL THEN

@@ -217,7 +217,7 @@ BEGIN
              ORDER BY l.chain_pos, l.id LOOP
         IF e.chain_pos <> expect_pos THEN
             ok := false;
-            first_bad := expect_pos;
+            first_bad := least(e.chain_pos, expect_pos);
             reason := CASE WHEN e.chain_pos < expect_pos
                            THEN format('entry %s: position %s appears twice (inserted entry)', e.id, e.chain_pos)
                            ELSE format('position %s missing (deleted entry); next is entry %s at position %s',
@@ -245,7 +245,7 @@ BEGIN
     END LOOP;
     IF expect_pos - 1 <> h.last_pos OR prev IS DISTINCT FROM h.last_hash THEN
         ok := false;
-        first_bad := least(expect_pos, h.last_pos);
+        first_bad := CASE WHEN expect_pos - 1 > h.last_pos THEN h.last_pos + 1 ELSE expect_pos END;
         reason := format('chain of main account %s ends at position %s but its head says %s (entries removed or appended)',
                          m, expect_pos - 1, h.last_pos);
         RETURN;
@@ -254,53 +254,75 @@ BEGIN
     WHERE l.main_id = m AND l.chain_pos IS NULL AND l.at < now() - tenancy._audit_seal_bound();
     IF overdue > 0 THEN
         ok := false;
-        reason := format('%s entries unsealed for longer than %s (is the sealer running?)',
-                         overdue, tenancy._audit_seal_bound());
+        reason := format('%s entries unsealed for longer than %s s (is the sealer running?)',
+                         overdue, extract(epoch FROM tenancy._audit_seal_bound())::bigint);
         RETURN;
     END IF;
     reason := 'ok';
 END $$;
 REVOKE ALL ON FUNCTION tenancy._audit_verify_main(bigint) FROM PUBLIC;
 
--- audit_verify(NULL): the DBA checks every main account (one row each);
--- audit_verify(account) in a context: that account's main chain, if the role
--- may read the audit log (the DBA may name any account).
-CREATE FUNCTION tenancy.audit_verify(account text DEFAULT NULL)
+-- The DBA's verification (EXECUTE granted to tenancy_admin only): every main
+-- account (account NULL, one row each) or the main chain of any account.
+CREATE FUNCTION tenancy._audit_verify_dba(account text)
     RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    is_dba boolean := tenancy._context_field('account') IS NULL
-        AND (pg_has_role(session_user, 'tenancy_admin', 'MEMBER')
-             OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user));
     a tenancy.accounts;
 BEGIN
     IF account IS NULL THEN
-        IF is_dba THEN
-            RETURN QUERY
-            SELECT v.ok, v.entries, v.first_bad, v.reason, m.id
-            FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
-                  UNION SELECT l.main_id FROM tenancy.audit_log l) m,
-                 tenancy._audit_verify_main(m.id) v
-            ORDER BY m.id;
-            RETURN;
-        END IF;
-        PERFORM tenancy._require('audit', 'read');
-        account := tenancy._context_field('account');
+        RETURN QUERY
+        SELECT v.ok, v.entries, v.first_bad, v.reason, m.id
+        FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
+              UNION SELECT l.main_id FROM tenancy.audit_log l) m,
+             tenancy._audit_verify_main(m.id) v
+        ORDER BY m.id;
+        RETURN;
     END IF;
-    IF is_dba THEN
-        a := tenancy._find_account(account);
-        IF a.id IS NULL THEN
-            RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
-        END IF;
-    ELSE
-        PERFORM tenancy._require('audit', 'read');
-        a := tenancy._visible_account(account);
+    a := tenancy._find_account(account);
+    IF a.id IS NULL THEN
+        RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
     END IF;
-    RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id
-                 FROM tenancy._audit_verify_main(a.main_id) v;
+    RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id FROM tenancy._audit_verify_main(a.main_id) v;
 END $$;
+
+-- In a context: the main chain of the active account (or of a visible
+-- account), if the role may read the audit log.
+CREATE FUNCTION tenancy._audit_verify_context(account text)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    PERFORM tenancy._require('audit', 'read');
+    a := tenancy._visible_account(coalesce(account, tenancy._context_field('account')));
+    RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id FROM tenancy._audit_verify_main(a.main_id) v;
+END $$;
+
+-- audit_verify(account DEFAULT NULL): in a context, that account's main chain
+-- (the role must may read `audit`); outside one, the DBA: all main accounts
+-- (NULL) or the named account's. The DBA path is guarded by the EXECUTE
+-- privilege on _audit_verify_dba, so this wrapper runs as the caller.
+CREATE FUNCTION tenancy.audit_verify(account text DEFAULT NULL)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF tenancy._context_field('account') IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM tenancy._audit_verify_context(account);
+    ELSIF has_function_privilege('tenancy._audit_verify_dba(text)', 'EXECUTE') THEN
+        RETURN QUERY SELECT * FROM tenancy._audit_verify_dba(account);
+    ELSE
+        RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_dba(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy._audit_verify_dba(text) TO tenancy_admin;
 
 -- ---- events and purge ------------------------------------------------------------
 
