@@ -22,6 +22,7 @@ DECLARE
     in_scope text := 'account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())';
     may_write text;
     seq regclass;
+    policy name;
 BEGIN
     IF resource IS NULL OR resource !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'resource must be a lower-case identifier' USING ERRCODE = '22023';
@@ -55,10 +56,11 @@ BEGIN
         EXECUTE format('CREATE INDEX ON %s (account_path)', tbl);
     END IF;
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS tenancy_read ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS tenancy_insert ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS tenancy_update ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS tenancy_delete ON %s', tbl);
+    FOR policy IN SELECT p.polname FROM pg_policy p
+                  WHERE p.polrelid = tbl AND p.polname LIKE 'tenancy\_%'
+    LOOP
+        EXECUTE format('DROP POLICY %I ON %s', policy, tbl);
+    END LOOP;
     EXECUTE format('CREATE POLICY tenancy_read ON %s FOR SELECT USING (%s)', tbl, in_scope);
     EXECUTE format('CREATE POLICY tenancy_insert ON %s FOR INSERT WITH CHECK (%s AND %s)',
                    tbl, in_scope, may_write);

@@ -16,6 +16,8 @@
 // re-validated in SQL (revocation, expiry, deactivation) and a fresh
 // transaction token is issued. The record dies with RESET ALL / DISCARD ALL
 // (the marker setting `tenancy.session` is reset) and with tenancy.reset().
+// A transaction-scoped authenticate() overrides a session context for that
+// transaction only, as SET LOCAL overrides SET.
 //
 // Verification costs one HMAC per backend per token; afterwards a read is a
 // string compare with the cached token plus two integer compares.
@@ -29,6 +31,7 @@ extern "C" {
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
@@ -227,7 +230,8 @@ int read_server_keys(KeySlot *slots) {
     Oid relid = get_relname_relid("context_keys", nsp);
     if (!OidIsValid(relid)) elog(ERROR, "tenancy.context_keys is missing");
     Relation rel = table_open(relid, AccessShareLock);
-    Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+    // The active snapshot: parallel workers may not take a new one.
+    Snapshot snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
     TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
     int n = 0;
     HeapTuple tuple;
@@ -332,13 +336,32 @@ void resume_session() {
     refreshing = false;
 }
 
+bool session_needs_refresh() {
+    return session.active && !refreshing && !IsParallelWorker() && IsTransactionState() &&
+           session.refreshed_lxid != MyProc->lxid;
+}
+
+// A parallel plan may run every context read in workers, which cannot refresh
+// the session: so the leader refreshes before it executes anything.
+ExecutorStart_hook_type previous_executor_start = nullptr;
+
+void executor_start(QueryDesc *query, int eflags) {
+    if (session_needs_refresh())
+        guard([]() -> Datum {
+            resume_session();
+            return (Datum)0;
+        });
+    if (previous_executor_start)
+        previous_executor_start(query, eflags);
+    else
+        standard_ExecutorStart(query, eflags);
+}
+
 }  // namespace
 
 // The verified context of this transaction, or nullptr when there is none.
 const RequestContext *current_context() {
-    if (session.active && !refreshing && !IsParallelWorker() && IsTransactionState() &&
-        session.refreshed_lxid != MyProc->lxid)
-        resume_session();
+    if (session_needs_refresh()) resume_session();
     const char *token = context_setting;
     if (token == nullptr || token[0] == '\0') return nullptr;
     if (!cached_valid || cached_token != token) {
@@ -361,6 +384,8 @@ void context_init() {
                                "Resetting it (RESET ALL, DISCARD ALL) ends the session context.", &session_setting, "",
                                PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, session_setting_assign, NULL);
     MarkGUCPrefixReserved("tenancy");
+    previous_executor_start = ExecutorStart_hook;
+    ExecutorStart_hook = executor_start;
 }
 
 // ---- SQL-callable ---------------------------------------------------------
@@ -463,16 +488,7 @@ Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
                 return set_config_option("tenancy.session", nonce, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0,
                                          false);
             });
-        } else if (scope == "transaction") {
-            // A new credential in this transaction replaces any session context.
-            if (session.active) {
-                clear_session();
-                pg_call([&] {
-                    return set_config_option("tenancy.session", "", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true,
-                                             0, false);
-                });
-            }
-        } else if (session.active) {
+        } else if (scope == "refresh" && session.active) {
             session.account_id = c.account_id;  // refresh or act_as keeps the session going
         }
         set_context_setting(token.c_str());

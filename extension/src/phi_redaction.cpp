@@ -16,8 +16,8 @@
 //        or the run follows a keyword such as "order", "invoice", "ticket",
 //        "tracking", "ref", "account" (fillers "number", "no", "#", "is" may
 //        sit between). A run led by '+' is always a phone.
-//    A card-shaped run (separators " " or "-") of 16-19 digits that fails
-//    Luhn is left alone as a whole.
+//    A card-shaped run (one group, groups of four, or 4-6-5; any separators)
+//    of 16-19 digits that fails Luhn is left alone as a whole.
 //    A run glued to a word ("ORD-12345678", "A1234567", "12345678abc"), or led
 //    by '#', '$', '£' or '€', is not a phone or card.
 // Matches consist of ASCII bytes and whole UTF-8 characters only.
@@ -189,6 +189,21 @@ bool email_at(std::string_view t, size_t at, size_t low, Span &span) {
         }
         if (labels >= 2 && tld_like && label_end - label_begin >= 2)
             end = label_end;
+        if (labels >= 2 && !tld_like) {
+            // "a@b.com-x": the TLD is the letters before the '-'.
+            size_t hyphen = label_begin;
+            while (hyphen < label_end && t[hyphen] != '-')
+                ++hyphen;
+            bool letters = hyphen < label_end && hyphen - label_begin >= 2;
+            for (size_t i = label_begin; letters && i < hyphen; ++i) {
+                unsigned char c = static_cast<unsigned char>(t[i]);
+                if (c < 0x80 && !is_alpha(c))
+                    letters = false;
+            }
+            if (letters)
+                end = hyphen;
+            break;
+        }
         if (label_end < pos)
             break;  // stopped at a trailing '-'
         if (pos + 1 < n && t[pos] == '.' &&
@@ -227,9 +242,11 @@ bool number_can_start(std::string_view t, size_t pos) {
     unsigned char c = static_cast<unsigned char>(t[pos - 1]);
     if (is_alnum(c) || c == '_' || c == '#' || c == '$' || c == '+')
         return false;
-    if ((c == '-' || c == '/' || c == '.' || c == ':') && pos >= 2 &&
+    if ((c == '-' || c == '/' || c == '.') && pos >= 2 &&
         is_alnum(static_cast<unsigned char>(t[pos - 2])))
-        return false;
+        return false;  // ORD-123, v1.2, 12/34
+    if (c == ':' && pos >= 2 && is_digit(static_cast<unsigned char>(t[pos - 2])))
+        return false;  // 10:30 (but "tel:+1..." and "ID: 123" may start)
     if (pos >= 2 && t.compare(pos - 2, 2, "\xC2\xA3") == 0)
         return false;  // £
     if (pos >= 3 && t.compare(pos - 3, 3, "\xE2\x82\xAC") == 0)
@@ -387,6 +404,21 @@ bool luhn_valid(std::string_view s) {
 
 namespace {
 
+// Grouped as cards are printed: one group, groups of four (the last may be
+// shorter), or Amex-style 4-6-4/4-6-5. Separators do not matter here.
+bool card_shaped(const std::vector<Group> &groups) {
+    size_t count = groups.size();
+    if (count == 1)
+        return true;
+    auto len = [&](size_t i) { return groups[i].end - groups[i].begin; };
+    if (count == 3 && len(0) == 4 && len(1) == 6 && (len(2) == 4 || len(2) == 5))
+        return true;
+    for (size_t i = 0; i + 1 < count; ++i)
+        if (len(i) != 4)
+            return false;
+    return len(count - 1) <= 4;
+}
+
 Kind classify(std::string_view t, const std::vector<Group> &groups, size_t count, bool plus,
               bool paren, bool keyword) {
     bool whole = count == groups.size();
@@ -409,7 +441,7 @@ Kind classify(std::string_view t, const std::vector<Group> &groups, size_t count
         return Kind::Card;
     // A card-shaped run of 16-19 digits that fails Luhn: not a card, and too
     // long for a phone; its first groups are not taken as a phone either.
-    if (whole && !plus && !paren && card_seps && digits > kMaxPhoneDigits)
+    if (whole && !plus && !paren && digits > kMaxPhoneDigits && card_shaped(groups))
         return Kind::NotPhone;
     if (digits < kMinPhoneDigits || digits > kMaxPhoneDigits)
         return Kind::None;
