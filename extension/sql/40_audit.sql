@@ -413,7 +413,9 @@ CREATE FUNCTION tenancy._audit_attach(tbl regclass, path_column text DEFAULT 'ac
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 BEGIN
-    EXECUTE format('DROP TRIGGER IF EXISTS tenancy_audit ON %s', tbl);
+    IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'tenancy_audit') THEN
+        EXECUTE format('DROP TRIGGER tenancy_audit ON %s', tbl);
+    END IF;
     EXECUTE format('CREATE TRIGGER tenancy_audit AFTER INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION tenancy._audit_trigger(%L)', tbl, path_column);
 END $$;
