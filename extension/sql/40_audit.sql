@@ -17,7 +17,8 @@
 -- old ancestors). Entries stay in their main account's chain forever (also
 -- after a promotion).
 
-CREATE SEQUENCE tenancy.audit_seq;
+-- Cached per backend: ids need only be unique (the chain orders entries).
+CREATE SEQUENCE tenancy.audit_seq CACHE 64;
 
 CREATE TABLE tenancy.audit_log (
     main_id bigint NOT NULL,
@@ -36,10 +37,11 @@ CREATE TABLE tenancy.audit_log (
     hash bytea,
     sealed_at timestamptz,
     PRIMARY KEY (main_id, id)
-) WITH (fillfactor = 90);
--- The sealer's work queue: small, as sealed rows leave it.
+);
+-- The sealer's work queue: small, as sealed rows leave it. These are the only
+-- two indexes: every index is paid for by every audited write. Readers find
+-- their entries through the primary key (main_id), then filter by path.
 CREATE INDEX audit_log_unsealed ON tenancy.audit_log (main_id, id) WHERE chain_pos IS NULL;
-CREATE INDEX audit_log_account_path ON tenancy.audit_log (account_path);
 
 -- One chain head per main account. base_*: the checkpoint left by
 -- audit_purge (entries up to base_pos were purged); last_*: the end of the
@@ -65,7 +67,7 @@ INSERT INTO tenancy.audit_keys VALUES (1, tenancy._random_bytes(32));
 CREATE FUNCTION tenancy._audit_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'tenancy_audit_trigger' LANGUAGE C;
 -- The next hashes of a chain: h[i] = SHA-256(h[i-1] || payloads[i]), h[0] = prev.
-CREATE FUNCTION tenancy._audit_chain(prev bytea, payloads text[]) RETURNS bytea[]
+CREATE FUNCTION tenancy._audit_chain(prev bytea, payloads bytea[]) RETURNS bytea[]
     AS 'MODULE_PATHNAME', 'tenancy_audit_chain' LANGUAGE C IMMUTABLE STRICT;
 CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_hmac_sha256' LANGUAGE C IMMUTABLE STRICT;
@@ -74,26 +76,17 @@ CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
 CREATE FUNCTION tenancy._audit_record(main_id bigint, account_path tenancy.account_path,
                                       action text, target text, detail jsonb) RETURNS bigint
     AS 'MODULE_PATHNAME', 'tenancy_audit_record' LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, text[]),
+REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, bytea[]),
     tenancy._hmac_sha256(bytea, text),
     tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb) FROM PUBLIC;
 
--- The canonical serialisation of an entry: every field, length-prefixed, in a
--- form independent of settings (DateStyle, TimeZone, extra_float_digits).
+-- The canonical serialisation of an entry (audit.cpp): every field,
+-- length-prefixed, in a form independent of settings (DateStyle, TimeZone).
 CREATE FUNCTION tenancy._audit_payload(main_id bigint, id bigint, chain_pos bigint,
         account_path tenancy.account_path, at timestamptz, actor_kind text, actor_id text,
         credential_id bigint, action text, target text, row_key jsonb, change jsonb,
-        sealed_at timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-    SELECT string_agg(CASE WHEN f IS NULL THEN '-' ELSE length(f)::text || ':' || f END, '|' ORDER BY n)
-    FROM unnest(ARRAY[main_id::text, id::text, chain_pos::text, account_path::text,
-                      (extract(epoch FROM at) * 1000000)::bigint::text, actor_kind, actor_id,
-                      credential_id::text, action, target, row_key::text, change::text,
-                      (extract(epoch FROM sealed_at) * 1000000)::bigint::text])
-         WITH ORDINALITY AS u(f, n)
-$$;
+        sealed_at timestamptz) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'tenancy_audit_payload' LANGUAGE C IMMUTABLE;
 
 CREATE FUNCTION tenancy._audit_head_mac(h tenancy.audit_heads) RETURNS bytea
     LANGUAGE sql STABLE
@@ -117,7 +110,7 @@ CREATE FUNCTION tenancy._audit_seal_main(m bigint) RETURNS bigint
 DECLARE
     h tenancy.audit_heads;
     ids bigint[];
-    payloads text[];
+    payloads bytea[];
     hashes bytea[];
     n integer;
     updated integer;
@@ -439,7 +432,8 @@ REVOKE ALL ON tenancy.audit_log, tenancy.audit_heads, tenancy.audit_keys, tenanc
 
 -- Parents read their subtree's log if their role may read `audit`.
 CREATE POLICY subtree_read ON tenancy.audit_log FOR SELECT
-    USING (account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())
+    USING (main_id = (SELECT tenancy.current_main_id())
+           AND account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())
            AND (SELECT tenancy.may('audit', 'read')));
 GRANT SELECT ON tenancy.audit_log TO tenancy_app, tenancy_admin;
 GRANT SELECT ON tenancy.audit_heads TO tenancy_admin;

@@ -532,14 +532,14 @@ Datum audit_chain(FunctionCallInfo fcinfo) {
     ArrayType *payloads = PG_GETARG_ARRAYTYPE_P(1);
     if (VARSIZE_ANY_EXHDR(prev) != kHashSize)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "prev must be a 32-byte SHA-256 hash");
-    if (ARR_ELEMTYPE(payloads) != TEXTOID || ARR_NDIM(payloads) > 1)
+    if (ARR_ELEMTYPE(payloads) != BYTEAOID || ARR_NDIM(payloads) > 1)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
-                       "payloads must be a one-dimensional text[]");
+                       "payloads must be a one-dimensional bytea[]");
     Datum *elems = nullptr;
     bool *nulls = nullptr;
     int count = 0;
     pg_call([&] {
-        deconstruct_array(payloads, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
+        deconstruct_array(payloads, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
     });
     std::vector<unsigned char> buffer;
     unsigned char chain[kHashSize];
@@ -560,6 +560,65 @@ Datum audit_chain(FunctionCallInfo fcinfo) {
     ArrayType *result =
         pg_call([&] { return construct_array(out, count, BYTEAOID, -1, false, TYPALIGN_INT); });
     PG_RETURN_ARRAYTYPE_P(result);
+}
+
+// The canonical serialisation of an entry's fields (what the chain hashes):
+// per field a presence byte, then a 4-byte big-endian length and the bytes.
+// Numbers and timestamps as 8-byte big-endian integers, the path as its
+// binary encoding, jsonb as its (normalised) text: nothing depends on a setting.
+enum class FieldKind { Int8, Path, Text, Jsonb };
+
+void put_be(std::string &out, uint64 v, int bytes) {
+    for (int i = bytes - 1; i >= 0; i--)
+        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+Datum audit_payload(FunctionCallInfo fcinfo) {
+    static const FieldKind kFields[] = {
+        FieldKind::Int8,  FieldKind::Int8,  FieldKind::Int8, FieldKind::Path, FieldKind::Int8,
+        FieldKind::Text,  FieldKind::Text,  FieldKind::Int8, FieldKind::Text, FieldKind::Text,
+        FieldKind::Jsonb, FieldKind::Jsonb, FieldKind::Int8};
+    constexpr int kCount = sizeof kFields / sizeof kFields[0];
+    if (PG_NARGS() != kCount)
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy._audit_payload: wrong arguments");
+    std::string out = "tenancy-audit-v1";
+    for (int i = 0; i < kCount; i++) {
+        if (PG_ARGISNULL(i)) {
+            out.push_back('\0');
+            continue;
+        }
+        out.push_back('\1');
+        Datum d = PG_GETARG_DATUM(i);
+        switch (kFields[i]) {
+            case FieldKind::Int8:  // bigint and timestamptz are both int64
+                put_be(out, 8, 4);
+                put_be(out, static_cast<uint64>(DatumGetInt64(d)), 8);
+                break;
+            case FieldKind::Path:
+            case FieldKind::Text: {
+                struct varlena *v = reinterpret_cast<struct varlena *>(
+                    pg_call([&] { return PG_DETOAST_DATUM_PACKED(d); }));
+                size_t len = VARSIZE_ANY_EXHDR(v);
+                put_be(out, len, 4);
+                out.append(VARDATA_ANY(v), len);
+                break;
+            }
+            case FieldKind::Jsonb: {
+                const char *text = pg_call([&] {
+                    Jsonb *jb = DatumGetJsonbP(d);
+                    return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+                });
+                size_t len = std::strlen(text);
+                put_be(out, len, 4);
+                out.append(text, len);
+                break;
+            }
+        }
+    }
+    bytea *result = pg_call([&] {
+        return hash_datum(reinterpret_cast<const unsigned char *>(out.data()), out.size());
+    });
+    PG_RETURN_BYTEA_P(result);
 }
 
 Datum hmac_sha256(FunctionCallInfo fcinfo) {
@@ -595,6 +654,11 @@ Datum tenancy_audit_record(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_audit_chain);
 Datum tenancy_audit_chain(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_chain(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_payload);
+Datum tenancy_audit_payload(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_payload(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_hmac_sha256);
