@@ -53,8 +53,9 @@ SELECT regress.try(format('SELECT tenancy.create_api_key(%L, %L, %L, now() - int
 SELECT regress.try(format('SELECT tenancy.create_api_key(%L, %L, %L)', :'b', 'k', 'emperor')) AS unknown_role;
 SELECT tenancy.create_api_key(:'a1', 'a1 key', 'owner') AS a1_key \gset
 -- the full key is shown once; afterwards only its prefix
-SELECT name, role, prefix ~ '^tnc_[0-9]+_[0-9]+_.{4}$' AS prefix_only, last_used_at IS NULL AS unused
-FROM tenancy.api_keys ORDER BY id;
+SELECT k.name, k.role, k.prefix ~ '^tnc_[0-9]+_[0-9]+_.{4}$' AS prefix_only, u.last_used_at IS NULL AS unused
+FROM tenancy.api_keys k JOIN tenancy.api_key_usage u ON u.main_id = k.main_id AND u.key_id = k.id
+ORDER BY k.id;
 COMMIT;
 
 -- Rows of every account.

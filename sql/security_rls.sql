@@ -111,6 +111,17 @@ SELECT pg_temp.as_actor('main', 'UPDATE tenancy.accounts SET status = ''inactive
 SELECT pg_temp.as_actor('main', 'DELETE FROM tenancy.api_keys') AS delete_keys;
 SELECT pg_temp.as_actor('main', 'UPDATE tenancy.memberships SET role = ''owner''') AS update_memberships;
 SELECT pg_temp.as_actor('main', 'INSERT INTO tenancy.users (email) VALUES (''x@example.test'')') AS insert_user;
+-- Every write on every core tenancy table, as the main account's owner.
+SELECT t AS tenancy_table,
+       pg_temp.as_actor('main', format('INSERT INTO tenancy.%I DEFAULT VALUES', t)) AS insert_row,
+       pg_temp.as_actor('main', format('UPDATE tenancy.%I SET %I = %I', t, col, col)) AS update_rows,
+       pg_temp.as_actor('main', format('DELETE FROM tenancy.%I', t)) AS delete_rows
+FROM unnest(ARRAY['accounts', 'account_forwarding', 'api_keys', 'api_key_secrets', 'api_key_usage',
+                  'context_keys', 'memberships', 'plans', 'protected_tables', 'roles',
+                  'role_permissions', 'users']) AS t,
+     LATERAL (SELECT attname AS col FROM pg_attribute
+              WHERE attrelid = ('tenancy.' || t)::regclass AND attnum = 1) AS first_column
+ORDER BY t;
 -- API functions answer "not found" outside the subtree.
 SELECT regexp_replace(pg_temp.as_actor('child', format('SELECT tenancy.create_account(%L, %L)', :'s', 'x')),
                       'acc_[0-9]+_[0-9a-f]{12}', 'acc_*') AS create_under_sibling;
@@ -120,11 +131,12 @@ SELECT regexp_replace(pg_temp.as_actor('sibling', format('SELECT tenancy.deactiv
                       'acc_[0-9]+_[0-9a-f]{12}', 'acc_*') AS deactivate_cousin;
 SELECT regexp_replace(pg_temp.as_actor('child viewer', format('SELECT tenancy.create_account(%L, %L)', :'c', 'x')),
                       'acc_[0-9]+_[0-9a-f]{12}', 'acc_*') AS viewer_creates;
-SELECT pg_temp.as_actor('other', format('SELECT tenancy.revoke_api_key(%L)',
-    (SELECT 'key_' || split_part(:'m_key', '_', 2) || '_' || split_part(:'m_key', '_', 3)))) AS revoke_foreign_key;
+SELECT regexp_replace(pg_temp.as_actor('other', format('SELECT tenancy.revoke_api_key(%L)',
+    (SELECT 'key_' || split_part(:'m_key', '_', 2) || '_' || split_part(:'m_key', '_', 3)))),
+    'key_[0-9]+_[0-9]+', 'key_*') AS revoke_foreign_key;
 
--- Policies let the planner use the account_path index: the context is an
--- InitPlan, and `<@` becomes a btree range.
+-- Policies let the planner use the account_path index: `<@` against the
+-- context becomes a btree range, evaluated once per scan.
 \c - postgres
 INSERT INTO regress.notes (body, account_path)
 SELECT 'bulk ' || i, a.path FROM generate_series(1, 2000) i, tenancy.accounts a

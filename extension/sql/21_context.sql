@@ -31,7 +31,8 @@ CREATE FUNCTION tenancy._session_record() RETURNS text
 REVOKE ALL ON FUNCTION tenancy._session_record() FROM PUBLIC;
 
 -- Readers. STABLE and PARALLEL SAFE so that policies can use them in index
--- conditions, in parallel workers, and as InitPlans: (SELECT tenancy.current_path()).
+-- conditions and in parallel workers; per row a call costs a few integer
+-- compares (the path is cached per token and transaction).
 CREATE FUNCTION tenancy.current_path() RETURNS tenancy.account_path
     AS 'MODULE_PATHNAME', 'tenancy_current_path' LANGUAGE C STABLE PARALLEL SAFE;
 CREATE FUNCTION tenancy._home_path() RETURNS tenancy.account_path

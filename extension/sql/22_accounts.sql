@@ -76,6 +76,14 @@ CREATE INDEX memberships_user ON tenancy.memberships (user_id);
 
 -- ---- lookups (internal) ----------------------------------------------------
 
+-- Splits "<prefix>_<id>_..._<id>[_<secret>]" into its ids (1 to 18 digits each)
+-- and, when secret_len > 0, a trailing base64url secret of exactly that length.
+-- NULL when malformed. A C scanner (credentials.cpp): bounded repetition such as
+-- {1,18} or {43} costs ~100 us a match in PostgreSQL's regex engine.
+CREATE FUNCTION tenancy._id_parts(value text, prefix text, ids integer, secret_len integer)
+    RETURNS text[]
+    AS 'MODULE_PATHNAME', 'tenancy_id_parts' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
 -- The account with this public id, or a row of NULLs. The id embeds the main
 -- account, so the lookup needs no global index.
 CREATE FUNCTION tenancy._find_account(public_id text) RETURNS tenancy.accounts
@@ -86,7 +94,9 @@ DECLARE
     hint bigint;
     found_row tenancy.accounts;
 BEGIN
-    IF public_id IS NULL OR public_id !~ '^acc_[0-9]{1,18}_[0-9a-f]{12}$' THEN
+    -- (unbounded classes + length checks: bounded repetition is slow in PostgreSQL's regex engine)
+    IF public_id IS NULL OR public_id !~ '^acc_[0-9]+_[0-9a-f]+$'
+       OR length(split_part(public_id, '_', 2)) > 18 OR length(split_part(public_id, '_', 3)) <> 12 THEN
         RETURN found_row;
     END IF;
     hint := split_part(public_id, '_', 2)::bigint;

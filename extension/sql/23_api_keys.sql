@@ -27,7 +27,6 @@ CREATE TABLE tenancy.api_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz,
     revoked_at timestamptz,
-    last_used_at timestamptz,
     PRIMARY KEY (main_id, id)
 );
 CREATE INDEX api_keys_account_path ON tenancy.api_keys (account_path);
@@ -40,6 +39,36 @@ CREATE TABLE tenancy.api_key_secrets (
     FOREIGN KEY (main_id, key_id) REFERENCES tenancy.api_keys (main_id, id)
         ON UPDATE CASCADE ON DELETE CASCADE
 );
+
+-- Last use, in a row of its own: requests update it (at most once a minute,
+-- never waiting) without locking the key row, so a revocation never waits
+-- behind requests in flight. Created with the key.
+CREATE TABLE tenancy.api_key_usage (
+    main_id bigint NOT NULL,
+    key_id bigint NOT NULL,
+    last_used_at timestamptz,
+    PRIMARY KEY (main_id, key_id),
+    FOREIGN KEY (main_id, key_id) REFERENCES tenancy.api_keys (main_id, id)
+        ON UPDATE CASCADE ON DELETE CASCADE
+);
+
+-- Record a use of the key, unless that could fail (read-only transaction, hot
+-- standby), would wait on a lock, or was already recorded within a minute.
+CREATE FUNCTION tenancy._touch_api_key(main_id bigint, key_id bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF current_setting('transaction_read_only')::boolean OR pg_is_in_recovery() THEN
+        RETURN;
+    END IF;
+    UPDATE tenancy.api_key_usage u SET last_used_at = now()
+    WHERE u.ctid = (SELECT x.ctid FROM tenancy.api_key_usage x
+                    WHERE x.main_id = _touch_api_key.main_id AND x.key_id = _touch_api_key.key_id
+                      AND (x.last_used_at IS NULL OR x.last_used_at < now() - interval '1 minute')
+                    FOR UPDATE SKIP LOCKED);
+END $$;
+REVOKE ALL ON FUNCTION tenancy._touch_api_key(bigint, bigint) FROM PUBLIC;
 
 -- Creates a key in account a; returns the full key (internal).
 CREATE FUNCTION tenancy._make_api_key(a tenancy.accounts, name text, role text,
@@ -82,6 +111,7 @@ BEGIN
             expires_at);
     INSERT INTO tenancy.api_key_secrets (main_id, key_id, secret_hash)
     VALUES (a.main_id, key_id, tenancy._secret_hash(secret));
+    INSERT INTO tenancy.api_key_usage (main_id, key_id) VALUES (a.main_id, key_id);
     RETURN format('tnc_%s_%s_%s', a.main_id, key_id, secret);
 END $$;
 REVOKE ALL ON FUNCTION tenancy._make_api_key(tenancy.accounts, text, text, timestamptz) FROM PUBLIC;
@@ -118,7 +148,7 @@ CREATE FUNCTION tenancy.revoke_api_key(key_id text) RETURNS void
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    parts text[] := regexp_match(key_id, '^key_([0-9]{1,18})_([0-9]{1,18})$');
+    parts text[] := tenancy._id_parts(key_id, 'key', 2, 0);
     k tenancy.api_keys;
 BEGIN
     PERFORM tenancy._require('api_keys', 'write');

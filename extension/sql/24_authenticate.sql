@@ -9,44 +9,150 @@ CREATE FUNCTION tenancy._establish(kind text, main_id bigint, credential_id bigi
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
+BEGIN
+    IF kind = 'api_key' THEN
+        RETURN tenancy._establish_api_key(main_id, credential_id, account_id, scope);
+    ELSIF kind IN ('user', 'sub_user') THEN
+        RETURN tenancy._establish_session(kind, main_id, credential_id, account_id, scope);
+    END IF;
+    RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+END $$;
+
+CREATE FUNCTION tenancy._establish_api_key(main_id bigint, credential_id bigint,
+                                           account_id bigint, scope text) RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
 DECLARE
     k tenancy.api_keys;
     home tenancy.accounts;
     target tenancy.accounts;
 BEGIN
-    IF kind <> 'api_key' THEN
-        RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
-    END IF;
-    SELECT * INTO k FROM tenancy.api_keys x WHERE x.main_id = _establish.main_id AND x.id = credential_id;
+    SELECT * INTO k FROM tenancy.api_keys x WHERE x.main_id = _establish_api_key.main_id AND x.id = credential_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
     IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'API key "%" has been revoked', k.public_id USING ERRCODE = '28000';
+        RAISE EXCEPTION 'API key has been revoked' USING ERRCODE = '28000';
     END IF;
     IF k.expires_at IS NOT NULL AND k.expires_at <= now() THEN
-        RAISE EXCEPTION 'API key "%" has expired', k.public_id USING ERRCODE = '28000';
+        RAISE EXCEPTION 'API key has expired' USING ERRCODE = '28000';
     END IF;
     SELECT * INTO home FROM tenancy.accounts a WHERE a.main_id = k.main_id AND a.id = k.account_id;
     IF account_id IS NULL OR account_id = home.id THEN
         target := home;
     ELSE
         SELECT * INTO target FROM tenancy.accounts a
-        WHERE a.main_id = k.main_id AND a.id = _establish.account_id AND a.path <@ home.path;
+        WHERE a.main_id = k.main_id AND a.id = _establish_api_key.account_id AND a.path <@ home.path;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';
         END IF;
     END IF;
     IF EXISTS (SELECT FROM tenancy.accounts a
                WHERE a.path @> target.path AND a.status <> 'active') THEN
-        RAISE EXCEPTION 'account "%" is inactive', target.public_id USING ERRCODE = '28000';
+        RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
     END IF;
     PERFORM tenancy._issue_context(scope, 'api_key', k.id, k.id, target.id, target.main_id,
         target.public_id, target.path, home.id, home.path, k.role,
         least(coalesce(k.expires_at, 'infinity'), now() + interval '12 hours'));
     RETURN target.public_id;
 END $$;
-REVOKE ALL ON FUNCTION tenancy._establish(text, bigint, bigint, bigint, text) FROM PUBLIC;
+
+-- User and sub-user sessions (30_identity.sql). The session must be live; a
+-- user acts in an account of one of their memberships or a descendant, with
+-- the role of the nearest such membership; a sub-user acts in its main
+-- account's subtree with the role sub_user, and only while active. A session
+-- owing a second factor or a password change gets a restricted context (see
+-- 30_identity.sql). account_id NULL: the account the session opened in.
+CREATE FUNCTION tenancy._establish_session(kind text, main_id bigint, credential_id bigint,
+                                           account_id bigint, scope text) RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    s tenancy.sessions;
+    target tenancy.accounts;
+    home_path tenancy.account_path;
+    home_id bigint;
+    role text;
+    principal bigint;
+    must_change boolean;
+    su tenancy.sub_users;
+BEGIN
+    SELECT * INTO s FROM tenancy.sessions x WHERE x.id = credential_id;
+    IF NOT FOUND OR s.principal_kind <> kind THEN
+        RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+    END IF;
+    IF s.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the session has ended' USING ERRCODE = '28000';
+    END IF;
+    IF s.expires_at <= now() THEN
+        RAISE EXCEPTION 'the session has expired' USING ERRCODE = '28000';
+    END IF;
+    IF account_id IS NULL THEN
+        main_id := s.account_main_id;
+        account_id := s.account_id;
+    END IF;
+    SELECT * INTO target FROM tenancy.accounts a
+    WHERE a.main_id = _establish_session.main_id AND a.id = _establish_session.account_id;
+    IF NOT FOUND THEN
+        -- A session-scoped context that switched main account resumes with its
+        -- first main id, and a promoted account has a new one; account ids are
+        -- globally unique.
+        SELECT * INTO target FROM tenancy.accounts a WHERE a.id = _establish_session.account_id;
+    END IF;
+    IF target.id IS NULL THEN
+        RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';
+    END IF;
+    IF kind = 'user' THEN
+        SELECT m.account_path, m.account_id, m.role INTO home_path, home_id, role
+        FROM tenancy.memberships m
+        WHERE m.user_id = s.user_id AND m.account_path @> target.path
+        ORDER BY tenancy.nlevel(m.account_path) DESC
+        LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'account "%" not found', target.public_id USING ERRCODE = 'P0002';
+        END IF;
+        principal := s.user_id;
+        SELECT u.must_change_password INTO must_change FROM tenancy.users u WHERE u.id = s.user_id;
+    ELSE
+        SELECT * INTO su FROM tenancy.sub_users x
+        WHERE x.main_id = s.sub_user_main_id AND x.id = s.sub_user_id;
+        IF NOT FOUND OR su.status <> 'active' THEN
+            RAISE EXCEPTION 'the sub-user is inactive' USING ERRCODE = '28000';
+        END IF;
+        IF NOT (target.path <@ su.account_path) THEN
+            RAISE EXCEPTION 'account "%" not found', target.public_id USING ERRCODE = 'P0002';
+        END IF;
+        home_path := su.account_path;
+        home_id := su.main_id;
+        role := 'sub_user';
+        principal := su.id;
+        must_change := su.must_change_password;
+    END IF;
+    IF EXISTS (SELECT FROM tenancy.accounts a
+               WHERE a.path @> target.path AND a.status <> 'active') THEN
+        RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
+    END IF;
+    IF NOT s.mfa_verified THEN
+        role := 'mfa_pending';
+    ELSIF must_change THEN
+        role := 'password_change';
+    END IF;
+    IF role IN ('mfa_pending', 'password_change') THEN
+        -- A path no row lies under: every policy sees nothing.
+        PERFORM tenancy._issue_context(scope, kind, principal, s.id, target.id, target.main_id,
+            target.public_id, tenancy._nowhere_path(), home_id, tenancy._nowhere_path(), role,
+            s.expires_at);
+    ELSE
+        PERFORM tenancy._issue_context(scope, kind, principal, s.id, target.id, target.main_id,
+            target.public_id, target.path, home_id, home_path, role, s.expires_at);
+    END IF;
+    RETURN target.public_id;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._establish(text, bigint, bigint, bigint, text),
+    tenancy._establish_api_key(bigint, bigint, bigint, text),
+    tenancy._establish_session(text, bigint, bigint, bigint, text) FROM PUBLIC;
 
 -- authenticate(credential): sets the context for this transaction, or for the
 -- session with session => true (re-validated at the start of every transaction).
@@ -55,11 +161,24 @@ CREATE FUNCTION tenancy.authenticate(credential text, session boolean DEFAULT fa
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    parts text[] := regexp_match(credential, '^tnc_([0-9]{1,18})_([0-9]{1,18})_([A-Za-z0-9_-]{43})$');
+    parts text[] := tenancy._id_parts(credential, 'tnc', 2, 43);
     stored bytea;
+    sess text[];
+    kind text;
 BEGIN
     IF parts IS NULL THEN
-        RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+        -- A session token: tns_<session id>_<secret>.
+        sess := tenancy._id_parts(credential, 'tns', 1, 43);
+        IF sess IS NULL THEN
+            RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+        END IF;
+        SELECT x.secret_hash, x.principal_kind INTO stored, kind
+        FROM tenancy.sessions x WHERE x.id = sess[1]::bigint;
+        IF NOT tenancy._secret_equal(sess[2], coalesce(stored, '\x00'::bytea)) OR stored IS NULL THEN
+            RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+        END IF;
+        RETURN tenancy._establish(kind, NULL, sess[1]::bigint, NULL,
+                                  CASE WHEN session THEN 'session' ELSE 'transaction' END);
     END IF;
     SELECT s.secret_hash INTO stored FROM tenancy.api_key_secrets s
     WHERE s.main_id = parts[1]::bigint AND s.key_id = parts[2]::bigint;
@@ -67,16 +186,7 @@ BEGIN
     IF NOT tenancy._secret_equal(parts[3], coalesce(stored, '\x00'::bytea)) OR stored IS NULL THEN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
-    -- Last-used bookkeeping, at most once a minute per key, skipped when it
-    -- could fail (read-only transaction, hot standby) or would wait on a lock.
-    IF NOT current_setting('transaction_read_only')::boolean AND NOT pg_is_in_recovery() THEN
-        UPDATE tenancy.api_keys k SET last_used_at = now()
-        WHERE k.main_id = parts[1]::bigint AND k.id = parts[2]::bigint
-          AND k.ctid = (SELECT x.ctid FROM tenancy.api_keys x
-                        WHERE x.main_id = parts[1]::bigint AND x.id = parts[2]::bigint
-                          AND (x.last_used_at IS NULL OR x.last_used_at < now() - interval '1 minute')
-                        FOR UPDATE SKIP LOCKED);
-    END IF;
+    PERFORM tenancy._touch_api_key(parts[1]::bigint, parts[2]::bigint);
     RETURN tenancy._establish('api_key', parts[1]::bigint, parts[2]::bigint, NULL,
                               CASE WHEN session THEN 'session' ELSE 'transaction' END);
 END $$;
@@ -96,22 +206,43 @@ BEGIN
     PERFORM tenancy._establish(rec[1], rec[2]::bigint, rec[3]::bigint, rec[4]::bigint, 'refresh');
 END $$;
 
--- Act in a descendant of the credential's account (downward only).
+-- Act in a descendant of the credential's account (downward only); a user
+-- may also switch to any account they are a member of, or a descendant of one
+-- (the role is that of the nearest membership). A restricted context
+-- (mfa_pending, password_change) cannot switch.
 CREATE FUNCTION tenancy.act_as(account text) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
     target tenancy.accounts := tenancy._find_account(account);
+    kind text := tenancy._context_field('principal_kind');
 BEGIN
     IF tenancy._context_field('account') IS NULL THEN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
+    END IF;
+    IF tenancy._context_field('role') IN ('mfa_pending', 'password_change') THEN
+        RAISE EXCEPTION 'the session must complete % first',
+            CASE tenancy._context_field('role') WHEN 'mfa_pending' THEN 'tenancy.verify_mfa()'
+                 ELSE 'tenancy.change_password()' END
+            USING ERRCODE = '42501';
+    END IF;
+    IF kind = 'user' THEN
+        IF target.id IS NULL OR NOT EXISTS (
+                SELECT FROM tenancy.memberships m
+                WHERE m.user_id = tenancy._context_field('principal_id')::bigint
+                  AND m.account_path @> target.path) THEN
+            RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
+                HINT = 'A user can act in the accounts they are a member of and their descendants.';
+        END IF;
+        RETURN tenancy._establish(kind, target.main_id,
+                                  tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
     END IF;
     IF target.id IS NULL OR NOT (target.path <@ tenancy._home_path()) THEN
         RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
             HINT = 'Only the credential''s account and its descendants can be acted in.';
     END IF;
-    RETURN tenancy._establish(tenancy._context_field('principal_kind'),
+    RETURN tenancy._establish(kind,
                               tenancy._context_field('main_id')::bigint,
                               tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
 END $$;
@@ -126,7 +257,11 @@ CREATE FUNCTION tenancy.whoami() RETURNS jsonb
             'id', CASE tenancy._context_field('principal_kind')
                       WHEN 'api_key' THEN format('key_%s_%s', tenancy._context_field('main_id'),
                                                    tenancy._context_field('principal_id'))
-                      ELSE tenancy._context_field('principal_id') END),
+                      WHEN 'sub_user' THEN format('sub_%s_%s', tenancy._context_field('main_id'),
+                                                  tenancy._context_field('principal_id'))
+                      ELSE tenancy._context_field('principal_id') END,
+            'session', CASE WHEN tenancy._context_field('principal_kind') IN ('user', 'sub_user')
+                            THEN tenancy._context_field('credential_id')::bigint END),
         'account', tenancy._context_field('account'),
         'role', tenancy._context_field('role'),
         'scope', tenancy._context_field('scope'),

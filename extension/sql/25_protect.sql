@@ -11,15 +11,17 @@ CREATE TABLE tenancy.protected_tables (
 -- along when an account moves; an index for subtree scans; RLS enabled and
 -- forced with policies: read = the active account's subtree, write = that and
 -- the active role's "write" permission on `resource`.
--- Policies compare against (SELECT tenancy.current_path()): an InitPlan,
--- computed once per query and usable as an index condition.
+-- Policies call tenancy.current_path() directly, not as an InitPlan: the planner
+-- then evaluates it while planning, estimates the subtree's size and picks a
+-- sequential scan for a large subtree and the index for a small one; per row
+-- the call is a few integer compares (context.cpp caches the path).
 CREATE FUNCTION tenancy.protect(tbl regclass, resource text) RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
     coltype regtype;
-    in_scope text := 'account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())';
+    in_scope text := 'account_path OPERATOR(tenancy.<@) tenancy.current_path()';
     may_write text;
     seq regclass;
     policy name;

@@ -8,7 +8,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['plans', 'accounts', 'account_forwarding', 'users', 'memberships',
-                             'api_keys', 'api_key_secrets', 'protected_tables']
+                             'api_keys', 'api_key_secrets', 'api_key_usage', 'protected_tables']
     LOOP
         EXECUTE format('ALTER TABLE tenancy.%I OWNER TO tenancy_owner', t);
         EXECUTE format('ALTER TABLE tenancy.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', t);
@@ -25,27 +25,31 @@ GRANT SELECT ON tenancy.plans TO tenancy_app;
 
 -- Accounts: the active account's subtree; never a parent or a sibling.
 CREATE POLICY subtree_read ON tenancy.accounts FOR SELECT
-    USING (path <@ (SELECT tenancy.current_path()));
+    USING (path <@ tenancy.current_path());
 CREATE POLICY subtree_update ON tenancy.accounts FOR UPDATE
-    USING (path <@ (SELECT tenancy.current_path()) AND tenancy.may('settings', 'write'))
-    WITH CHECK (path <@ (SELECT tenancy.current_path()) AND tenancy.may('settings', 'write'));
+    USING (path <@ tenancy.current_path() AND tenancy.may('settings', 'write'))
+    WITH CHECK (path <@ tenancy.current_path() AND tenancy.may('settings', 'write'));
 GRANT SELECT ON tenancy.accounts TO tenancy_app;
 GRANT UPDATE (name, branding, settings, updated_at) ON tenancy.accounts TO tenancy_app;
 
 CREATE POLICY subtree_read ON tenancy.memberships FOR SELECT
-    USING (account_path <@ (SELECT tenancy.current_path()));
+    USING (account_path <@ tenancy.current_path());
 GRANT SELECT ON tenancy.memberships TO tenancy_app;
 
 -- Users: those who are members somewhere in the subtree. Hashes are never granted.
 CREATE POLICY member_in_subtree ON tenancy.users FOR SELECT
     USING (EXISTS (SELECT FROM tenancy.memberships m
                    WHERE m.user_id = users.id
-                     AND m.account_path <@ (SELECT tenancy.current_path())));
+                     AND m.account_path <@ tenancy.current_path()));
 GRANT SELECT (id, email, name, created_at) ON tenancy.users TO tenancy_app;
 
 CREATE POLICY subtree_read ON tenancy.api_keys FOR SELECT
-    USING (account_path <@ (SELECT tenancy.current_path()) AND tenancy.may('api_keys', 'read'));
+    USING (account_path <@ tenancy.current_path() AND tenancy.may('api_keys', 'read'));
 GRANT SELECT ON tenancy.api_keys TO tenancy_app;
+CREATE POLICY key_visible ON tenancy.api_key_usage FOR SELECT
+    USING (EXISTS (SELECT FROM tenancy.api_keys k
+                   WHERE k.main_id = api_key_usage.main_id AND k.id = api_key_usage.key_id));
+GRANT SELECT ON tenancy.api_key_usage TO tenancy_app;
 -- api_key_secrets, account_forwarding, protected_tables, context_keys: no
 -- policy and no grant: unreadable to every client role.
 
@@ -57,7 +61,7 @@ REVOKE ALL ON FUNCTION tenancy.create_main_account(text, text, text, text),
 GRANT EXECUTE ON FUNCTION tenancy.create_main_account(text, text, text, text),
     tenancy.transfer_ownership(text, text, boolean), tenancy.promote_account(text),
     tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text) TO tenancy_admin;
-REVOKE ALL ON FUNCTION tenancy._find_account(text), tenancy._visible_account(text),
+REVOKE ALL ON FUNCTION tenancy._id_parts(text, text, integer, integer), tenancy._find_account(text), tenancy._visible_account(text),
     tenancy._new_account_public_id(bigint), tenancy._check_name(text),
     tenancy._require(text, text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;

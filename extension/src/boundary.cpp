@@ -13,7 +13,8 @@ void copy_text(char *dst, size_t size, const char *src) noexcept {
         return;
     }
     size_t n = std::strlen(src);
-    if (n >= size) n = size - 1;
+    if (n >= size)
+        n = size - 1;
     std::memcpy(dst, src, n);
     dst[n] = '\0';
 }
@@ -54,14 +55,19 @@ struct UnwindWitness {
 std::string run_selftest(const std::string &kind) {
     UnwindWitness witness;
     std::string owned(kind);  // heap-owning object that must be released on every path
-    if (kind == "ok") return "ok";
-    if (kind == "destructors_run") return std::to_string(destructors_run);
+    if (kind == "ok")
+        return "ok";
+    if (kind == "destructors_run")
+        return std::to_string(destructors_run);
     if (kind == "sql_error")
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "tenancy self-test: SqlError",
                        "raised as a C++ exception", "this is expected");
-    if (kind == "runtime_error") throw std::runtime_error("tenancy self-test: std::runtime_error");
-    if (kind == "bad_alloc") throw std::bad_alloc();
-    if (kind == "unknown") throw 42;
+    if (kind == "runtime_error")
+        throw std::runtime_error("tenancy self-test: std::runtime_error");
+    if (kind == "bad_alloc")
+        throw std::bad_alloc();
+    if (kind == "unknown")
+        throw 42;
     if (kind == "pg_error") {
         // int4div reports division_by_zero with ereport(ERROR); it must come back
         // as SqlError and unwind this frame (running witness's destructor).

@@ -36,7 +36,7 @@ namespace tenancy {
 
 // A C++ error that becomes ereport(ERROR) with this SQLSTATE at the boundary.
 class SqlError : public std::exception {
-public:
+  public:
     SqlError(int sqlstate, std::string message, std::string detail = {}, std::string hint = {})
         : sqlstate_(sqlstate),
           message_(std::move(message)),
@@ -47,7 +47,7 @@ public:
     const std::string &detail() const noexcept { return detail_; }
     const std::string &hint() const noexcept { return hint_; }
 
-private:
+  private:
     int sqlstate_;
     std::string message_;
     std::string detail_;
@@ -97,8 +97,9 @@ Datum guard(Body &&body) {
 template <typename Fn>
 auto pg_call(Fn &&fn) -> decltype(fn()) {
     using Result = decltype(fn());
-    static_assert(std::is_void<Result>::value || std::is_scalar<Result>::value,
-                  "pg_call returns scalars only (Datum, pointers, numbers): they survive a longjmp");
+    static_assert(
+        std::is_void<Result>::value || std::is_scalar<Result>::value,
+        "pg_call returns scalars only (Datum, pointers, numbers): they survive a longjmp");
     PendingError err;
     MemoryContext caller_context = CurrentMemoryContext;
     volatile bool failed = false;
@@ -111,7 +112,8 @@ auto pg_call(Fn &&fn) -> decltype(fn()) {
             failed = true;
         }
         PG_END_TRY();
-        if (failed) throw SqlError(err.sqlstate, err.message, err.detail, err.hint);
+        if (failed)
+            throw SqlError(err.sqlstate, err.message, err.detail, err.hint);
     } else {
         // volatile: assigned after setjmp, read after a possible longjmp.
         volatile Result result{};
@@ -123,7 +125,8 @@ auto pg_call(Fn &&fn) -> decltype(fn()) {
             failed = true;
         }
         PG_END_TRY();
-        if (failed) throw SqlError(err.sqlstate, err.message, err.detail, err.hint);
+        if (failed)
+            throw SqlError(err.sqlstate, err.message, err.detail, err.hint);
         return result;
     }
 }
@@ -132,6 +135,8 @@ auto pg_call(Fn &&fn) -> decltype(fn()) {
 inline Datum text_datum(const char *data, size_t len) {
     return pg_call([&] { return PointerGetDatum(cstring_to_text_with_len(data, (int)len)); });
 }
-inline Datum text_datum(const std::string &s) { return text_datum(s.data(), s.size()); }
+inline Datum text_datum(const std::string &s) {
+    return text_datum(s.data(), s.size());
+}
 
 }  // namespace tenancy

@@ -61,6 +61,9 @@ constexpr size_t kKeySize = 32;
 constexpr int kMaxKeys = 16;
 
 char *context_setting = nullptr;  // tenancy.context (the signed token)
+// Bumped on every change of tenancy.context (SET, SET LOCAL ending, rollback,
+// restore in a parallel worker): equal generations mean the same token.
+uint64 context_generation = 1;
 char *session_setting = nullptr;  // tenancy.session (marker of a session context)
 
 // Server keys, loaded once per backend.
@@ -70,6 +73,22 @@ std::map<int, std::array<unsigned char, kKeySize>> server_keys;
 std::string cached_token;
 RequestContext cached;
 bool cached_valid = false;
+uint64 cached_generation = 0;
+
+// The paths of the current token as Datums, for the per-row policy check:
+// allocated in TopTransactionContext and never freed before the transaction
+// ends, so a Datum handed out earlier in the query stays valid after act_as.
+struct PathCache {
+    uint64 generation;
+    LocalTransactionId lxid;
+    Datum path;  // 0: no context
+    Datum home_path;
+};
+PathCache path_cache = {0, InvalidLocalTransactionId, 0, 0};
+
+void context_setting_assign(const char *newval, void *extra) {
+    context_generation++;
+}
 
 // The session record: trivially destructible, so the setting's assign hook can
 // clear it without allocating.
@@ -94,8 +113,10 @@ void clear_session() noexcept {
 // RESET ALL, DISCARD ALL, a rolled-back SET or a client's SET of the marker:
 // any value other than the one we issued ends the session context.
 void session_setting_assign(const char *newval, void *extra) {
-    if (!session.active) return;
-    if (newval == nullptr || std::strcmp(newval, session.nonce) != 0) clear_session();
+    if (!session.active)
+        return;
+    if (newval == nullptr || std::strcmp(newval, session.nonce) != 0)
+        clear_session();
 }
 
 // The backend whose transaction a token is bound to: ourselves, or our
@@ -108,9 +129,12 @@ void current_binding(int32_t &pid, uint32_t &lxid) {
 
 // ---- token encoding -------------------------------------------------------
 
-void put_u8(std::string &out, uint8_t v) { out.push_back(static_cast<char>(v)); }
+void put_u8(std::string &out, uint8_t v) {
+    out.push_back(static_cast<char>(v));
+}
 void put_int(std::string &out, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    for (int i = 0; i < bytes; i++)
+        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 void put_bytes(std::string &out, const std::string &s, int len_bytes) {
     put_int(out, s.size(), len_bytes);
@@ -118,12 +142,13 @@ void put_bytes(std::string &out, const std::string &s, int len_bytes) {
 }
 
 class Reader {
-public:
+  public:
     Reader(const std::string &s) : s_(s) {}
     uint64_t integer(int bytes) {
         need(bytes);
         uint64_t v = 0;
-        for (int i = 0; i < bytes; i++) v |= uint64_t(static_cast<unsigned char>(s_[pos_ + i])) << (8 * i);
+        for (int i = 0; i < bytes; i++)
+            v |= uint64_t(static_cast<unsigned char>(s_[pos_ + i])) << (8 * i);
         pos_ += bytes;
         return v;
     }
@@ -136,9 +161,11 @@ public:
     }
     bool at_end() const { return pos_ == s_.size(); }
 
-private:
+  private:
     void need(size_t n) {
-        if (pos_ + n > s_.size()) throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context is malformed");
+        if (pos_ + n > s_.size())
+            throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                           "tenancy context is malformed");
     }
     const std::string &s_;
     size_t pos_ = 0;
@@ -168,7 +195,8 @@ RequestContext decode_payload(const std::string &payload) {
     Reader r(payload);
     RequestContext c;
     if (r.integer(1) != kTokenVersion)
-        throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context has an unknown version");
+        throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                       "tenancy context has an unknown version");
     c.principal_kind = static_cast<PrincipalKind>(r.integer(1));
     c.key_id = static_cast<uint16_t>(r.integer(2));
     c.leader_pid = static_cast<int32_t>(r.integer(4));
@@ -183,14 +211,16 @@ RequestContext decode_payload(const std::string &payload) {
     c.account_public_id = r.bytes(1);
     c.path = r.bytes(2);
     c.home_path = r.bytes(2);
-    if (!r.at_end()) throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context is malformed");
+    if (!r.at_end())
+        throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context is malformed");
     return c;
 }
 
 std::string base64url(const std::string &bin) {
-    std::string out(sodium_base64_encoded_len(bin.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
-    sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char *>(bin.data()), bin.size(),
-                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    std::string out(sodium_base64_encoded_len(bin.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                    '\0');
+    sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char *>(bin.data()),
+                      bin.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     out.resize(std::strlen(out.c_str()));
     return out;
 }
@@ -198,18 +228,21 @@ std::string base64url(const std::string &bin) {
 bool unbase64url(const std::string &text, std::string &bin) {
     bin.assign(text.size(), '\0');
     size_t len = 0;
-    if (sodium_base642bin(reinterpret_cast<unsigned char *>(bin.data()), bin.size(), text.data(), text.size(), nullptr,
-                          &len, nullptr, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+    if (sodium_base642bin(reinterpret_cast<unsigned char *>(bin.data()), bin.size(), text.data(),
+                          text.size(), nullptr, &len, nullptr,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return false;
     bin.resize(len);
     return true;
 }
 
-std::array<unsigned char, kMacSize> mac_of(const std::array<unsigned char, kKeySize> &key, const std::string &payload) {
+std::array<unsigned char, kMacSize> mac_of(const std::array<unsigned char, kKeySize> &key,
+                                           const std::string &payload) {
     std::array<unsigned char, kMacSize> mac{};
     unsigned int len = 0;
-    if (HMAC(EVP_sha256(), key.data(), key.size(), reinterpret_cast<const unsigned char *>(payload.data()),
-             payload.size(), mac.data(), &len) == nullptr ||
+    if (HMAC(EVP_sha256(), key.data(), key.size(),
+             reinterpret_cast<const unsigned char *>(payload.data()), payload.size(), mac.data(),
+             &len) == nullptr ||
         len != kMacSize)
         throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
     return mac;
@@ -228,10 +261,12 @@ struct KeySlot {
 int read_server_keys(KeySlot *slots) {
     Oid nsp = get_namespace_oid("tenancy", false);
     Oid relid = get_relname_relid("context_keys", nsp);
-    if (!OidIsValid(relid)) elog(ERROR, "tenancy.context_keys is missing");
+    if (!OidIsValid(relid))
+        elog(ERROR, "tenancy.context_keys is missing");
     Relation rel = table_open(relid, AccessShareLock);
     // The active snapshot: parallel workers may not take a new one.
-    Snapshot snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+    Snapshot snapshot =
+        RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
     TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
     int n = 0;
     HeapTuple tuple;
@@ -239,9 +274,11 @@ int read_server_keys(KeySlot *slots) {
         bool id_null, secret_null;
         Datum id = heap_getattr(tuple, 1, RelationGetDescr(rel), &id_null);
         Datum secret = heap_getattr(tuple, 2, RelationGetDescr(rel), &secret_null);
-        if (id_null || secret_null) continue;
+        if (id_null || secret_null)
+            continue;
         bytea *b = DatumGetByteaPP(secret);
-        if (VARSIZE_ANY_EXHDR(b) != kKeySize) continue;
+        if (VARSIZE_ANY_EXHDR(b) != kKeySize)
+            continue;
         slots[n].id = DatumGetInt16(id);
         memcpy(slots[n].secret, VARDATA_ANY(b), kKeySize);
         n++;
@@ -254,7 +291,8 @@ int read_server_keys(KeySlot *slots) {
 
 const std::array<unsigned char, kKeySize> *server_key(int id, bool reload) {
     auto it = server_keys.find(id);
-    if (it != server_keys.end() && !reload) return &it->second;
+    if (it != server_keys.end() && !reload)
+        return &it->second;
     KeySlot slots[kMaxKeys];
     int n = pg_call([&] { return read_server_keys(slots); });
     server_keys.clear();
@@ -269,15 +307,18 @@ const std::array<unsigned char, kKeySize> *server_key(int id, bool reload) {
 }
 
 int newest_key_id() {
-    if (server_keys.empty()) server_key(-1, true);
-    if (server_keys.empty()) throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy has no server key");
+    if (server_keys.empty())
+        server_key(-1, true);
+    if (server_keys.empty())
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy has no server key");
     return server_keys.rbegin()->first;
 }
 
 std::string sign(const RequestContext &c) {
     std::string payload = encode_payload(c);
     const auto *key = server_key(c.key_id, false);
-    if (key == nullptr) throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy server key is missing");
+    if (key == nullptr)
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy server key is missing");
     auto mac = mac_of(*key, payload);
     payload.append(reinterpret_cast<const char *>(mac.data()), mac.size());
     return base64url(payload);
@@ -286,14 +327,19 @@ std::string sign(const RequestContext &c) {
 // A token that fails any check is simply no context: the caller sees nothing.
 bool verify(const std::string &token, RequestContext &out) {
     std::string bin;
-    if (!unbase64url(token, bin) || bin.size() <= kMacSize + 4) return false;
+    if (!unbase64url(token, bin) || bin.size() <= kMacSize + 4)
+        return false;
     std::string payload = bin.substr(0, bin.size() - kMacSize);
-    int key_id = static_cast<unsigned char>(payload[2]) | (static_cast<unsigned char>(payload[3]) << 8);
+    int key_id =
+        static_cast<unsigned char>(payload[2]) | (static_cast<unsigned char>(payload[3]) << 8);
     const auto *key = server_key(key_id, false);
-    if (key == nullptr) key = server_key(key_id, true);  // rotated since we loaded
-    if (key == nullptr) return false;
+    if (key == nullptr)
+        key = server_key(key_id, true);  // rotated since we loaded
+    if (key == nullptr)
+        return false;
     auto mac = mac_of(*key, payload);
-    if (CRYPTO_memcmp(mac.data(), bin.data() + payload.size(), kMacSize) != 0) return false;
+    if (CRYPTO_memcmp(mac.data(), bin.data() + payload.size(), kMacSize) != 0)
+        return false;
     try {
         out = decode_payload(payload);
     } catch (const SqlError &) {
@@ -311,8 +357,8 @@ bool bound_here(const RequestContext &c) {
 
 void set_context_setting(const char *value) {
     pg_call([&] {
-        return set_config_option("tenancy.context", value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
-                                 false);
+        return set_config_option("tenancy.context", value, PGC_USERSET, PGC_S_SESSION,
+                                 GUC_ACTION_LOCAL, true, 0, false);
     });
 }
 
@@ -323,7 +369,8 @@ void resume_session() {
     session.refreshed_lxid = MyProc->lxid;
     try {
         pg_call([] {
-            if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+            if (SPI_connect() != SPI_OK_CONNECT)
+                elog(ERROR, "SPI_connect failed");
             SPI_execute("SELECT tenancy._resume_session()", false, 1);
             SPI_finish();
             return 0;
@@ -361,13 +408,19 @@ void executor_start(QueryDesc *query, int eflags) {
 
 // The verified context of this transaction, or nullptr when there is none.
 const RequestContext *current_context() {
-    if (session_needs_refresh()) resume_session();
+    if (session_needs_refresh())
+        resume_session();
     const char *token = context_setting;
-    if (token == nullptr || token[0] == '\0') return nullptr;
+    if (token == nullptr || token[0] == '\0')
+        return nullptr;
+    if (cached_valid && cached_generation == context_generation)
+        return bound_here(cached) ? &cached : nullptr;
+    cached_generation = context_generation;
     if (!cached_valid || cached_token != token) {
         cached_valid = false;
         RequestContext c;
-        if (!verify(token, c)) return nullptr;
+        if (!verify(token, c))
+            return nullptr;
         cached = std::move(c);
         cached_token = token;
         cached_valid = true;
@@ -376,13 +429,15 @@ const RequestContext *current_context() {
 }
 
 void context_init() {
-    DefineCustomStringVariable("tenancy.context", "Signed request context of the current transaction.",
-                               "Set only by tenancy.authenticate() and related functions; any other value is ignored.",
-                               &context_setting, "", PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, NULL,
-                               NULL);
-    DefineCustomStringVariable("tenancy.session", "Marker of a session-scoped tenancy context.",
-                               "Resetting it (RESET ALL, DISCARD ALL) ends the session context.", &session_setting, "",
-                               PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, session_setting_assign, NULL);
+    DefineCustomStringVariable(
+        "tenancy.context", "Signed request context of the current transaction.",
+        "Set only by tenancy.authenticate() and related functions; any other value is ignored.",
+        &context_setting, "", PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL,
+        context_setting_assign, NULL);
+    DefineCustomStringVariable(
+        "tenancy.session", "Marker of a session-scoped tenancy context.",
+        "Resetting it (RESET ALL, DISCARD ALL) ends the session context.", &session_setting, "",
+        PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, session_setting_assign, NULL);
     MarkGUCPrefixReserved("tenancy");
     previous_executor_start = ExecutorStart_hook;
     ExecutorStart_hook = executor_start;
@@ -402,9 +457,10 @@ std::string arg_path(FunctionCallInfo fcinfo, int n) {
     return std::string(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 }
 
-Datum path_datum(const std::string &bytes) {
+Datum path_datum_in(MemoryContext context, const std::string &bytes) {
     return pg_call([&] {
-        struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + bytes.size()));
+        struct varlena *v =
+            static_cast<struct varlena *>(MemoryContextAlloc(context, VARHDRSZ + bytes.size()));
         SET_VARSIZE(v, VARHDRSZ + bytes.size());
         memcpy(VARDATA(v), bytes.data(), bytes.size());
         return PointerGetDatum(v);
@@ -412,9 +468,12 @@ Datum path_datum(const std::string &bytes) {
 }
 
 PrincipalKind kind_from_text(const std::string &k) {
-    if (k == "api_key") return PrincipalKind::ApiKey;
-    if (k == "user") return PrincipalKind::User;
-    if (k == "sub_user") return PrincipalKind::SubUser;
+    if (k == "api_key")
+        return PrincipalKind::ApiKey;
+    if (k == "user")
+        return PrincipalKind::User;
+    if (k == "sub_user")
+        return PrincipalKind::SubUser;
     throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "unknown principal kind \"" + k + "\"");
 }
 
@@ -447,7 +506,9 @@ extern "C" {
 PG_FUNCTION_INFO_V1(tenancy_issue_context);
 Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
     for (int i = 0; i < 12; i++)
-        if (PG_ARGISNULL(i)) ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("context field %d is null", i + 1)));
+        if (PG_ARGISNULL(i))
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                            errmsg("context field %d is null", i + 1)));
     return guard([&]() -> Datum {
         using namespace tenancy;
         std::string scope = arg_text(fcinfo, 0);
@@ -477,7 +538,8 @@ Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
             unsigned char raw[16];
             randombytes_buf(raw, sizeof raw);
             sodium_bin2hex(session.nonce, sizeof session.nonce, raw, sizeof raw);
-            std::strncpy(session.principal_kind, kind_text(c.principal_kind), sizeof session.principal_kind - 1);
+            std::strncpy(session.principal_kind, kind_text(c.principal_kind),
+                         sizeof session.principal_kind - 1);
             session.main_id = c.main_id;
             session.credential_id = c.credential_id;
             session.account_id = c.account_id;
@@ -485,8 +547,8 @@ Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
             session.active = true;
             const char *nonce = session.nonce;
             pg_call([&] {
-                return set_config_option("tenancy.session", nonce, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0,
-                                         false);
+                return set_config_option("tenancy.session", nonce, PGC_USERSET, PGC_S_SESSION,
+                                         GUC_ACTION_SET, true, 0, false);
             });
         } else if (scope == "refresh" && session.active) {
             session.account_id = c.account_id;  // refresh or act_as keeps the session going
@@ -501,9 +563,11 @@ PG_FUNCTION_INFO_V1(tenancy_session_record);
 Datum tenancy_session_record(PG_FUNCTION_ARGS) {
     return guard([&]() -> Datum {
         using tenancy::session;
-        if (!session.active) return tenancy::text_datum(std::string());
-        std::string r = std::string(session.principal_kind) + ":" + std::to_string(session.main_id) + ":" +
-                        std::to_string(session.credential_id) + ":" + std::to_string(session.account_id);
+        if (!session.active)
+            return tenancy::text_datum(std::string());
+        std::string r =
+            std::string(session.principal_kind) + ":" + std::to_string(session.main_id) + ":" +
+            std::to_string(session.credential_id) + ":" + std::to_string(session.account_id);
         return tenancy::text_datum(r);
     });
 }
@@ -514,39 +578,48 @@ Datum tenancy_reset(PG_FUNCTION_ARGS) {
         tenancy::clear_session();
         tenancy::cached_valid = false;
         tenancy::pg_call([] {
-            return set_config_option("tenancy.session", "", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+            return set_config_option("tenancy.session", "", PGC_USERSET, PGC_S_SESSION,
+                                     GUC_ACTION_SET, true, 0, false);
         });
         tenancy::set_context_setting("");
         return (Datum)0;
     });
 }
 
-// current_path(): the active account's path, NULL without a context. Policies
-// compare rows against it, so NULL means no row qualifies.
-PG_FUNCTION_INFO_V1(tenancy_current_path);
-Datum tenancy_current_path(PG_FUNCTION_ARGS) {
-    bool found = false;
-    Datum result = guard([&]() -> Datum {
-        const RequestContext *c = current_context();
-        if (c == nullptr) return (Datum)0;
-        found = true;
-        return tenancy::path_datum(c->path);
-    });
-    if (!found) PG_RETURN_NULL();
+// One of the context's paths, or SQL NULL without a context. Policies compare
+// every row against it, so the common case is a few integer compares: same
+// token generation, same transaction, no session refresh due.
+static Datum context_path_or_null(FunctionCallInfo fcinfo, bool home) {
+    using tenancy::path_cache;
+    if (path_cache.generation != tenancy::context_generation || path_cache.lxid != MyProc->lxid ||
+        tenancy::session_needs_refresh()) {
+        guard([&]() -> Datum {
+            const RequestContext *c = current_context();
+            tenancy::PathCache fresh = {tenancy::context_generation, MyProc->lxid, 0, 0};
+            if (c != nullptr) {
+                fresh.path = tenancy::path_datum_in(TopTransactionContext, c->path);
+                fresh.home_path = tenancy::path_datum_in(TopTransactionContext, c->home_path);
+            }
+            path_cache = fresh;
+            return (Datum)0;
+        });
+    }
+    Datum result = home ? path_cache.home_path : path_cache.path;
+    if (result == 0)
+        PG_RETURN_NULL();
     return result;
 }
 
+// current_path(): the active account's path.
+PG_FUNCTION_INFO_V1(tenancy_current_path);
+Datum tenancy_current_path(PG_FUNCTION_ARGS) {
+    return context_path_or_null(fcinfo, false);
+}
+
+// _home_path(): the path of the credential's own account (act_as stays below it).
 PG_FUNCTION_INFO_V1(tenancy_home_path);
 Datum tenancy_home_path(PG_FUNCTION_ARGS) {
-    bool found = false;
-    Datum result = guard([&]() -> Datum {
-        const RequestContext *c = current_context();
-        if (c == nullptr) return (Datum)0;
-        found = true;
-        return tenancy::path_datum(c->home_path);
-    });
-    if (!found) PG_RETURN_NULL();
-    return result;
+    return context_path_or_null(fcinfo, true);
 }
 
 // current_field(name): one field of the context as text, NULL without one.
@@ -556,24 +629,37 @@ Datum tenancy_context_field(PG_FUNCTION_ARGS) {
     Datum result = guard([&]() -> Datum {
         std::string name = tenancy::arg_text(fcinfo, 0);
         const RequestContext *c = current_context();
-        if (c == nullptr) return (Datum)0;
+        if (c == nullptr)
+            return (Datum)0;
         std::string v;
-        if (name == "account") v = c->account_public_id;
-        else if (name == "account_id") v = std::to_string(c->account_id);
-        else if (name == "main_id") v = std::to_string(c->main_id);
-        else if (name == "home_account_id") v = std::to_string(c->home_account_id);
-        else if (name == "role") v = c->role;
-        else if (name == "principal_kind") v = tenancy::kind_text(c->principal_kind);
-        else if (name == "principal_id") v = std::to_string(c->principal_id);
-        else if (name == "credential_id") v = std::to_string(c->credential_id);
-        else if (name == "expires_at") v = std::to_string(c->expires_at);
-        else if (name == "scope") v = tenancy::session.active && !IsParallelWorker() ? "session" : "transaction";
+        if (name == "account")
+            v = c->account_public_id;
+        else if (name == "account_id")
+            v = std::to_string(c->account_id);
+        else if (name == "main_id")
+            v = std::to_string(c->main_id);
+        else if (name == "home_account_id")
+            v = std::to_string(c->home_account_id);
+        else if (name == "role")
+            v = c->role;
+        else if (name == "principal_kind")
+            v = tenancy::kind_text(c->principal_kind);
+        else if (name == "principal_id")
+            v = std::to_string(c->principal_id);
+        else if (name == "credential_id")
+            v = std::to_string(c->credential_id);
+        else if (name == "expires_at")
+            v = std::to_string(c->expires_at);
+        else if (name == "scope")
+            v = tenancy::session.active && !IsParallelWorker() ? "session" : "transaction";
         else
-            throw tenancy::SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "unknown context field \"" + name + "\"");
+            throw tenancy::SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                                    "unknown context field \"" + name + "\"");
         found = true;
         return tenancy::text_datum(v);
     });
-    if (!found) PG_RETURN_NULL();
+    if (!found)
+        PG_RETURN_NULL();
     return result;
 }
 
@@ -581,7 +667,9 @@ Datum tenancy_context_field(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_random_bytes);
 Datum tenancy_random_bytes(PG_FUNCTION_ARGS) {
     int32 n = PG_GETARG_INT32(0);
-    if (n < 1 || n > 1024) ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("random_bytes takes 1 to 1024 bytes")));
+    if (n < 1 || n > 1024)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("random_bytes takes 1 to 1024 bytes")));
     bytea *b = (bytea *)palloc(VARHDRSZ + n);
     SET_VARSIZE(b, VARHDRSZ + n);
     randombytes_buf(VARDATA(b), n);

@@ -11,19 +11,19 @@ enum class PrincipalKind : uint8_t { ApiKey = 1, User = 2, SubUser = 3 };
 
 struct RequestContext {
     PrincipalKind principal_kind;
-    uint16_t key_id;         // which server key signed it
-    int32_t leader_pid;      // the backend (or parallel leader) it is bound to
-    uint32_t leader_lxid;    // ... and that backend's transaction
-    int64_t expires_at;      // TimestampTz
-    int64_t principal_id;    // api key id, user id or sub-user id
-    int64_t credential_id;   // api key id or session id
-    int64_t account_id;      // active account
-    int64_t main_id;         // its main account
-    int64_t home_account_id; // the credential's own account
+    uint16_t key_id;          // which server key signed it
+    int32_t leader_pid;       // the backend (or parallel leader) it is bound to
+    uint32_t leader_lxid;     // ... and that backend's transaction
+    int64_t expires_at;       // TimestampTz
+    int64_t principal_id;     // api key id, user id or sub-user id
+    int64_t credential_id;    // api key id or session id
+    int64_t account_id;       // active account
+    int64_t main_id;          // its main account
+    int64_t home_account_id;  // the credential's own account
     std::string role;
     std::string account_public_id;
-    std::string path;        // account_path payload bytes of the active account
-    std::string home_path;   // ... and of the credential's account
+    std::string path;       // account_path payload bytes of the active account
+    std::string home_path;  // ... and of the credential's account
 };
 
 // Called from _PG_init: defines the settings that carry the context.

@@ -1,0 +1,171 @@
+#include "config.hpp"
+
+#include <libpq-fe.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace tenancy::gateway {
+
+namespace {
+
+struct IntOption {
+    const char *flag;
+    const char *env;
+    int Config::*field;
+    int min;
+    int max;
+};
+
+struct StringOption {
+    const char *flag;
+    const char *env;
+    std::string Config::*field;
+};
+
+const StringOption kStringOptions[] = {
+    {"--listen", "TENANCY_LISTEN", &Config::listen},
+    {"--database-url", "TENANCY_DATABASE_URL", &Config::database_url},
+};
+
+const IntOption kIntOptions[] = {
+    {"--port", "TENANCY_PORT", &Config::port, 1, 65535},
+    {"--pool-size", "TENANCY_POOL_SIZE", &Config::pool_size, 1, 1000},
+    {"--pool-timeout-ms", "TENANCY_POOL_TIMEOUT_MS", &Config::pool_timeout_ms, 1, 600000},
+    {"--threads", "TENANCY_THREADS", &Config::threads, 1, 1024},
+    {"--statement-timeout-ms", "TENANCY_STATEMENT_TIMEOUT_MS", &Config::statement_timeout_ms, 100,
+     3600000},
+};
+
+ConfigResult fail(std::string message) {
+    ConfigResult r;
+    r.kind = ConfigResult::Kind::error;
+    r.message = std::move(message);
+    return r;
+}
+
+bool set_int(Config &c, const IntOption &o, const std::string &value, const std::string &source,
+             std::string &error) {
+    int v = 0;
+    if (!parse_int(value, o.min, o.max, v)) {
+        error = source + ": expected an integer from " + std::to_string(o.min) + " to " +
+                std::to_string(o.max) + ", got \"" + value + "\"";
+        return false;
+    }
+    c.*o.field = v;
+    return true;
+}
+
+}  // namespace
+
+bool parse_int(const std::string &text, int min, int max, int &out) {
+    if (text.empty() || text.size() > 12)
+        return false;
+    for (char ch : text)
+        if (ch < '0' || ch > '9')
+            return false;
+    long long v = std::strtoll(text.c_str(), nullptr, 10);
+    if (v < min || v > max)
+        return false;
+    out = static_cast<int>(v);
+    return true;
+}
+
+bool conninfo_valid(const std::string &conninfo, std::string &error) {
+    char *err = nullptr;
+    PQconninfoOption *opts = PQconninfoParse(conninfo.c_str(), &err);
+    if (opts == nullptr) {
+        error = err ? err : "out of memory";
+        while (!error.empty() && (error.back() == '\n' || error.back() == ' '))
+            error.pop_back();
+        if (err)
+            PQfreemem(err);
+        return false;
+    }
+    PQconninfoFree(opts);
+    return true;
+}
+
+std::string usage_text() {
+    return "Usage: tenancy-gateway [options]\n"
+           "Options (each also read from its environment variable; a flag wins):\n"
+           "  --listen ADDR              TENANCY_LISTEN               address to bind "
+           "(default 127.0.0.1)\n"
+           "  --port N                   TENANCY_PORT                 TCP port (default 8080)\n"
+           "  --database-url CONNINFO    TENANCY_DATABASE_URL         libpq conninfo or URI "
+           "(required)\n"
+           "  --pool-size N              TENANCY_POOL_SIZE            max database connections "
+           "(default 8)\n"
+           "  --pool-timeout-ms N        TENANCY_POOL_TIMEOUT_MS      wait for a free connection "
+           "(default 2000)\n"
+           "  --threads N                TENANCY_THREADS              HTTP worker threads "
+           "(default 16)\n"
+           "  --statement-timeout-ms N   TENANCY_STATEMENT_TIMEOUT_MS bound on one statement "
+           "(default 5000)\n"
+           "  --help                     print this help and exit\n";
+}
+
+ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup &env) {
+    ConfigResult result;
+    Config &c = result.config;
+    std::string error;
+
+    // Environment first, so flags override it.
+    for (const auto &o : kStringOptions) {
+        const char *v = env ? env(o.env) : nullptr;
+        if (v != nullptr && *v != '\0')
+            c.*o.field = v;
+    }
+    for (const auto &o : kIntOptions) {
+        const char *v = env ? env(o.env) : nullptr;
+        if (v != nullptr && *v != '\0' && !set_int(c, o, v, o.env, error))
+            return fail(error);
+    }
+
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string &arg = args[i];
+        if (arg == "--help" || arg == "-h") {
+            result.kind = ConfigResult::Kind::help;
+            result.message = usage_text();
+            return result;
+        }
+        std::string name = arg, value;
+        bool inline_value = false;
+        auto eq = arg.find('=');
+        if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+            name = arg.substr(0, eq);
+            value = arg.substr(eq + 1);
+            inline_value = true;
+        }
+        const StringOption *so = nullptr;
+        const IntOption *io = nullptr;
+        for (const auto &o : kStringOptions)
+            if (name == o.flag)
+                so = &o;
+        for (const auto &o : kIntOptions)
+            if (name == o.flag)
+                io = &o;
+        if (so == nullptr && io == nullptr)
+            return fail("unknown option \"" + arg + "\"");
+        if (!inline_value) {
+            if (i + 1 >= args.size())
+                return fail("option " + name + " needs a value");
+            value = args[++i];
+        }
+        if (so != nullptr) {
+            if (value.empty())
+                return fail("option " + name + " needs a non-empty value");
+            c.*so->field = value;
+        } else if (!set_int(c, *io, value, name, error)) {
+            return fail(error);
+        }
+    }
+
+    if (c.database_url.empty())
+        return fail("a database is required: --database-url or TENANCY_DATABASE_URL");
+    if (!conninfo_valid(c.database_url, error))
+        return fail("invalid database URL: " + error);
+    return result;
+}
+
+}  // namespace tenancy::gateway

@@ -1,0 +1,46 @@
+// Gateway configuration: command-line flags and TENANCY_* environment
+// variables; a flag wins over its variable.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace tenancy::gateway {
+
+struct Config {
+    std::string listen = "127.0.0.1";
+    int port = 8080;
+    std::string database_url;
+    int pool_size = 8;
+    // How long a request waits for a pooled connection before it gives up.
+    int pool_timeout_ms = 2000;
+    // HTTP worker threads; each keep-alive connection holds one.
+    int threads = 16;
+    // Bound on one statement (and on connecting) so a hung database cannot
+    // hold a worker forever.
+    int statement_timeout_ms = 5000;
+};
+
+struct ConfigResult {
+    enum class Kind { ok, help, error } kind = Kind::ok;
+    Config config;
+    std::string message;  // the error, or the help text
+};
+
+// Looks an environment variable up; nullptr when unset. Injected so tests
+// do not have to mutate the process environment.
+using EnvLookup = std::function<const char *(const char *)>;
+
+// args excludes the program name. Never throws.
+ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup &env);
+
+std::string usage_text();
+
+// Strict decimal integer in [min, max]; false on anything else.
+bool parse_int(const std::string &text, int min, int max, int &out);
+
+// Whether libpq accepts the conninfo string or URI; fills error if not.
+bool conninfo_valid(const std::string &conninfo, std::string &error);
+
+}  // namespace tenancy::gateway

@@ -1,0 +1,220 @@
+#include "http_server.hpp"
+
+#include "log.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <random>
+
+namespace tenancy::gateway {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// Each request is served start to finish on one worker thread, so its start
+// time can live in a thread_local between the pre-routing hook and the logger.
+thread_local SteadyClock::time_point t_request_start{};
+thread_local std::chrono::system_clock::time_point t_request_wall{};
+
+void ensure_request_id(const httplib::Request &req, httplib::Response &res) {
+    if (res.has_header(kRequestIdHeader))
+        return;
+    std::string id = sanitize_request_id(req.get_header_value("X-Request-Id"));
+    if (id.empty())
+        id = new_request_id();
+    res.set_header(kRequestIdHeader, id);
+}
+
+std::string join(const std::vector<std::string> &items, const char *sep) {
+    std::string out;
+    for (const auto &s : items) {
+        if (!out.empty())
+            out += sep;
+        out += s;
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string sanitize_request_id(const std::string &v) {
+    if (v.empty() || v.size() > 128)
+        return "";
+    for (unsigned char c : v) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return "";
+    }
+    return v;
+}
+
+std::string new_request_id() {
+    thread_local std::mt19937_64 rng([] {
+        std::random_device rd;
+        std::seed_seq seq{rd(), rd(), rd(), rd()};
+        return std::mt19937_64(seq);
+    }());
+    static const char hex[] = "0123456789abcdef";
+    std::string id(32, '0');
+    for (int half = 0; half < 2; ++half) {
+        uint64_t v = rng();
+        for (int i = 0; i < 16; ++i)
+            id[half * 16 + i] = hex[(v >> (i * 4)) & 0xf];
+    }
+    return id;
+}
+
+std::string request_id_of(const httplib::Response &res) {
+    return res.get_header_value(kRequestIdHeader);
+}
+
+void send_json(httplib::Response &res, int status, const nlohmann::json &body) {
+    res.status = status;
+    res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                    "application/json");
+}
+
+void send_problem(httplib::Response &res, const Problem &problem) {
+    res.status = problem.status;
+    res.set_content(problem_json(problem, request_id_of(res))
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                        "\n",
+                    kProblemContentType);
+}
+
+HttpServer::HttpServer(const Config &config) : config_(config) {
+    const int threads = config_.threads;
+    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    // The Debian library is prebuilt, so the CPPHTTPLIB_TCP_NODELAY macro
+    // cannot change its default; set it at run time (avoids ~40 ms stalls
+    // on keep-alive connections).
+    server_.set_tcp_nodelay(true);
+    server_.set_keep_alive_max_count(1000);
+    server_.set_keep_alive_timeout(5);
+    server_.set_read_timeout(10);
+    server_.set_write_timeout(10);
+    server_.set_payload_max_length(1 << 20);
+    server_.set_default_headers({{"Cache-Control", "no-store"}});
+    install_hooks();
+}
+
+void HttpServer::route(const std::string &method, const std::string &pattern, Handler handler) {
+    routes_.push_back({method, std::regex(pattern)});
+    if (method == "GET")
+        server_.Get(pattern, std::move(handler));
+    else if (method == "POST")
+        server_.Post(pattern, std::move(handler));
+    else if (method == "PUT")
+        server_.Put(pattern, std::move(handler));
+    else if (method == "PATCH")
+        server_.Patch(pattern, std::move(handler));
+    else if (method == "DELETE")
+        server_.Delete(pattern, std::move(handler));
+    else
+        throw std::invalid_argument("unsupported method " + method);
+}
+
+std::vector<std::string> HttpServer::methods_for(const std::string &path) const {
+    std::vector<std::string> methods;
+    for (const auto &r : routes_) {
+        if (std::regex_match(path, r.pattern) &&
+            std::find(methods.begin(), methods.end(), r.method) == methods.end()) {
+            methods.push_back(r.method);
+            if (r.method == "GET")
+                methods.push_back("HEAD");
+        }
+    }
+    return methods;
+}
+
+void HttpServer::install_hooks() {
+    server_.set_pre_routing_handler([](const httplib::Request &req, httplib::Response &res) {
+        t_request_start = SteadyClock::now();
+        t_request_wall = std::chrono::system_clock::now();
+        ensure_request_id(req, res);
+        // cpp-httplib 0.11 reads a POST/PUT/PATCH/DELETE body without
+        // Content-Length until the connection closes (read timeout), but in
+        // HTTP/1.1 such a request has no body (RFC 9112 6.3). The Request is
+        // not const in the library's caller, and the body is read only after
+        // this hook.
+        if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding") &&
+            (req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
+             req.method == "DELETE"))
+            const_cast<httplib::Request &>(req).set_header("Content-Length", "0");
+        return httplib::Server::HandlerResponse::Unhandled;
+    });
+
+    // Every 4xx/5xx without a body yet (no route, bad request line, payload
+    // too large, ...) becomes problem+json; handlers' own problems pass.
+    server_.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request &req, httplib::Response &res) {
+            ensure_request_id(req, res);
+            if (!res.body.empty())
+                return httplib::Server::HandlerResponse::Unhandled;
+            if (res.status == 404) {
+                auto methods = methods_for(req.path);
+                if (!methods.empty()) {
+                    res.set_header("Allow", join(methods, ", "));
+                    send_problem(res, problem_for_status(
+                                          405, "method " + req.method + " is not allowed here"));
+                    return httplib::Server::HandlerResponse::Handled;
+                }
+                send_problem(res, problem_for_status(404, "no route for this path"));
+                return httplib::Server::HandlerResponse::Handled;
+            }
+            send_problem(res, problem_for_status(res.status));
+            return httplib::Server::HandlerResponse::Handled;
+        }));
+
+    server_.set_exception_handler(
+        [](const httplib::Request &req, httplib::Response &res, std::exception_ptr ep) {
+            std::string what = "unknown exception";
+            try {
+                if (ep)
+                    std::rethrow_exception(ep);
+            } catch (const std::exception &e) {
+                what = e.what();
+            } catch (...) {
+            }
+            ensure_request_id(req, res);
+            log_event("error", "unhandled exception",
+                      {{"request_id", request_id_of(res)}, {"error", what}});
+            send_problem(res, problem_for_status(500));
+        });
+
+    server_.set_logger([](const httplib::Request &req, const httplib::Response &res) {
+        RequestLogEntry e;
+        const bool timed = t_request_start != SteadyClock::time_point{};
+        e.time = timed ? t_request_wall : std::chrono::system_clock::now();
+        e.duration_ms =
+            timed ? std::chrono::duration<double, std::milli>(SteadyClock::now() - t_request_start)
+                        .count()
+                  : 0.0;
+        t_request_start = SteadyClock::time_point{};
+        e.request_id = request_id_of(res);
+        e.method = req.method;
+        e.path = req.path;  // the query string is left out: it may carry secrets
+        e.status = res.status;
+        e.remote =
+            req.remote_addr.empty() ? "" : req.remote_addr + ":" + std::to_string(req.remote_port);
+        log_request(e);
+    });
+}
+
+bool HttpServer::bind(std::string &error) {
+    if (!server_.bind_to_port(config_.listen, config_.port)) {
+        error = "cannot listen on " + config_.listen + ":" + std::to_string(config_.port) +
+                " (address in use or not available)";
+        return false;
+    }
+    return true;
+}
+
+bool HttpServer::run() {
+    return server_.listen_after_bind();
+}
+
+}  // namespace tenancy::gateway

@@ -1,0 +1,67 @@
+// The HTTP layer: cpp-httplib plus what every response needs: a Request-Id
+// header, problem+json for every error (404, 405, 500, ...), and one JSON log
+// line per request.
+#pragma once
+
+#include "config.hpp"
+#include "problem.hpp"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace tenancy::gateway {
+
+inline constexpr const char *kRequestIdHeader = "Request-Id";
+
+// A client-supplied X-Request-Id is echoed only if it is 1..128 characters of
+// [A-Za-z0-9._:-]; otherwise "" (and a fresh one is generated).
+std::string sanitize_request_id(const std::string &client_value);
+// 32 random hex characters.
+std::string new_request_id();
+
+// The request id assigned to this response (set before any handler runs).
+std::string request_id_of(const httplib::Response &res);
+
+void send_json(httplib::Response &res, int status, const nlohmann::json &body);
+void send_problem(httplib::Response &res, const Problem &problem);
+
+class HttpServer {
+  public:
+    using Handler = httplib::Server::Handler;
+
+    explicit HttpServer(const Config &config);
+
+    // pattern is a regex over the path (cpp-httplib convention), e.g.
+    // R"(/v1/accounts/([^/]+))". Methods: GET, POST, PUT, PATCH, DELETE.
+    void route(const std::string &method, const std::string &pattern, Handler handler);
+
+    // Binds the listening socket; false (with error) if that fails.
+    bool bind(std::string &error);
+    // Serves until stop(); in-flight requests finish before it returns.
+    bool run();
+    // Thread-safe; stops accepting and makes run() return.
+    void stop() { server_.stop(); }
+    bool is_running() const { return server_.is_running(); }
+
+  private:
+    // The methods registered for a path; empty when no route matches.
+    std::vector<std::string> methods_for(const std::string &path) const;
+    void install_hooks();
+
+    const Config &config_;
+    httplib::Server server_;
+    struct RouteEntry {
+        std::string method;
+        std::regex pattern;
+    };
+    std::vector<RouteEntry> routes_;
+};
+
+class DbPool;
+void register_health_routes(HttpServer &server, DbPool &pool);
+
+}  // namespace tenancy::gateway

@@ -1,0 +1,133 @@
+// tenancy-gateway: wiring, startup checks and graceful shutdown.
+//
+// Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the database
+// stays unreachable at start or the port cannot be bound, 2 on bad
+// configuration.
+#include "config.hpp"
+#include "db_pool.hpp"
+#include "http_server.hpp"
+#include "log.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+using namespace tenancy::gateway;
+
+namespace {
+
+constexpr auto kStartupWait = std::chrono::seconds(5);
+
+std::atomic<bool> g_stop_requested{false};
+std::atomic<bool> g_main_done{false};
+
+// Signals are blocked in every thread and taken here with sigwait, so no
+// work happens in an asynchronous signal handler. SIGUSR1 is main's "done".
+void signal_loop(HttpServer *server, sigset_t set) {
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGUSR1)
+            return;
+        if (g_stop_requested.exchange(true)) {
+            log_event("warn", "second signal, exiting at once", {{"signal", sig}});
+            std::_Exit(1);
+        }
+        log_event("info", "shutdown requested", {{"signal", sig}});
+        // stop() only acts on a running server: wait until main either
+        // starts serving or gives up (it checks g_stop_requested first).
+        while (!g_main_done && !server->is_running())
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (server->is_running())
+            server->stop();
+    }
+}
+
+// Waits (bounded) for the database at start, so a wrong host or a missing
+// database fails loudly instead of leaving a gateway that is never ready.
+bool wait_for_database(DbPool &pool, std::string &error) {
+    const auto deadline = std::chrono::steady_clock::now() + kStartupWait;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (ping(pool, std::max(left, std::chrono::milliseconds(500)), error))
+            return true;
+        if (g_stop_requested ||
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(250) >= deadline)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    ConfigResult parsed = parse_config(args, [](const char *name) { return std::getenv(name); });
+    if (parsed.kind == ConfigResult::Kind::help) {
+        std::fputs(parsed.message.c_str(), stdout);
+        return 0;
+    }
+    if (parsed.kind == ConfigResult::Kind::error) {
+        std::fprintf(stderr, "tenancy-gateway: %s\n(try --help)\n", parsed.message.c_str());
+        return 2;
+    }
+    const Config config = parsed.config;
+
+    // Block before any thread exists so every thread inherits the mask.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+    PoolOptions pool_options;
+    pool_options.conninfo = config.database_url;
+    pool_options.max_size = config.pool_size;
+    pool_options.acquire_timeout = std::chrono::milliseconds(config.pool_timeout_ms);
+    pool_options.statement_timeout = std::chrono::milliseconds(config.statement_timeout_ms);
+    DbPool pool(pool_options);
+
+    HttpServer server(config);
+    register_health_routes(server, pool);
+    std::thread signals(signal_loop, &server, set);
+    auto finish = [&](int code) {
+        g_main_done = true;
+        pthread_kill(signals.native_handle(), SIGUSR1);
+        signals.join();
+        pool.close();
+        return code;
+    };
+
+    std::string error;
+    if (!wait_for_database(pool, error)) {
+        if (g_stop_requested)
+            return finish(0);
+        std::fprintf(stderr,
+                     "tenancy-gateway: the database is unreachable (gave up after %lld s): %s\n",
+                     static_cast<long long>(kStartupWait.count()), error.c_str());
+        return finish(1);
+    }
+    if (!server.bind(error)) {
+        std::fprintf(stderr, "tenancy-gateway: %s\n", error.c_str());
+        return finish(1);
+    }
+    log_event("info", "listening",
+              {{"listen", config.listen},
+               {"port", config.port},
+               {"pool_size", config.pool_size},
+               {"threads", config.threads}});
+    if (!g_stop_requested)
+        server.run();  // returns after stop(), in-flight requests done
+    int code = finish(0);
+    log_event("info", "stopped");
+    return code;
+}

@@ -1,0 +1,514 @@
+// Gateway unit tests: a plain harness, no mocks. The database cases run
+// against the real throw-away cluster named by PGHOST/PGPORT/PGUSER.
+// Prints one "PASS name" or "FAIL name: why" line per case; exit status 1 if
+// any failed.
+#include "config.hpp"
+#include "db_pool.hpp"
+#include "db_tx.hpp"
+#include "http_server.hpp"
+#include "log.hpp"
+#include "problem.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace tenancy::gateway;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Failure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+#define CHECK(cond)                                                                        \
+    do {                                                                                   \
+        if (!(cond))                                                                       \
+            throw Failure(std::string("line ") + std::to_string(__LINE__) + ": " + #cond); \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                                       \
+    do {                                                                                     \
+        auto va_ = (a);                                                                      \
+        auto vb_ = (b);                                                                      \
+        if (!(va_ == vb_)) {                                                                 \
+            std::ostringstream os_;                                                          \
+            os_ << "line " << __LINE__ << ": " #a " == " #b " (got " << va_ << " vs " << vb_ \
+                << ")";                                                                      \
+            throw Failure(os_.str());                                                        \
+        }                                                                                    \
+    } while (0)
+
+int g_failed = 0;
+int g_passed = 0;
+
+void run_case(const char *name, const std::function<void()> &fn) {
+    try {
+        fn();
+        std::printf("PASS %s\n", name);
+        ++g_passed;
+    } catch (const std::exception &e) {
+        std::printf("FAIL %s: %s\n", name, e.what());
+        ++g_failed;
+    }
+    std::fflush(stdout);
+}
+
+using Env = std::map<std::string, std::string>;
+
+ConfigResult parse(const std::vector<std::string> &args, const Env &env = {}) {
+    return parse_config(args, [&env](const char *name) -> const char * {
+        auto it = env.find(name);
+        return it == env.end() ? nullptr : it->second.c_str();
+    });
+}
+
+bool is_error(const ConfigResult &r, const std::string &needle) {
+    return r.kind == ConfigResult::Kind::error && r.message.find(needle) != std::string::npos;
+}
+
+// The test database: libpq takes host, port and user from PG* variables.
+const std::string kConninfo = "dbname=postgres";
+
+PoolOptions pool_options(int size, std::chrono::milliseconds acquire_timeout = 2000ms) {
+    PoolOptions o;
+    o.conninfo = kConninfo;
+    o.max_size = size;
+    o.acquire_timeout = acquire_timeout;
+    o.statement_timeout = 3000ms;
+    return o;
+}
+
+std::string scalar(DbPool &pool, const std::string &sql, const Params &params = {}) {
+    std::string value;
+    TxOutcome out = run_transaction(pool, [&](Tx &tx) {
+        Result r = tx.exec(sql, params);
+        if (r.rows() != 1)
+            throw Failure("expected one row from: " + sql);
+        value = r.value(0, 0).value_or("<null>");
+    });
+    if (!out)
+        throw Failure("query failed: " + out.error.sqlstate + " " + out.error.message);
+    return value;
+}
+
+// ---------------------------------------------------------------- config
+
+void config_cases() {
+    run_case("config_defaults", [] {
+        auto r = parse({}, {{"TENANCY_DATABASE_URL", "dbname=x"}});
+        CHECK(r.kind == ConfigResult::Kind::ok);
+        CHECK_EQ(r.config.listen, std::string("127.0.0.1"));
+        CHECK_EQ(r.config.port, 8080);
+        CHECK_EQ(r.config.pool_size, 8);
+        CHECK_EQ(r.config.database_url, std::string("dbname=x"));
+    });
+    run_case("config_flags_override_env", [] {
+        auto r = parse({"--port", "9000", "--listen=0.0.0.0", "--pool-size", "3", "--database-url",
+                        "postgresql://u@localhost/db"},
+                       {{"TENANCY_PORT", "7000"},
+                        {"TENANCY_LISTEN", "10.0.0.1"},
+                        {"TENANCY_POOL_SIZE", "5"},
+                        {"TENANCY_DATABASE_URL", "dbname=env"}});
+        CHECK(r.kind == ConfigResult::Kind::ok);
+        CHECK_EQ(r.config.port, 9000);
+        CHECK_EQ(r.config.listen, std::string("0.0.0.0"));
+        CHECK_EQ(r.config.pool_size, 3);
+        CHECK_EQ(r.config.database_url, std::string("postgresql://u@localhost/db"));
+    });
+    run_case("config_env_used_without_flags", [] {
+        auto r = parse({}, {{"TENANCY_PORT", "7000"},
+                            {"TENANCY_LISTEN", "::1"},
+                            {"TENANCY_POOL_SIZE", "5"},
+                            {"TENANCY_DATABASE_URL", "host=/tmp dbname=env"}});
+        CHECK(r.kind == ConfigResult::Kind::ok);
+        CHECK_EQ(r.config.port, 7000);
+        CHECK_EQ(r.config.listen, std::string("::1"));
+        CHECK_EQ(r.config.pool_size, 5);
+    });
+    run_case("config_help", [] {
+        auto r = parse({"--help"});
+        CHECK(r.kind == ConfigResult::Kind::help);
+        CHECK(r.message.find("--database-url") != std::string::npos);
+        CHECK(r.message.find("TENANCY_POOL_SIZE") != std::string::npos);
+    });
+    run_case("config_unknown_flag", [] {
+        CHECK(is_error(parse({"--database-url", "dbname=x", "--bogus"}), "unknown option"));
+        CHECK(is_error(parse({"positional"}, {{"TENANCY_DATABASE_URL", "dbname=x"}}),
+                       "unknown option"));
+    });
+    run_case("config_missing_value", [] {
+        CHECK(is_error(parse({"--database-url", "dbname=x", "--port"}), "needs a value"));
+        CHECK(is_error(parse({"--database-url"}), "needs a value"));
+        CHECK(is_error(parse({"--listen="}, {{"TENANCY_DATABASE_URL", "dbname=x"}}), "non-empty"));
+    });
+    run_case("config_bad_numbers", [] {
+        Env env{{"TENANCY_DATABASE_URL", "dbname=x"}};
+        for (const char *bad : {"abc", "0", "65536", "80x", "-1", " 80", "", "99999999999999"})
+            CHECK(is_error(parse({"--port", bad}, env), "--port"));
+        CHECK(is_error(parse({"--pool-size", "0"}, env), "--pool-size"));
+        CHECK(is_error(parse({"--pool-size=1.5"}, env), "--pool-size"));
+        CHECK(is_error(parse({}, {{"TENANCY_DATABASE_URL", "dbname=x"}, {"TENANCY_PORT", "http"}}),
+                       "TENANCY_PORT"));
+    });
+    run_case("config_database_required", [] {
+        CHECK(is_error(parse({}), "database is required"));
+        CHECK(is_error(parse({"--port", "81"}), "database is required"));
+    });
+    run_case("config_invalid_conninfo", [] {
+        CHECK(is_error(parse({"--database-url", "host"}), "invalid database URL"));
+        CHECK(is_error(parse({"--database-url", "nosuchkey=1"}), "invalid database URL"));
+        CHECK(is_error(parse({"--database-url", "postgresql://h/db?bogus=1"}),
+                       "invalid database URL"));
+        CHECK(parse({"--database-url", "postgresql://u:p@h:5/db?sslmode=disable"}).kind ==
+              ConfigResult::Kind::ok);
+    });
+}
+
+// ------------------------------------------------------- problems, mapping
+
+void problem_cases() {
+    run_case("sqlstate_mapping", [] {
+        struct Row {
+            const char *state;
+            int status;
+            const char *code;
+        };
+        const Row rows[] = {
+            {"28000", 401, "unauthenticated"},
+            {"28P01", 401, "unauthenticated"},
+            {"42501", 403, "forbidden"},
+            {"P0002", 404, "not_found"},
+            {"23505", 409, "conflict"},
+            {"40001", 409, "concurrent_update"},
+            {"40P01", 409, "concurrent_update"},
+            {"22001", 422, "unprocessable"},
+            {"22P02", 422, "unprocessable"},
+            {"23503", 422, "unprocessable"},
+            {"23514", 422, "unprocessable"},
+            {"08006", 503, "database_unavailable"},
+            {"08001", 503, "database_unavailable"},
+            {"57P01", 503, "database_unavailable"},
+            {"53300", 503, "database_unavailable"},
+            {"57014", 503, "database_timeout"},
+            {"XX000", 500, "internal_error"},
+            {"42883", 500, "internal_error"},
+            {"P0001", 500, "internal_error"},
+            {"", 500, "internal_error"},
+            {"2200", 500, "internal_error"},
+        };
+        for (const auto &row : rows) {
+            Problem p = problem_for_sqlstate(row.state);
+            if (p.status != row.status || p.code != row.code)
+                throw Failure(std::string(row.state) + " -> " + std::to_string(p.status) + " " +
+                              p.code);
+            CHECK(!p.title.empty());
+        }
+    });
+    run_case("problem_json_shape", [] {
+        Problem p = problem_for_status(404, "no such account");
+        auto j = problem_json(p, "req-1");
+        CHECK_EQ(j.at("status").get<int>(), 404);
+        CHECK_EQ(j.at("code").get<std::string>(), std::string("not_found"));
+        CHECK_EQ(j.at("title").get<std::string>(), std::string("Not found"));
+        CHECK_EQ(j.at("detail").get<std::string>(), std::string("no such account"));
+        CHECK_EQ(j.at("type").get<std::string>(), std::string("urn:tenancy:problem:not_found"));
+        CHECK_EQ(j.at("request_id").get<std::string>(), std::string("req-1"));
+        // Without a detail, detail repeats the title; without an id, no key.
+        auto k = problem_json(problem_for_status(405));
+        CHECK_EQ(k.at("detail").get<std::string>(), std::string("Method not allowed"));
+        CHECK(!k.contains("request_id"));
+        CHECK_EQ(std::string(kProblemContentType), std::string("application/problem+json"));
+    });
+    run_case("problem_for_status_codes", [] {
+        CHECK_EQ(problem_for_status(405).code, std::string("method_not_allowed"));
+        CHECK_EQ(problem_for_status(400).code, std::string("bad_request"));
+        CHECK_EQ(problem_for_status(413).code, std::string("payload_too_large"));
+        CHECK_EQ(problem_for_status(418).status, 418);
+        CHECK_EQ(problem_for_status(500).code, std::string("internal_error"));
+        CHECK_EQ(problem_for_status(200).status, 500);
+    });
+    run_case("request_id_sanitizing", [] {
+        CHECK_EQ(sanitize_request_id("abc-123_x.y:z"), std::string("abc-123_x.y:z"));
+        CHECK_EQ(sanitize_request_id(""), std::string());
+        CHECK_EQ(sanitize_request_id("has space"), std::string());
+        CHECK_EQ(sanitize_request_id("line\nbreak"), std::string());
+        CHECK_EQ(sanitize_request_id("{\"json\":1}"), std::string());
+        CHECK_EQ(sanitize_request_id(std::string(129, 'a')), std::string());
+        CHECK_EQ(sanitize_request_id(std::string(128, 'a')), std::string(128, 'a'));
+        std::string a = new_request_id(), b = new_request_id();
+        CHECK_EQ(a.size(), size_t(32));
+        CHECK(a != b);
+        CHECK_EQ(sanitize_request_id(a), a);
+    });
+    run_case("request_log_line_shape", [] {
+        RequestLogEntry e;
+        e.time = std::chrono::system_clock::time_point(std::chrono::milliseconds(1795427696789));
+        e.request_id = "r1";
+        e.method = "GET";
+        e.path = "/healthz";
+        e.status = 200;
+        e.duration_ms = 1.23456;
+        e.remote = "127.0.0.1:5000";
+        auto j = request_log_json(e);
+        CHECK_EQ(j.at("time").get<std::string>(), std::string("2026-11-23T09:54:56.789Z"));
+        CHECK_EQ(j.at("request_id").get<std::string>(), std::string("r1"));
+        CHECK_EQ(j.at("status").get<int>(), 200);
+        CHECK_EQ(j.at("duration_ms").get<double>(), 1.235);
+        CHECK_EQ(j.at("remote").get<std::string>(), std::string("127.0.0.1:5000"));
+        CHECK_EQ(j.at("msg").get<std::string>(), std::string("request"));
+        CHECK(j.dump().find('\n') == std::string::npos);
+    });
+}
+
+// -------------------------------------------------------------- database
+
+void database_cases() {
+    run_case("db_committed_transaction_visible", [] {
+        DbPool pool(pool_options(2));
+        TxOutcome setup = run_transaction(pool, [](Tx &tx) {
+            tx.exec("DROP TABLE IF EXISTS gw_unit");
+            tx.exec("CREATE TABLE gw_unit (id int PRIMARY KEY, note text)");
+        });
+        CHECK(setup.committed);
+        TxOutcome out = run_transaction(pool, [](Tx &tx) {
+            Result r = tx.exec("INSERT INTO gw_unit VALUES ($1, $2)", {"1", "one"});
+            CHECK_EQ(r.affected_rows(), 1L);
+        });
+        CHECK(out.committed);
+        CHECK(out.error.sqlstate.empty());
+        // Seen from a separate pool, i.e. another session: really committed.
+        DbPool other(pool_options(1));
+        CHECK_EQ(scalar(other, "SELECT note FROM gw_unit WHERE id = $1", {"1"}),
+                 std::string("one"));
+    });
+    run_case("db_params_are_data_not_sql", [] {
+        DbPool pool(pool_options(1));
+        const std::string tricky = "x'); DROP TABLE gw_unit; --";
+        TxOutcome out = run_transaction(pool, [&](Tx &tx) {
+            tx.exec("INSERT INTO gw_unit VALUES ($1, $2), ($3, $4)",
+                    {"2", tricky, "3", std::nullopt});
+        });
+        CHECK(out.committed);
+        CHECK_EQ(scalar(pool, "SELECT note FROM gw_unit WHERE id = 2"), tricky);
+        CHECK_EQ(scalar(pool, "SELECT coalesce(note, 'null!') FROM gw_unit WHERE id = 3"),
+                 std::string("null!"));
+        TxOutcome read = run_transaction(pool, [](Tx &tx) {
+            Result r = tx.exec("SELECT note FROM gw_unit WHERE id = 3");
+            CHECK_EQ(r.rows(), 1);
+            CHECK(!r.value(0, 0).has_value());
+            CHECK_EQ(r.column_name(0), std::string("note"));
+        });
+        CHECK(read.committed);
+    });
+    run_case("db_failure_rolls_back_and_reports_sqlstate", [] {
+        DbPool pool(pool_options(1));
+        bool after_error_ran = false;
+        TxOutcome out = run_transaction(pool, [&](Tx &tx) {
+            tx.exec("INSERT INTO gw_unit VALUES (10, 'rolled back')");
+            tx.exec("INSERT INTO gw_unit VALUES (1, 'duplicate')");  // 23505
+            after_error_ran = true;
+        });
+        CHECK(!out.committed);
+        CHECK(!after_error_ran);
+        CHECK_EQ(out.error.sqlstate, std::string("23505"));
+        CHECK(out.error.message.find("duplicate key") != std::string::npos);
+        CHECK(!out.error.detail.empty());
+        CHECK_EQ(problem_for_sqlstate(out.error.sqlstate).status, 409);
+        CHECK_EQ(scalar(pool, "SELECT count(*) FROM gw_unit WHERE id = 10"), std::string("0"));
+        // The connection went back clean and is reused.
+        CHECK_EQ(pool.stats().open, 1);
+        CHECK_EQ(scalar(pool, "SELECT 41 + 1"), std::string("42"));
+    });
+    run_case("db_error_sqlstates_from_server", [] {
+        DbPool pool(pool_options(1));
+        auto state_of = [&](const std::string &sql) {
+            TxOutcome out = run_transaction(pool, [&](Tx &tx) { tx.exec(sql); });
+            CHECK(!out.committed);
+            return out.error.sqlstate;
+        };
+        CHECK_EQ(state_of("SELECT 1/0"), std::string("22012"));
+        CHECK_EQ(state_of("SELECT 'x'::int"), std::string("22P02"));
+        CHECK_EQ(state_of("SELECT * FROM no_such_table"), std::string("42P01"));
+        CHECK_EQ(state_of("DO $$BEGIN RAISE SQLSTATE 'P0002' USING MESSAGE = 'gone'; END$$"),
+                 std::string("P0002"));
+        CHECK_EQ(state_of("DO $$BEGIN RAISE SQLSTATE '42501' USING MESSAGE = 'no'; END$$"),
+                 std::string("42501"));
+    });
+    run_case("db_swallowed_error_does_not_commit", [] {
+        DbPool pool(pool_options(1));
+        TxOutcome out = run_transaction(pool, [](Tx &tx) {
+            tx.exec("INSERT INTO gw_unit VALUES (20, 'lost')");
+            try {
+                tx.exec("SELECT 1/0");
+            } catch (const DbError &) {
+            }
+        });
+        CHECK(!out.committed);
+        CHECK_EQ(out.error.sqlstate, std::string("25P02"));
+        CHECK_EQ(scalar(pool, "SELECT count(*) FROM gw_unit WHERE id = 20"), std::string("0"));
+    });
+    run_case("db_non_db_exception_rolls_back_and_propagates", [] {
+        DbPool pool(pool_options(1));
+        bool caught = false;
+        try {
+            run_transaction(pool, [](Tx &tx) {
+                tx.exec("INSERT INTO gw_unit VALUES (30, 'lost')");
+                throw std::logic_error("caller bug");
+            });
+        } catch (const std::logic_error &) {
+            caught = true;
+        }
+        CHECK(caught);
+        CHECK_EQ(scalar(pool, "SELECT count(*) FROM gw_unit WHERE id = 30"), std::string("0"));
+    });
+    run_case("db_statement_timeout", [] {
+        PoolOptions o = pool_options(1);
+        o.statement_timeout = 200ms;
+        DbPool pool(o);
+        TxOutcome out = run_transaction(pool, [](Tx &tx) { tx.exec("SELECT pg_sleep(5)"); });
+        CHECK(!out.committed);
+        CHECK_EQ(out.error.sqlstate, std::string("57014"));
+        CHECK_EQ(scalar(pool, "SELECT 'still usable'"), std::string("still usable"));
+    });
+    run_case("db_pool_exhaustion_waits_then_times_out", [] {
+        DbPool pool(pool_options(1, 300ms));
+        DbPool::Lease held = pool.acquire();
+        CHECK(held);
+        std::string state;
+        try {
+            pool.acquire();
+        } catch (const DbError &e) {
+            state = e.sqlstate();
+        }
+        CHECK_EQ(state, std::string("53300"));
+        CHECK_EQ(problem_for_sqlstate(state).status, 503);
+        // The transaction helper reports the same instead of throwing.
+        TxOutcome out = run_transaction(pool, [](Tx &) {});
+        CHECK_EQ(out.error.sqlstate, std::string("53300"));
+        CHECK(pool.stats().open <= 1);
+    });
+    run_case("db_pool_waiter_gets_released_connection", [] {
+        DbPool pool(pool_options(1, 5000ms));
+        DbPool::Lease held = pool.acquire();
+        PGconn *first = held.get();
+        std::atomic<bool> got{false};
+        PGconn *second = nullptr;
+        std::thread waiter([&] {
+            DbPool::Lease l = pool.acquire();
+            second = l.get();
+            got = true;
+        });
+        // The waiter is blocked while the only connection is held; releasing
+        // it hands the same connection over.
+        std::this_thread::sleep_for(100ms);
+        bool got_while_held = got;
+        held.release();
+        waiter.join();
+        CHECK(!got_while_held);
+        CHECK(got);
+        CHECK(first == second);
+        CHECK_EQ(pool.stats().open, 1);
+    });
+    run_case("db_pool_reconnects_after_connection_killed", [] {
+        DbPool pool(pool_options(2));
+        std::string pid = scalar(pool, "SELECT pg_backend_pid()::text");
+        DbPool admin(pool_options(1));
+        CHECK_EQ(scalar(admin, "SELECT pg_terminate_backend($1::int)::text", {pid}),
+                 std::string("true"));
+        // Wait (bounded) until the server has really ended that backend.
+        for (int i = 0; i < 100; ++i) {
+            if (scalar(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", {pid}) ==
+                "0")
+                break;
+            std::this_thread::sleep_for(50ms);
+        }
+        // The pooled connection is dead; the helper notices at BEGIN and
+        // retries on a fresh connection.
+        std::string new_pid = scalar(pool, "SELECT pg_backend_pid()::text");
+        CHECK(new_pid != pid);
+        std::string err;
+        CHECK(ping(pool, 2000ms, err));
+    });
+    run_case("db_pool_recovers_when_all_connections_died", [] {
+        DbPool pool(pool_options(3));
+        std::vector<std::string> pids;
+        {
+            // Three connections open at once, then all idle in the pool.
+            DbPool::Lease a = pool.acquire(), b = pool.acquire(), c = pool.acquire();
+            for (auto *l : {&a, &b, &c})
+                pids.push_back(exec_params(l->get(), "SELECT pg_backend_pid()::text", {}, 2000ms)
+                                   .value(0, 0)
+                                   .value());
+        }
+        CHECK_EQ(pool.stats().idle, 3);
+        DbPool admin(pool_options(1));
+        for (const auto &pid : pids)
+            scalar(admin, "SELECT pg_terminate_backend($1::int)::text", {pid});
+        for (int i = 0; i < 100; ++i) {
+            if (scalar(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])",
+                       {"{" + pids[0] + "," + pids[1] + "," + pids[2] + "}"}) == "0")
+                break;
+            std::this_thread::sleep_for(50ms);
+        }
+        // Like a database restart: the first request meets a dead connection,
+        // which drops every idle one, and the retry runs on a fresh one.
+        TxOutcome out = run_transaction(pool, [](Tx &tx) { tx.exec("SELECT 1"); });
+        CHECK(out.committed);
+        CHECK_EQ(pool.stats().open, 1);
+        std::string err;
+        CHECK(ping(pool, 2000ms, err));
+    });
+    run_case("db_ping_reports_unreachable", [] {
+        PoolOptions o = pool_options(1);
+        o.conninfo = "host=127.0.0.1 port=1 dbname=postgres";
+        DbPool pool(o);
+        std::string err;
+        CHECK(!ping(pool, 2000ms, err));
+        CHECK(err.find("cannot connect") != std::string::npos);
+        CHECK_EQ(pool.stats().open, 0);
+        TxOutcome out = run_transaction(pool, [](Tx &) {});
+        CHECK_EQ(out.error.sqlstate, std::string("08001"));
+        CHECK_EQ(problem_for_sqlstate(out.error.sqlstate).code,
+                 std::string("database_unavailable"));
+    });
+    run_case("db_pool_close", [] {
+        DbPool pool(pool_options(2));
+        CHECK_EQ(scalar(pool, "SELECT 1"), std::string("1"));
+        DbPool::Lease held = pool.acquire();
+        pool.close();
+        std::string state;
+        try {
+            pool.acquire();
+        } catch (const DbError &e) {
+            state = e.sqlstate();
+        }
+        CHECK_EQ(state, std::string("57P01"));
+        held.release();  // closed on return, not pooled
+        CHECK_EQ(pool.stats().open, 0);
+    });
+    run_case("db_cleanup", [] {
+        DbPool pool(pool_options(1));
+        CHECK(run_transaction(pool, [](Tx &tx) { tx.exec("DROP TABLE gw_unit"); }).committed);
+    });
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    bool with_db = !(argc > 1 && std::string(argv[1]) == "--no-db");
+    config_cases();
+    problem_cases();
+    if (with_db)
+        database_cases();
+    std::printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
