@@ -41,6 +41,8 @@ SELECT pg_temp.try_path(repeat('7', 100000)) AS overlong,
 -- The full message, detail and hint, once.
 SELECT '1..2'::account_path;
 SELECT (repeat('1.', 64) || '1')::account_path;
+-- A long echo is cut at a character boundary (80 bytes, 40 two-byte letters).
+SELECT repeat('ä', 100)::account_path;
 
 -- Binary I/O: send gives a version byte and the encoding (length byte, then
 -- the id in big-endian bytes)...
@@ -51,7 +53,7 @@ SELECT account_path_send('1.2.300'), account_path_send('17.4031.90211'),
 CREATE TEMP TABLE bin_in (p account_path);
 CREATE FUNCTION pg_temp.recv(payload bytea) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
-    f text := '/tmp/tenancy_account_path_' || pg_backend_pid() || '.bin';
+    f text := current_setting('data_directory') || '/tenancy_account_path_' || pg_backend_pid() || '.bin';
     r text;
 BEGIN
     EXECUTE format('COPY (SELECT %L::bytea) TO %L (FORMAT binary)', payload, f);
@@ -145,3 +147,33 @@ SELECT o.oprname, o.oprleft::regtype, o.oprright::regtype, o.oprcom::regoperator
 FROM pg_operator o
 WHERE o.oprleft = 'tenancy.account_path'::regtype
 ORDER BY o.oprname, o.oprright::regtype::text;
+
+-- Compressed and out-of-line (TOASTed) values take the detoasting path of
+-- every function; results equal those on the plain value.
+-- (A plain 2,100-byte column pushes each row over the TOAST threshold, so the
+-- path is moved out of line (STORAGE external) or compressed (extended).)
+CREATE TEMP TABLE toasted (k int, filler text, p account_path);
+ALTER TABLE toasted ALTER COLUMN filler SET STORAGE plain, ALTER COLUMN p SET STORAGE external;
+INSERT INTO toasted SELECT 1, repeat('x', 2100), to_account_path(array_fill(7::bigint, ARRAY[64]));
+ALTER TABLE toasted ALTER COLUMN p SET STORAGE extended;
+INSERT INTO toasted SELECT 2, repeat('x', 2100), to_account_path(array_fill(7::bigint, ARRAY[64]));
+INSERT INTO toasted SELECT 3, repeat('x', 2100), to_account_path(array_fill(7::bigint, ARRAY[63]) || 8::bigint);
+CREATE TEMP TABLE plain AS SELECT k, p::text::account_path AS p FROM toasted;
+SELECT k, pg_column_size(p) AS stored_bytes, pg_column_compression(p) AS compression FROM toasted ORDER BY k;
+CREATE FUNCTION pg_temp.toast_chunks(rel regclass) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM %s', (SELECT reltoastrelid::regclass FROM pg_class WHERE oid = rel)) INTO n;
+    RETURN n;
+END $$;
+SELECT pg_temp.toast_chunks('toasted') AS out_of_line_values;
+SELECT t.k,
+       t.p = x.p AS eq, t.p <> x.p AS ne, account_path_cmp(t.p, x.p) AS cmp,
+       t.p <@ '7.7' AS desc_const, '7.7' @> t.p AS anc_const, t.p @> x.p AS anc, x.p <@ t.p AS desc,
+       t.p < '7.8' AS lt, t.p > '7.7.7' AS gt,
+       nlevel(t.p), leaf(t.p), root_id(t.p), nlevel(parent(t.p)) AS parent_level,
+       t.p::text = x.p::text AS same_text, account_path_hash(t.p) = account_path_hash(x.p) AS same_hash,
+       account_path_send(t.p) = account_path_send(x.p) AS same_binary,
+       subpath(t.p, 62)::text AS tail, nlevel(lca(t.p, x.p)) AS lca_level, cardinality(ancestors(t.p)) AS ancestors
+FROM toasted t JOIN plain x USING (k) ORDER BY t.k;
+SELECT string_agg(k::text, ' ' ORDER BY p, k) AS sorted FROM (SELECT k, p FROM toasted UNION ALL SELECT k, p FROM plain) s;

@@ -47,6 +47,10 @@ EXECUTE subtree('11');
 EXECUTE ancestors_of('3.105.1007');
 EXECUTE ancestors_of('3.105.1007.5');
 RESET plan_cache_mode;
+-- A join: each main account's subtree through a parameterized index scan.
+EXPLAIN (COSTS OFF)
+SELECT a.path, count(*) FROM acct a JOIN acct b ON b.path <@ a.path WHERE nlevel(a.path) = 1 GROUP BY a.path;
+SELECT a.path, count(*) FROM acct a JOIN acct b ON b.path <@ a.path WHERE nlevel(a.path) = 1 GROUP BY a.path ORDER BY a.path;
 -- The subtree bound of a last label at the top of its byte length.
 INSERT INTO acct VALUES (5000, '7.255', 'x'), (5001, '7.255.1', 'x'), (5002, '7.256', 'x'),
     (5003, '9223372036854775806', 'x'), (5004, '9223372036854775806.9223372036854775806', 'x');
@@ -68,6 +72,16 @@ CREATE INDEX acct_path_hash ON acct USING hash (path);
 EXPLAIN (COSTS OFF) SELECT id FROM acct WHERE path = '3.105';
 SELECT id FROM acct WHERE path = '3.105';
 DROP INDEX acct_path_hash;
+-- Hash partitioning (extended hash function) and partition pruning.
+CREATE TABLE hp (p account_path) PARTITION BY HASH (p);
+CREATE TABLE hp0 PARTITION OF hp FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE hp1 PARTITION OF hp FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+INSERT INTO hp SELECT path FROM acct;
+SELECT (SELECT count(*) FROM hp0) > 0 AND (SELECT count(*) FROM hp1) > 0 AS both_used,
+       (SELECT count(*) FROM hp) = (SELECT count(*) FROM acct) AS all_rows;
+EXPLAIN (COSTS OFF) SELECT * FROM hp WHERE p = '3.105';
+SELECT * FROM hp WHERE p = '3.105';
+DROP TABLE hp;
 RESET enable_seqscan;
 SET enable_mergejoin = off; SET enable_nestloop = off;
 EXPLAIN (COSTS OFF) SELECT count(*) FROM acct a JOIN acct b ON a.path = parent(b.path);

@@ -18,44 +18,57 @@ BEGIN
     RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
 END $$;
 
+-- One statement finds the key, its account, the target account and whether
+-- anything on the target's ancestor line is inactive: authenticate() is on
+-- every request's path, and each PL/pgSQL statement costs microseconds.
 CREATE FUNCTION tenancy._establish_api_key(main_id bigint, credential_id bigint,
                                            account_id bigint, scope text) RETURNS text
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    k tenancy.api_keys;
-    home tenancy.accounts;
-    target tenancy.accounts;
+    key_role text;
+    revoked_at timestamptz;
+    expires_at timestamptz;
+    home_id bigint;
+    home_path tenancy.account_path;
+    target_id bigint;
+    target_main_id bigint;
+    target_public_id text;
+    target_path tenancy.account_path;
+    inactive boolean;
 BEGIN
-    SELECT * INTO k FROM tenancy.api_keys x WHERE x.main_id = _establish_api_key.main_id AND x.id = credential_id;
+    SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
+           t.id, t.main_id, t.public_id, t.path,
+           t.id IS NOT NULL AND EXISTS (SELECT FROM tenancy.accounts a
+                                        WHERE a.path @> t.path AND a.status <> 'active')
+    INTO key_role, revoked_at, expires_at, home_id, home_path,
+         target_id, target_main_id, target_public_id, target_path, inactive
+    FROM tenancy.api_keys k
+    JOIN tenancy.accounts home ON home.main_id = k.main_id AND home.id = k.account_id
+    LEFT JOIN tenancy.accounts t
+        ON t.main_id = k.main_id AND t.id = coalesce(_establish_api_key.account_id, k.account_id)
+       AND t.path <@ home.path
+    WHERE k.main_id = _establish_api_key.main_id AND k.id = credential_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
-    IF k.revoked_at IS NOT NULL THEN
+    IF revoked_at IS NOT NULL THEN
         RAISE EXCEPTION 'API key has been revoked' USING ERRCODE = '28000';
     END IF;
-    IF k.expires_at IS NOT NULL AND k.expires_at <= now() THEN
+    IF expires_at IS NOT NULL AND expires_at <= now() THEN
         RAISE EXCEPTION 'API key has expired' USING ERRCODE = '28000';
     END IF;
-    SELECT * INTO home FROM tenancy.accounts a WHERE a.main_id = k.main_id AND a.id = k.account_id;
-    IF account_id IS NULL OR account_id = home.id THEN
-        target := home;
-    ELSE
-        SELECT * INTO target FROM tenancy.accounts a
-        WHERE a.main_id = k.main_id AND a.id = _establish_api_key.account_id AND a.path <@ home.path;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';
-        END IF;
+    IF target_id IS NULL THEN
+        RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';
     END IF;
-    IF EXISTS (SELECT FROM tenancy.accounts a
-               WHERE a.path @> target.path AND a.status <> 'active') THEN
+    IF inactive THEN
         RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
     END IF;
-    PERFORM tenancy._issue_context(scope, 'api_key', k.id, k.id, target.id, target.main_id,
-        target.public_id, target.path, home.id, home.path, k.role,
-        least(coalesce(k.expires_at, 'infinity'), now() + interval '12 hours'));
-    RETURN target.public_id;
+    PERFORM tenancy._issue_context(scope, 'api_key', credential_id, credential_id, target_id,
+        target_main_id, target_public_id, target_path, home_id, home_path, key_role,
+        least(coalesce(expires_at, 'infinity'), now() + interval '12 hours'));
+    RETURN target_public_id;
 END $$;
 
 -- User and sub-user sessions (30_identity.sql). The session must be live; a
@@ -187,8 +200,8 @@ BEGIN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
     PERFORM tenancy._touch_api_key(parts[1]::bigint, parts[2]::bigint);
-    RETURN tenancy._establish('api_key', parts[1]::bigint, parts[2]::bigint, NULL,
-                              CASE WHEN session THEN 'session' ELSE 'transaction' END);
+    RETURN tenancy._establish_api_key(parts[1]::bigint, parts[2]::bigint, NULL,
+                                      CASE WHEN session THEN 'session' ELSE 'transaction' END);
 END $$;
 
 -- Called by the extension at the first context read of each transaction while

@@ -2,10 +2,11 @@
 // btree/hash support, selectivity, planner support). The layout and every
 // path algorithm live in account_path_codec.hpp (PostgreSQL-free, fuzzed).
 //
-// Hot functions (comparisons, <@, @>) do no allocation and cannot throw: they
-// read the packed varlena in place. Functions that can fail throw SqlError
-// inside tenancy::guard. No function here keeps a C++ object with a
-// destructor alive while calling PostgreSQL code that may ereport.
+// Hot functions (comparisons, <@, @>, hash) do no allocation and cannot throw:
+// they read the packed varlena in place, in compile-time-checked noexcept
+// bodies (hot_body). Every other function runs in tenancy::guard and reports
+// errors as SqlError. No function here keeps a C++ object with a destructor
+// alive while calling PostgreSQL code that may ereport.
 #include "account_path_codec.hpp"
 #include "boundary.hpp"
 
@@ -23,6 +24,7 @@ extern "C" {
 #include "catalog/pg_type_d.h"
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/pathnodes.h"
@@ -48,14 +50,33 @@ struct PathArg {
     size_t len;
 };
 
+// Inline fast path for the common short (1-byte header) value: this runs once
+// per row in a policy filter, so it avoids even the detoast function call.
 inline PathArg path_from_datum(Datum d) {
-    struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+    struct varlena *v = reinterpret_cast<struct varlena *>(DatumGetPointer(d));
+    if (likely(VARATT_IS_1B(v) && !VARATT_IS_1B_E(v)))  // short inline, not a TOAST pointer
+        return PathArg{v, reinterpret_cast<const uint8_t *>(VARDATA_SHORT(v)),
+                       VARSIZE_SHORT(v) - VARHDRSZ_SHORT};
+    if (unlikely(VARATT_IS_EXTENDED(v)))
+        v = pg_detoast_datum_packed(v);
     return PathArg{v, reinterpret_cast<const uint8_t *>(VARDATA_ANY(v)), VARSIZE_ANY_EXHDR(v)};
 }
 
 // copyObject() uses typeof, which C++ lacks.
 inline void *copy_node(const void *node) {
     return copyObjectImpl(node);
+}
+
+// The hot operators (called once per row by a policy filter or an index
+// comparison) do not go through tenancy::guard(), whose out-of-line frame
+// costs about as much as the comparison itself. Instead their bodies are
+// noexcept lambdas, checked at compile time: no C++ exception can exist in
+// them, and the only PostgreSQL calls (detoast, pfree) leave no C++ object
+// with a destructor behind if they ereport.
+template <typename Body>
+inline Datum hot_body(Body &&body) {
+    static_assert(noexcept(body()), "hot operator bodies must be noexcept");
+    return body();
 }
 
 inline void free_if_copy(const PathArg &p, Datum d) {
@@ -80,10 +101,15 @@ inline Datum make_path(const uint8_t *data, size_t len) {
     std::string msg = r.status == P::Status::Limit ? "account_path value exceeds its limits"
                                                    : "invalid input syntax for type account_path";
     if (input != nullptr) {
-        // Echo short inputs only; an overlong input is cut.
-        constexpr size_t kEcho = 80;
+        // Echo short inputs only; an overlong input is cut (at a character
+        // boundary, so the message stays valid in the server encoding).
+        constexpr int kEcho = 80;
+        size_t echo = input_len;
+        if (input_len > static_cast<size_t>(kEcho))
+            echo = static_cast<size_t>(
+                tenancy::pg_call([&] { return pg_mbcliplen(input, kEcho + 1, kEcho); }));
         msg += ": \"";
-        msg.append(input, input_len > kEcho ? kEcho : input_len);
+        msg.append(input, echo);
         if (input_len > kEcho)
             msg += "...";
         msg += "\"";
@@ -104,10 +130,9 @@ inline Datum make_path(const uint8_t *data, size_t len) {
     throw tenancy::SqlError(ERRCODE_INVALID_PARAMETER_VALUE, msg);
 }
 
-Datum label_to_path_check(int64 value) {
+void label_to_path_check(int64 value) {
     if (value < 1 || static_cast<uint64_t>(value) > P::kMaxLabel)
         throw_param("account_path label out of range: " + std::to_string(value));
-    return 0;
 }
 
 // ltree's subpath position rules (negative offset counts from the end,
@@ -133,8 +158,8 @@ void subpath_bounds(int depth, int32 start, int32 len, bool has_len, int *from, 
 
 // Longest common proper ancestor (ltree's lca): the common label prefix of all
 // paths, cut to one label less than the shortest; 0 bytes if none.
-size_t lca_bytes(const uint8_t *first, size_t first_len, int *min_depth_io, const uint8_t *b,
-                 size_t nb, size_t prefix) {
+size_t lca_bytes(const uint8_t *first, int *min_depth_io, const uint8_t *b, size_t nb,
+                 size_t prefix) {
     size_t p = P::common_prefix(first, prefix, b, nb);
     int d = P::depth(b, nb);
     if (d < *min_depth_io)
@@ -148,6 +173,50 @@ size_t cut_to_depth(const uint8_t *data, size_t len, int max_labels) {
     size_t off = P::label_offset(data, len, max_labels);
     return off < len ? off : len;
 }
+
+// The bytes of a path stored inline (1-byte or 4-byte header, not compressed,
+// not external): no call, no copy. False for anything needing detoast.
+inline bool inline_path(Datum d, const uint8_t **data, size_t *len) {
+    const struct varlena *v = reinterpret_cast<const struct varlena *>(DatumGetPointer(d));
+    if (VARATT_IS_1B(v) && !VARATT_IS_1B_E(v)) {
+        *data = reinterpret_cast<const uint8_t *>(VARDATA_1B(v));
+        *len = VARSIZE_1B(v) - VARHDRSZ_SHORT;
+        return true;
+    }
+    if (VARATT_IS_4B_U(v)) {
+        *data = reinterpret_cast<const uint8_t *>(VARDATA_4B(v));
+        *len = VARSIZE_4B(v) - VARHDRSZ;
+        return true;
+    }
+    return false;
+}
+
+// Slow path of a binary operator: detoast, apply, free the copies. Kept out
+// of line so the fast path stays a leaf function (no register spills).
+template <typename Op>
+__attribute__((noinline)) Datum binary_slow(FunctionCallInfo fcinfo, Op op) noexcept {
+    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
+    PathArg a = path_from_datum(da), b = path_from_datum(db);
+    Datum r = op(a.data, a.len, b.data, b.len);
+    free_if_copy(a, da);
+    free_if_copy(b, db);
+    return r;
+}
+
+// A binary operator on two paths: op(a, na, b, nb) -> Datum, noexcept.
+template <typename Op>
+inline Datum binary_op(FunctionCallInfo fcinfo, Op op) {
+    return hot_body([&]() noexcept -> Datum {
+        const uint8_t *a, *b;
+        size_t na, nb;
+        if (likely(inline_path(PG_GETARG_DATUM(0), &a, &na) &&
+                   inline_path(PG_GETARG_DATUM(1), &b, &nb)))
+            return op(a, na, b, nb);
+        return binary_slow(fcinfo, op);
+    });
+}
+
+using Bytes = const uint8_t *;
 
 }  // namespace
 
@@ -170,10 +239,12 @@ Datum account_path_in(PG_FUNCTION_ARGS) {
 
 PG_FUNCTION_INFO_V1(account_path_out);
 Datum account_path_out(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    char buf[P::kMaxText + 32];
-    size_t n = P::format_text(p.data, p.len, buf);
-    PG_RETURN_CSTRING(pnstrdup(buf, n));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        char buf[P::kMaxText + 32];
+        size_t n = P::format_text(p.data, p.len, buf);
+        PG_RETURN_CSTRING(pnstrdup(buf, n));
+    });
 }
 
 // Binary form: a version byte (1), then the encoded labels (big-endian,
@@ -206,74 +277,37 @@ Datum account_path_recv(PG_FUNCTION_ARGS) {
 
 PG_FUNCTION_INFO_V1(account_path_send);
 Datum account_path_send(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    StringInfoData out;
-    pq_begintypsend(&out);
-    pq_sendbyte(&out, 1);
-    pq_sendbytes(&out, reinterpret_cast<const char *>(p.data), static_cast<int>(p.len));
-    PG_RETURN_BYTEA_P(pq_endtypsend(&out));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        StringInfoData out;
+        pq_begintypsend(&out);
+        pq_sendbyte(&out, 1);
+        pq_sendbytes(&out, reinterpret_cast<const char *>(p.data), static_cast<int>(p.len));
+        PG_RETURN_BYTEA_P(pq_endtypsend(&out));
+    });
 }
 
 // ---------------------------------------------------------------- comparison
 
-#define PATH_CMP_FN(name, expr)                                   \
-    PG_FUNCTION_INFO_V1(name);                                    \
-    Datum name(PG_FUNCTION_ARGS) {                                \
-        Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);   \
-        PathArg a = path_from_datum(da), b = path_from_datum(db); \
-        int c = P::compare(a.data, a.len, b.data, b.len);         \
-        free_if_copy(a, da);                                      \
-        free_if_copy(b, db);                                      \
-        return (expr);                                            \
+#define PATH_BINARY_FN(name, expr)                                                              \
+    PG_FUNCTION_INFO_V1(name);                                                                  \
+    Datum name(PG_FUNCTION_ARGS) {                                                              \
+        return binary_op(fcinfo, [](Bytes a, size_t na, Bytes b, size_t nb) noexcept -> Datum { \
+            return (expr);                                                                      \
+        });                                                                                     \
     }
 
-PATH_CMP_FN(account_path_cmp, Int32GetDatum(c))
-PATH_CMP_FN(account_path_lt, BoolGetDatum(c < 0))
-PATH_CMP_FN(account_path_le, BoolGetDatum(c <= 0))
-PATH_CMP_FN(account_path_gt, BoolGetDatum(c > 0))
-PATH_CMP_FN(account_path_ge, BoolGetDatum(c >= 0))
-
-PG_FUNCTION_INFO_V1(account_path_eq);
-Datum account_path_eq(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = a.len == b.len && memcmp(a.data, b.data, a.len) == 0;
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
-}
-
-PG_FUNCTION_INFO_V1(account_path_ne);
-Datum account_path_ne(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = !(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
-}
-
-// a <@ b
-PG_FUNCTION_INFO_V1(account_path_descendant);
-Datum account_path_descendant(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = P::is_descendant_or_self(a.data, a.len, b.data, b.len);
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
-}
-
-// a @> b
-PG_FUNCTION_INFO_V1(account_path_ancestor);
-Datum account_path_ancestor(PG_FUNCTION_ARGS) {
-    Datum da = PG_GETARG_DATUM(0), db = PG_GETARG_DATUM(1);
-    PathArg a = path_from_datum(da), b = path_from_datum(db);
-    bool r = P::is_descendant_or_self(b.data, b.len, a.data, a.len);
-    free_if_copy(a, da);
-    free_if_copy(b, db);
-    PG_RETURN_BOOL(r);
-}
+PATH_BINARY_FN(account_path_cmp, Int32GetDatum(P::compare(a, na, b, nb)))
+PATH_BINARY_FN(account_path_lt, BoolGetDatum(P::compare(a, na, b, nb) < 0))
+PATH_BINARY_FN(account_path_le, BoolGetDatum(P::compare(a, na, b, nb) <= 0))
+PATH_BINARY_FN(account_path_gt, BoolGetDatum(P::compare(a, na, b, nb) > 0))
+PATH_BINARY_FN(account_path_ge, BoolGetDatum(P::compare(a, na, b, nb) >= 0))
+PATH_BINARY_FN(account_path_eq, BoolGetDatum(na == nb && P::bytes_equal(a, b, na)))
+PATH_BINARY_FN(account_path_ne, BoolGetDatum(!(na == nb && P::bytes_equal(a, b, na))))
+// a <@ b: b's bytes are a prefix of a's.
+PATH_BINARY_FN(account_path_descendant, BoolGetDatum(P::is_descendant_or_self(a, na, b, nb)))
+// a @> b: a's bytes are a prefix of b's.
+PATH_BINARY_FN(account_path_ancestor, BoolGetDatum(P::is_descendant_or_self(b, nb, a, na)))
 
 static int account_path_fastcmp(Datum x, Datum y, SortSupport) {
     PathArg a = path_from_datum(x), b = path_from_datum(y);
@@ -283,209 +317,252 @@ static int account_path_fastcmp(Datum x, Datum y, SortSupport) {
     return c;
 }
 
+// Abbreviated key for sorting (index builds, ORDER BY): the first 8 bytes of
+// the encoding, zero-padded, as a big-endian number. Byte order is tree order
+// and padding sorts a shorter (ancestor) prefix first, so a smaller key means
+// a smaller path; equal keys fall back to the full comparison. Paths are
+// rarely longer than 8 bytes below the main account, so ties are rare.
+static Datum account_path_abbrev_convert(Datum original, SortSupport) {
+    PathArg p = path_from_datum(original);
+    uint8_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(buf, p.data, p.len < 8 ? p.len : 8);
+    free_if_copy(p, original);
+    return static_cast<Datum>(P::load_be64(buf));
+}
+
+static bool account_path_abbrev_abort(int, SortSupport) {
+    return false;
+}
+
 PG_FUNCTION_INFO_V1(account_path_sortsupport);
 Datum account_path_sortsupport(PG_FUNCTION_ARGS) {
-    SortSupport ssup = reinterpret_cast<SortSupport>(PG_GETARG_POINTER(0));
-    ssup->comparator = account_path_fastcmp;
-    PG_RETURN_VOID();
+    return tenancy::guard([&]() -> Datum {
+        SortSupport ssup = reinterpret_cast<SortSupport>(PG_GETARG_POINTER(0));
+        ssup->comparator = account_path_fastcmp;
+        if (ssup->abbreviate && sizeof(Datum) == 8) {
+            ssup->abbrev_converter = account_path_abbrev_convert;
+            ssup->abbrev_abort = account_path_abbrev_abort;
+            ssup->abbrev_full_comparator = account_path_fastcmp;
+            ssup->comparator = ssup_datum_unsigned_cmp;
+        }
+        PG_RETURN_VOID();
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_hash);
 Datum account_path_hash(PG_FUNCTION_ARGS) {
-    Datum d = PG_GETARG_DATUM(0);
-    PathArg p = path_from_datum(d);
-    Datum h = hash_any(p.data, static_cast<int>(p.len));
-    free_if_copy(p, d);
-    return h;
+    return hot_body([&]() noexcept -> Datum {
+        Datum d = PG_GETARG_DATUM(0);
+        PathArg p = path_from_datum(d);
+        Datum h = hash_any(p.data, static_cast<int>(p.len));
+        free_if_copy(p, d);
+        return h;
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_hash_extended);
 Datum account_path_hash_extended(PG_FUNCTION_ARGS) {
-    Datum d = PG_GETARG_DATUM(0);
-    PathArg p = path_from_datum(d);
-    Datum h = hash_any_extended(p.data, static_cast<int>(p.len), PG_GETARG_INT64(1));
-    free_if_copy(p, d);
-    return h;
+    return hot_body([&]() noexcept -> Datum {
+        Datum d = PG_GETARG_DATUM(0);
+        PathArg p = path_from_datum(d);
+        Datum h = hash_any_extended(p.data, static_cast<int>(p.len), PG_GETARG_INT64(1));
+        free_if_copy(p, d);
+        return h;
+    });
 }
 
 // ---------------------------------------------------------------- functions
 
 PG_FUNCTION_INFO_V1(account_path_nlevel);
 Datum account_path_nlevel(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    PG_RETURN_INT32(P::depth(p.data, p.len));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        PG_RETURN_INT32(P::depth(p.data, p.len));
+    });
 }
 
 // The path without its last label; NULL for a main account.
 PG_FUNCTION_INFO_V1(account_path_parent);
 Datum account_path_parent(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    int d = P::depth(p.data, p.len);
-    if (d <= 1)
-        PG_RETURN_NULL();
-    return make_path(p.data, P::label_offset(p.data, p.len, d - 1));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        int d = P::depth(p.data, p.len);
+        if (d <= 1)
+            PG_RETURN_NULL();
+        return make_path(p.data, P::label_offset(p.data, p.len, d - 1));
+    });
 }
 
 // The main account's path (first label).
 PG_FUNCTION_INFO_V1(account_path_root);
 Datum account_path_root(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    return make_path(p.data, P::label_offset(p.data, p.len, 1));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        return make_path(p.data, P::label_offset(p.data, p.len, 1));
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_root_id);
 Datum account_path_root_id(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    uint64_t v = 0;
-    if (!P::decode_label(p.data, p.len, 0, &v))
-        PG_RETURN_NULL();
-    PG_RETURN_INT64(static_cast<int64>(v));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        uint64_t v = 0;
+        if (!P::decode_label(p.data, p.len, 0, &v))
+            PG_RETURN_NULL();
+        PG_RETURN_INT64(static_cast<int64>(v));
+    });
 }
 
 PG_FUNCTION_INFO_V1(account_path_leaf);
 Datum account_path_leaf(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    int d = P::depth(p.data, p.len);
-    uint64_t v = 0;
-    if (d == 0 || !P::decode_label(p.data, p.len, P::label_offset(p.data, p.len, d - 1), &v))
-        PG_RETURN_NULL();
-    PG_RETURN_INT64(static_cast<int64>(v));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        int d = P::depth(p.data, p.len);
+        uint64_t v = 0;
+        if (d == 0 || !P::decode_label(p.data, p.len, P::label_offset(p.data, p.len, d - 1), &v))
+            PG_RETURN_NULL();
+        PG_RETURN_INT64(static_cast<int64>(v));
+    });
 }
 
 static Datum subpath_common(FunctionCallInfo fcinfo, bool has_len) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    int32 start = PG_GETARG_INT32(1);
-    int32 len = has_len ? PG_GETARG_INT32(2) : 0;
-    int from = 0, to = 0;
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        int32 start = PG_GETARG_INT32(1);
+        int32 len = has_len ? PG_GETARG_INT32(2) : 0;
+        int from = 0, to = 0;
         subpath_bounds(P::depth(p.data, p.len), start, len, has_len, &from, &to);
-        return 0;
+        size_t a = P::label_offset(p.data, p.len, from), b = P::label_offset(p.data, p.len, to);
+        return make_path(p.data + a, b - a);
     });
-    size_t a = P::label_offset(p.data, p.len, from), b = P::label_offset(p.data, p.len, to);
-    return make_path(p.data + a, b - a);
 }
 
 PG_FUNCTION_INFO_V1(account_path_subpath2);
 Datum account_path_subpath2(PG_FUNCTION_ARGS) {
-    return subpath_common(fcinfo, false);
+    return tenancy::guard([&]() -> Datum { return subpath_common(fcinfo, false); });
 }
 
 PG_FUNCTION_INFO_V1(account_path_subpath3);
 Datum account_path_subpath3(PG_FUNCTION_ARGS) {
-    return subpath_common(fcinfo, true);
+    return tenancy::guard([&]() -> Datum { return subpath_common(fcinfo, true); });
 }
 
 PG_FUNCTION_INFO_V1(account_path_concat);
 Datum account_path_concat(PG_FUNCTION_ARGS) {
-    PathArg a = path_from_datum(PG_GETARG_DATUM(0));
-    PathArg b = path_from_datum(PG_GETARG_DATUM(1));
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        PathArg a = path_from_datum(PG_GETARG_DATUM(0));
+        PathArg b = path_from_datum(PG_GETARG_DATUM(1));
         int d = P::depth(a.data, a.len) + P::depth(b.data, b.len);
         if (d > P::kMaxDepth)
             throw_param("account_path too deep: " + std::to_string(d) + " labels (at most " +
                         std::to_string(P::kMaxDepth) + ")");
-        return 0;
+        struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + b.len));
+        SET_VARSIZE(v, VARHDRSZ + a.len + b.len);
+        memcpy(VARDATA(v), a.data, a.len);
+        memcpy(VARDATA(v) + a.len, b.data, b.len);
+        PG_RETURN_POINTER(v);
     });
-    struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + b.len));
-    SET_VARSIZE(v, VARHDRSZ + a.len + b.len);
-    memcpy(VARDATA(v), a.data, a.len);
-    memcpy(VARDATA(v) + a.len, b.data, b.len);
-    PG_RETURN_POINTER(v);
 }
 
 PG_FUNCTION_INFO_V1(account_path_append);
 Datum account_path_append(PG_FUNCTION_ARGS) {
-    PathArg a = path_from_datum(PG_GETARG_DATUM(0));
-    int64 label = PG_GETARG_INT64(1);
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        PathArg a = path_from_datum(PG_GETARG_DATUM(0));
+        int64 label = PG_GETARG_INT64(1);
         label_to_path_check(label);
         if (P::depth(a.data, a.len) + 1 > P::kMaxDepth)
             throw_param("account_path too deep: more than " + std::to_string(P::kMaxDepth) +
                         " labels");
-        return 0;
+        uint8_t enc[P::kMaxLabelBytes];
+        size_t n = P::encode_label(static_cast<uint64_t>(label), enc);
+        struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + n));
+        SET_VARSIZE(v, VARHDRSZ + a.len + n);
+        memcpy(VARDATA(v), a.data, a.len);
+        memcpy(VARDATA(v) + a.len, enc, n);
+        PG_RETURN_POINTER(v);
     });
-    uint8_t enc[P::kMaxLabelBytes];
-    size_t n = P::encode_label(static_cast<uint64_t>(label), enc);
-    struct varlena *v = static_cast<struct varlena *>(palloc(VARHDRSZ + a.len + n));
-    SET_VARSIZE(v, VARHDRSZ + a.len + n);
-    memcpy(VARDATA(v), a.data, a.len);
-    memcpy(VARDATA(v) + a.len, enc, n);
-    PG_RETURN_POINTER(v);
 }
 
 // lca(a, b): ltree semantics (longest common proper ancestor); NULL if none.
 PG_FUNCTION_INFO_V1(account_path_lca2);
 Datum account_path_lca2(PG_FUNCTION_ARGS) {
-    PathArg a = path_from_datum(PG_GETARG_DATUM(0));
-    PathArg b = path_from_datum(PG_GETARG_DATUM(1));
-    int min_depth = P::depth(a.data, a.len);
-    size_t prefix = lca_bytes(a.data, a.len, &min_depth, b.data, b.len, a.len);
-    size_t cut = cut_to_depth(a.data, a.len, min_depth - 1);
-    if (cut < prefix)
-        prefix = cut;
-    if (prefix == 0)
-        PG_RETURN_NULL();
-    return make_path(a.data, prefix);
+    return tenancy::guard([&]() -> Datum {
+        PathArg a = path_from_datum(PG_GETARG_DATUM(0));
+        PathArg b = path_from_datum(PG_GETARG_DATUM(1));
+        int min_depth = P::depth(a.data, a.len);
+        size_t prefix = lca_bytes(a.data, &min_depth, b.data, b.len, a.len);
+        size_t cut = cut_to_depth(a.data, a.len, min_depth - 1);
+        if (cut < prefix)
+            prefix = cut;
+        if (prefix == 0)
+            PG_RETURN_NULL();
+        return make_path(a.data, prefix);
+    });
 }
 
 // lca(paths[]): NULL for an empty array, an array with a NULL, or no common
 // proper ancestor.
 PG_FUNCTION_INFO_V1(account_path_lca_array);
 Datum account_path_lca_array(PG_FUNCTION_ARGS) {
-    ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
-    Datum *elems;
-    bool *nulls;
-    int n;
-    deconstruct_array(arr, ARR_ELEMTYPE(arr), -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-    if (n == 0)
-        PG_RETURN_NULL();
-    for (int i = 0; i < n; ++i)
-        if (nulls[i])
+    return tenancy::guard([&]() -> Datum {
+        ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
+        Datum *elems;
+        bool *nulls;
+        int n;
+        deconstruct_array(arr, ARR_ELEMTYPE(arr), -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+        if (n == 0)
             PG_RETURN_NULL();
-    PathArg first = path_from_datum(elems[0]);
-    int min_depth = P::depth(first.data, first.len);
-    size_t prefix = first.len;
-    for (int i = 1; i < n; ++i) {
-        PathArg b = path_from_datum(elems[i]);
-        prefix = lca_bytes(first.data, first.len, &min_depth, b.data, b.len, prefix);
-    }
-    size_t cut = cut_to_depth(first.data, first.len, min_depth - 1);
-    if (cut < prefix)
-        prefix = cut;
-    if (prefix == 0)
-        PG_RETURN_NULL();
-    return make_path(first.data, prefix);
+        for (int i = 0; i < n; ++i)
+            if (nulls[i])
+                PG_RETURN_NULL();
+        PathArg first = path_from_datum(elems[0]);
+        int min_depth = P::depth(first.data, first.len);
+        size_t prefix = first.len;
+        for (int i = 1; i < n; ++i) {
+            PathArg b = path_from_datum(elems[i]);
+            prefix = lca_bytes(first.data, &min_depth, b.data, b.len, prefix);
+        }
+        size_t cut = cut_to_depth(first.data, first.len, min_depth - 1);
+        if (cut < prefix)
+            prefix = cut;
+        if (prefix == 0)
+            PG_RETURN_NULL();
+        return make_path(first.data, prefix);
+    });
 }
 
 // The labels as bigint[].
 PG_FUNCTION_INFO_V1(account_path_labels);
 Datum account_path_labels(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    Datum out[P::kMaxDepth];
-    int d = 0;
-    size_t pos = 0;
-    uint64_t v;
-    while (d < P::kMaxDepth) {
-        size_t n = P::decode_label(p.data, p.len, pos, &v);
-        if (!n)
-            break;
-        out[d++] = Int64GetDatum(static_cast<int64>(v));
-        pos += n;
-    }
-    PG_RETURN_ARRAYTYPE_P(construct_array(out, d, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        Datum out[P::kMaxDepth];
+        int d = 0;
+        size_t pos = 0;
+        uint64_t v;
+        while (d < P::kMaxDepth) {
+            size_t n = P::decode_label(p.data, p.len, pos, &v);
+            if (!n)
+                break;
+            out[d++] = Int64GetDatum(static_cast<int64>(v));
+            pos += n;
+        }
+        PG_RETURN_ARRAYTYPE_P(
+            construct_array(out, d, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    });
 }
 
 // A path from its labels (bigint[], main account first).
 PG_FUNCTION_INFO_V1(account_path_from_labels);
 Datum account_path_from_labels(PG_FUNCTION_ARGS) {
-    ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
-    Datum *elems;
-    bool *nulls;
-    int n;
-    deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
-    uint8_t buf[P::kMaxEncoded];
-    size_t len = 0;
-    tenancy::guard([&]() -> Datum {
+    return tenancy::guard([&]() -> Datum {
+        ArrayType *arr = PG_GETARG_ARRAYTYPE_P(0);
+        Datum *elems;
+        bool *nulls;
+        int n;
+        deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+        uint8_t buf[P::kMaxEncoded];
+        size_t len = 0;
         if (n == 0)
             throw_param("an account_path needs at least one label");
         if (n > P::kMaxDepth)
@@ -498,9 +575,8 @@ Datum account_path_from_labels(PG_FUNCTION_ARGS) {
             label_to_path_check(DatumGetInt64(elems[i]));
             len += P::encode_label(static_cast<uint64_t>(DatumGetInt64(elems[i])), buf + len);
         }
-        return 0;
+        return make_path(buf, len);
     });
-    return make_path(buf, len);
 }
 
 // Exclusive upper bound of the subtree of P (P's next sibling); the btree
@@ -508,33 +584,37 @@ Datum account_path_from_labels(PG_FUNCTION_ARGS) {
 // one more than the largest label a path may hold.
 PG_FUNCTION_INFO_V1(account_path_subtree_upper);
 Datum account_path_subtree_upper(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    uint8_t buf[P::kMaxEncoded + 1];
-    if (p.len > P::kMaxEncoded)
-        PG_RETURN_NULL();  // corrupt data only
-    size_t n = P::subtree_upper(p.data, p.len, buf);
-    return make_path(buf, n);
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        uint8_t buf[P::kMaxEncoded + 1];
+        if (p.len > P::kMaxEncoded)
+            PG_RETURN_NULL();  // corrupt data only
+        size_t n = P::subtree_upper(p.data, p.len, buf);
+        return make_path(buf, n);
+    });
 }
 
 // P and every ancestor of P, main account first (the values x with x @> P).
 PG_FUNCTION_INFO_V1(account_path_ancestors);
 Datum account_path_ancestors(PG_FUNCTION_ARGS) {
-    PathArg p = path_from_datum(PG_GETARG_DATUM(0));
-    Datum out[P::kMaxDepth];
-    int d = 0;
-    size_t pos = 0;
-    uint64_t v;
-    while (d < P::kMaxDepth) {
-        size_t n = P::decode_label(p.data, p.len, pos, &v);
-        if (!n)
-            break;
-        pos += n;
-        out[d++] = make_path(p.data, pos);
-    }
-    Oid path_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
-    if (!OidIsValid(path_type))
-        path_type = get_element_type(get_func_rettype(fcinfo->flinfo->fn_oid));
-    PG_RETURN_ARRAYTYPE_P(construct_array(out, d, path_type, -1, false, TYPALIGN_INT));
+    return tenancy::guard([&]() -> Datum {
+        PathArg p = path_from_datum(PG_GETARG_DATUM(0));
+        Datum out[P::kMaxDepth];
+        int d = 0;
+        size_t pos = 0;
+        uint64_t v;
+        while (d < P::kMaxDepth) {
+            size_t n = P::decode_label(p.data, p.len, pos, &v);
+            if (!n)
+                break;
+            pos += n;
+            out[d++] = make_path(p.data, pos);
+        }
+        Oid path_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+        if (!OidIsValid(path_type))
+            path_type = get_element_type(get_func_rettype(fcinfo->flinfo->fn_oid));
+        PG_RETURN_ARRAYTYPE_P(construct_array(out, d, path_type, -1, false, TYPALIGN_INT));
+    });
 }
 
 // ---------------------------------------------------------------- planner
@@ -543,11 +623,14 @@ Datum account_path_ancestors(PG_FUNCTION_ARGS) {
 // MCVs and histogram (ltree does the same), 0.1% without statistics.
 PG_FUNCTION_INFO_V1(account_path_tree_sel);
 Datum account_path_tree_sel(PG_FUNCTION_ARGS) {
-    PlannerInfo *root = reinterpret_cast<PlannerInfo *>(PG_GETARG_POINTER(0));
-    Oid op = PG_GETARG_OID(1);
-    List *args = reinterpret_cast<List *>(PG_GETARG_POINTER(2));
-    int varRelid = PG_GETARG_INT32(3);
-    PG_RETURN_FLOAT8(generic_restriction_selectivity(root, op, InvalidOid, args, varRelid, 0.001));
+    return tenancy::guard([&]() -> Datum {
+        PlannerInfo *root = reinterpret_cast<PlannerInfo *>(PG_GETARG_POINTER(0));
+        Oid op = PG_GETARG_OID(1);
+        List *args = reinterpret_cast<List *>(PG_GETARG_POINTER(2));
+        int varRelid = PG_GETARG_INT32(3);
+        PG_RETURN_FLOAT8(
+            generic_restriction_selectivity(root, op, InvalidOid, args, varRelid, 0.001));
+    });
 }
 
 // Index conditions for a btree index on an account_path column:
@@ -657,22 +740,26 @@ static List *tree_index_conditions(SupportRequestIndexCondition *req, bool col_i
 // Support function of the <@ function (a <@ b).
 PG_FUNCTION_INFO_V1(account_path_descendant_support);
 Datum account_path_descendant_support(PG_FUNCTION_ARGS) {
-    Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
-    if (!IsA(raw, SupportRequestIndexCondition))
-        PG_RETURN_POINTER(nullptr);
-    auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
-    // col <@ P (col on the left) is a subtree; P <@ col makes col an ancestor.
-    PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 0));
+    return tenancy::guard([&]() -> Datum {
+        Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
+        if (!IsA(raw, SupportRequestIndexCondition))
+            PG_RETURN_POINTER(nullptr);
+        auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
+        // col <@ P (col on the left) is a subtree; P <@ col makes col an ancestor.
+        PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 0));
+    });
 }
 
 // Support function of the @> function (a @> b).
 PG_FUNCTION_INFO_V1(account_path_ancestor_support);
 Datum account_path_ancestor_support(PG_FUNCTION_ARGS) {
-    Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
-    if (!IsA(raw, SupportRequestIndexCondition))
-        PG_RETURN_POINTER(nullptr);
-    auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
-    PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 1));
+    return tenancy::guard([&]() -> Datum {
+        Node *raw = reinterpret_cast<Node *>(PG_GETARG_POINTER(0));
+        if (!IsA(raw, SupportRequestIndexCondition))
+            PG_RETURN_POINTER(nullptr);
+        auto *req = reinterpret_cast<SupportRequestIndexCondition *>(raw);
+        PG_RETURN_POINTER(tree_index_conditions(req, req->indexarg == 1));
+    });
 }
 
 }  // extern "C"
