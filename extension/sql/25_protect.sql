@@ -78,4 +78,9 @@ BEGIN
     END LOOP;
     INSERT INTO tenancy.protected_tables (tbl, resource) VALUES (tbl, resource)
     ON CONFLICT ON CONSTRAINT protected_tables_pkey DO UPDATE SET resource = excluded.resource;
+    -- The audit trigger (40_audit.sql; tables protected earlier in the install
+    -- script are attached there).
+    IF to_regprocedure('tenancy._audit_attach(regclass,text)') IS NOT NULL THEN
+        PERFORM tenancy._audit_attach(tbl);
+    END IF;
 END $$;

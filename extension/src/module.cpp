@@ -1,5 +1,6 @@
 // Module entry points: the magic block PostgreSQL checks when loading
 // tenancy.so, and _PG_init for process-wide set-up.
+#include "audit.hpp"
 #include "context.hpp"
 
 extern "C" {
@@ -18,6 +19,9 @@ void _PG_init(void) {
     // libsodium's random generator must be initialised once per process.
     if (sodium_init() < 0)
         elog(FATAL, "tenancy: libsodium failed to initialise");
+    // Before context_init(): it reserves the "tenancy." prefix, which would
+    // drop a tenancy.audit_* value read from postgresql.conf before the load.
+    tenancy::audit_init();
     tenancy::context_init();
 }
 }

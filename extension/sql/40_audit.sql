@@ -1,0 +1,446 @@
+-- The tamper-evident audit log (extension/src/audit.cpp, audit_worker.cpp).
+--
+-- Writers (the C++ row trigger, audit_event, _audit_record) insert entries
+-- UNSEALED: no chain lock, so writers never wait on each other. The sealer
+-- (tenancy.audit_seal(), run every ~200 ms by the background worker or by the
+-- gateway) links committed unsealed entries of each main account in id order:
+--     hash = SHA-256(prev_hash || canonical payload of the entry)
+-- and moves the main account's chain head (audit_heads), whose last position
+-- and hash are MACed with a server key no client role can read, so a
+-- truncated tail or a rewritten chain is detected by audit_verify().
+--
+-- Entries are immutable history: account_path is the path at the time of the
+-- event, not a foreign key. When a subtree moves, its old entries stay under
+-- the old path: whoever was an ancestor then still reads them, the new parent
+-- reads only what happened after the move. A row update is recorded under the
+-- row's path before the change (an account move or promotion is visible to the
+-- old ancestors). Entries stay in their main account's chain forever (also
+-- after a promotion).
+
+-- Cached per backend: ids need only be unique (the chain orders entries).
+CREATE SEQUENCE tenancy.audit_seq CACHE 64;
+
+CREATE TABLE tenancy.audit_log (
+    main_id bigint NOT NULL,
+    id bigint NOT NULL,
+    account_path tenancy.account_path NOT NULL,
+    at timestamptz NOT NULL,
+    actor_kind text NOT NULL,          -- api_key, user, sub_user, dba
+    actor_id text,                     -- principal id, or session_user for dba
+    credential_id bigint,
+    action text NOT NULL,              -- insert/update/delete, or an event name
+    target text,                       -- schema.table, or the event's target
+    row_key jsonb,                     -- primary key of the changed row
+    change jsonb,                      -- {"old": {...}, "new": {...}} or event detail
+    chain_pos bigint,                  -- NULL until sealed
+    prev_hash bytea,
+    hash bytea,
+    sealed_at timestamptz,
+    PRIMARY KEY (main_id, id)
+);
+-- The sealer's work queue: small, as sealed rows leave it. These are the only
+-- two indexes: every index is paid for by every audited write. Readers find
+-- their entries through the primary key (main_id), then filter by path.
+CREATE INDEX audit_log_unsealed ON tenancy.audit_log (main_id, id) WHERE chain_pos IS NULL;
+
+-- One chain head per main account. base_*: the checkpoint left by
+-- audit_purge (entries up to base_pos were purged); last_*: the end of the
+-- chain. mac = HMAC-SHA-256(audit key, all of them).
+CREATE TABLE tenancy.audit_heads (
+    main_id bigint PRIMARY KEY,
+    base_pos bigint NOT NULL DEFAULT 0,
+    base_hash bytea NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000',
+    last_pos bigint NOT NULL DEFAULT 0,
+    last_hash bytea NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000',
+    mac bytea,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE tenancy.audit_keys (
+    id smallint PRIMARY KEY,
+    secret bytea NOT NULL CHECK (length(secret) = 32)
+);
+INSERT INTO tenancy.audit_keys VALUES (1, tenancy._random_bytes(32));
+
+-- ---- C++ ----------------------------------------------------------------------
+
+CREATE FUNCTION tenancy._audit_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'tenancy_audit_trigger' LANGUAGE C;
+-- The next hashes of a chain: h[i] = SHA-256(h[i-1] || payloads[i]), h[0] = prev.
+CREATE FUNCTION tenancy._audit_chain(prev bytea, payloads bytea[]) RETURNS bytea[]
+    AS 'MODULE_PATHNAME', 'tenancy_audit_chain' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'tenancy_hmac_sha256' LANGUAGE C IMMUTABLE STRICT;
+-- Internal writer for events that are not row changes (login, context switch,
+-- API calls): the actor comes from the context (or session_user outside one).
+CREATE FUNCTION tenancy._audit_record(main_id bigint, account_path tenancy.account_path,
+                                      action text, target text, detail jsonb) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'tenancy_audit_record' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, bytea[]),
+    tenancy._hmac_sha256(bytea, text),
+    tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb) FROM PUBLIC;
+
+-- The canonical serialisation of an entry (audit.cpp): every field,
+-- length-prefixed, in a form independent of settings (DateStyle, TimeZone).
+CREATE FUNCTION tenancy._audit_payload(main_id bigint, id bigint, chain_pos bigint,
+        account_path tenancy.account_path, at timestamptz, actor_kind text, actor_id text,
+        credential_id bigint, action text, target text, row_key jsonb, change jsonb,
+        sealed_at timestamptz) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'tenancy_audit_payload' LANGUAGE C IMMUTABLE;
+
+CREATE FUNCTION tenancy._audit_head_mac(h tenancy.audit_heads) RETURNS bytea
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT tenancy._hmac_sha256(k.secret,
+        format('tenancy-audit-head|%s|%s|%s|%s|%s', h.main_id, h.base_pos, encode(h.base_hash, 'hex'),
+               h.last_pos, encode(h.last_hash, 'hex')))
+    FROM tenancy.audit_keys k WHERE k.id = 1
+$$;
+REVOKE ALL ON FUNCTION tenancy._audit_head_mac(tenancy.audit_heads) FROM PUBLIC;
+
+-- ---- sealing ----------------------------------------------------------------------
+
+-- Seal the committed unsealed entries of one main account. The head row lock
+-- is held only by this (short) transaction step; writers never take it.
+CREATE FUNCTION tenancy._audit_seal_main(m bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    h tenancy.audit_heads;
+    ids bigint[];
+    payloads bytea[];
+    hashes bytea[];
+    n integer;
+    updated integer;
+    ts timestamptz := clock_timestamp();
+BEGIN
+    INSERT INTO tenancy.audit_heads AS x (main_id) VALUES (m) ON CONFLICT (main_id) DO NOTHING;
+    SELECT * INTO h FROM tenancy.audit_heads x WHERE x.main_id = m FOR UPDATE;
+    -- A statement after the lock sees every entry sealed by whoever held it.
+    SELECT array_agg(e.id ORDER BY e.id),
+           array_agg(tenancy._audit_payload(e.main_id, e.id, h.last_pos + e.rn, e.account_path, e.at,
+                         e.actor_kind, e.actor_id, e.credential_id, e.action, e.target, e.row_key,
+                         e.change, ts) ORDER BY e.id)
+    INTO ids, payloads
+    FROM (SELECT l.*, row_number() OVER (ORDER BY l.id) AS rn
+          FROM tenancy.audit_log l WHERE l.main_id = m AND l.chain_pos IS NULL) e;
+    n := coalesce(array_length(ids, 1), 0);
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    hashes := tenancy._audit_chain(h.last_hash, payloads);
+    UPDATE tenancy.audit_log l
+    SET chain_pos = h.last_pos + s.ord,
+        prev_hash = CASE WHEN s.ord = 1 THEN h.last_hash ELSE hashes[s.ord - 1] END,
+        hash = s.hash,
+        sealed_at = ts
+    FROM unnest(ids, hashes) WITH ORDINALITY AS s(id, hash, ord)
+    WHERE l.main_id = m AND l.id = s.id AND l.chain_pos IS NULL;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    IF updated <> n THEN
+        RAISE EXCEPTION 'audit chain of main account % changed while sealing', m USING ERRCODE = '40001';
+    END IF;
+    h.last_pos := h.last_pos + n;
+    h.last_hash := hashes[n];
+    UPDATE tenancy.audit_heads x
+    SET last_pos = h.last_pos, last_hash = h.last_hash, mac = tenancy._audit_head_mac(h), updated_at = ts
+    WHERE x.main_id = m;
+    RETURN n;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_seal_main(bigint) FROM PUBLIC;
+
+-- Links every committed unsealed entry now; returns how many.
+CREATE FUNCTION tenancy.audit_seal() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    m bigint;
+    total bigint := 0;
+BEGIN
+    FOR m IN SELECT DISTINCT l.main_id FROM tenancy.audit_log l WHERE l.chain_pos IS NULL ORDER BY 1 LOOP
+        total := total + tenancy._audit_seal_main(m);
+    END LOOP;
+    RETURN total;
+END $$;
+
+-- ---- verification -------------------------------------------------------------------
+
+-- Entries older than this and still unsealed are reported by audit_verify.
+CREATE FUNCTION tenancy._audit_seal_bound() RETURNS interval
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT interval '10 seconds' $$;
+
+CREATE FUNCTION tenancy._audit_verify_main(m bigint, OUT ok boolean, OUT entries bigint,
+                                           OUT first_bad bigint, OUT reason text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    h tenancy.audit_heads;
+    e record;
+    expect_pos bigint;
+    prev bytea;
+    computed bytea;
+    overdue bigint;
+BEGIN
+    ok := true;
+    entries := 0;
+    SELECT * INTO h FROM tenancy.audit_heads x WHERE x.main_id = m;
+    IF NOT FOUND THEN
+        h.main_id := m;
+        h.base_pos := 0;
+        h.base_hash := '\x0000000000000000000000000000000000000000000000000000000000000000';
+        h.last_pos := 0;
+        h.last_hash := h.base_hash;
+        h.mac := tenancy._audit_head_mac(h);
+    END IF;
+    IF h.mac IS DISTINCT FROM tenancy._audit_head_mac(h) THEN
+        ok := false;
+        first_bad := h.last_pos;
+        reason := format('chain head of main account %s: signature invalid (head rewritten without the key)', m);
+        RETURN;
+    END IF;
+    expect_pos := h.base_pos + 1;
+    prev := h.base_hash;
+    FOR e IN SELECT * FROM tenancy.audit_log l WHERE l.main_id = m AND l.chain_pos IS NOT NULL
+             ORDER BY l.chain_pos, l.id LOOP
+        IF e.chain_pos <> expect_pos THEN
+            ok := false;
+            first_bad := least(e.chain_pos, expect_pos);
+            reason := CASE WHEN e.chain_pos < expect_pos
+                           THEN format('entry %s: position %s appears twice (inserted entry)', e.id, e.chain_pos)
+                           ELSE format('position %s missing (deleted entry); next is entry %s at position %s',
+                                       expect_pos, e.id, e.chain_pos) END;
+            RETURN;
+        END IF;
+        IF e.prev_hash IS DISTINCT FROM prev THEN
+            ok := false;
+            first_bad := e.chain_pos;
+            reason := format('entry %s at position %s: prev_hash does not link to the previous entry', e.id, e.chain_pos);
+            RETURN;
+        END IF;
+        computed := (tenancy._audit_chain(prev, ARRAY[tenancy._audit_payload(e.main_id, e.id, e.chain_pos,
+                        e.account_path, e.at, e.actor_kind, e.actor_id, e.credential_id, e.action, e.target,
+                        e.row_key, e.change, e.sealed_at)]))[1];
+        IF e.hash IS DISTINCT FROM computed THEN
+            ok := false;
+            first_bad := e.chain_pos;
+            reason := format('entry %s at position %s: hash mismatch (entry altered)', e.id, e.chain_pos);
+            RETURN;
+        END IF;
+        prev := e.hash;
+        expect_pos := expect_pos + 1;
+        entries := entries + 1;
+    END LOOP;
+    IF expect_pos - 1 <> h.last_pos OR prev IS DISTINCT FROM h.last_hash THEN
+        ok := false;
+        first_bad := CASE WHEN expect_pos - 1 > h.last_pos THEN h.last_pos + 1 ELSE expect_pos END;
+        reason := format('chain of main account %s ends at position %s but its head says %s (entries removed or appended)',
+                         m, expect_pos - 1, h.last_pos);
+        RETURN;
+    END IF;
+    SELECT count(*) INTO overdue FROM tenancy.audit_log l
+    WHERE l.main_id = m AND l.chain_pos IS NULL AND l.at < now() - tenancy._audit_seal_bound();
+    IF overdue > 0 THEN
+        ok := false;
+        reason := format('%s entries unsealed for longer than %s s (is the sealer running?)',
+                         overdue, extract(epoch FROM tenancy._audit_seal_bound())::bigint);
+        RETURN;
+    END IF;
+    reason := 'ok';
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_main(bigint) FROM PUBLIC;
+
+-- The DBA's verification (EXECUTE granted to tenancy_admin only): every main
+-- account (account NULL, one row each) or the main chain of any account.
+CREATE FUNCTION tenancy._audit_verify_dba(account text)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    IF account IS NULL THEN
+        RETURN QUERY
+        SELECT v.ok, v.entries, v.first_bad, v.reason, m.id
+        FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
+              UNION SELECT l.main_id FROM tenancy.audit_log l) m,
+             tenancy._audit_verify_main(m.id) v
+        ORDER BY m.id;
+        RETURN;
+    END IF;
+    a := tenancy._find_account(account);
+    IF a.id IS NULL THEN
+        RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
+    END IF;
+    RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id FROM tenancy._audit_verify_main(a.main_id) v;
+END $$;
+
+-- In a context: the main chain of the active account (or of a visible
+-- account), if the role may read the audit log.
+CREATE FUNCTION tenancy._audit_verify_context(account text)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    PERFORM tenancy._require('audit', 'read');
+    a := tenancy._visible_account(coalesce(account, tenancy._context_field('account')));
+    RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id FROM tenancy._audit_verify_main(a.main_id) v;
+END $$;
+
+-- audit_verify(account DEFAULT NULL): in a context, that account's main chain
+-- (the role must may read `audit`); outside one, the DBA: all main accounts
+-- (NULL) or the named account's. The DBA path is guarded by the EXECUTE
+-- privilege on _audit_verify_dba, so this wrapper runs as the caller.
+CREATE FUNCTION tenancy.audit_verify(account text DEFAULT NULL)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF tenancy._context_field('account') IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM tenancy._audit_verify_context(account);
+    ELSIF has_function_privilege('tenancy._audit_verify_dba(text)', 'EXECUTE') THEN
+        RETURN QUERY SELECT * FROM tenancy._audit_verify_dba(account);
+    ELSE
+        RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_dba(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy._audit_verify_dba(text) TO tenancy_admin;
+
+-- ---- events and purge ------------------------------------------------------------
+
+-- An event that is not a row change (the gateway: method, route, status,
+-- request id), recorded in the active account. Top-level keys that look like
+-- secrets are dropped from detail.
+CREATE FUNCTION tenancy.audit_event(action text, target text, detail jsonb DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF tenancy._context_field('account') IS NULL THEN
+        RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
+    END IF;
+    IF action IS NULL OR action !~ '^[A-Za-z][A-Za-z0-9_.:-]{0,99}$' THEN
+        RAISE EXCEPTION 'audit action must be 1 to 100 characters [A-Za-z0-9_.:-], starting with a letter'
+            USING ERRCODE = '22023';
+    END IF;
+    IF length(target) > 1000 THEN
+        RAISE EXCEPTION 'audit target must be at most 1000 characters' USING ERRCODE = '22023';
+    END IF;
+    IF detail IS NOT NULL AND jsonb_typeof(detail) <> 'object' THEN
+        RAISE EXCEPTION 'audit detail must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    IF detail IS NOT NULL THEN
+        detail := coalesce((SELECT jsonb_object_agg(d.key, d.value) FROM jsonb_each(detail) d
+                            WHERE d.key !~* '(hash|secret|token)' AND d.key !~* '^password'), '{}');
+    END IF;
+    RETURN tenancy._audit_record(tenancy.current_main_id(), tenancy.current_path(), action, target, detail);
+END $$;
+
+-- DBA: delete the sealed entries of an account's main chain older than
+-- `before`. The head keeps the last purged position and hash as a checkpoint
+-- (the remaining chain still verifies from it), and a new entry records the
+-- purge. Returns how many entries were deleted.
+CREATE FUNCTION tenancy.audit_purge(account text, before timestamptz) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts := tenancy._find_account(account);
+    m bigint;
+    h tenancy.audit_heads;
+    cut record;
+    deleted bigint;
+BEGIN
+    IF tenancy._context_field('account') IS NOT NULL THEN
+        RAISE EXCEPTION 'audit_purge is for the DBA, outside any tenancy context' USING ERRCODE = '42501';
+    END IF;
+    IF a.id IS NULL THEN
+        RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
+    END IF;
+    IF before IS NULL THEN
+        RAISE EXCEPTION 'before must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    m := a.main_id;
+    PERFORM tenancy._audit_seal_main(m);
+    SELECT * INTO h FROM tenancy.audit_heads x WHERE x.main_id = m FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- A prefix of the chain: up to the last entry older than `before`.
+    SELECT l.chain_pos, l.hash INTO cut FROM tenancy.audit_log l
+    WHERE l.main_id = m AND l.chain_pos IS NOT NULL AND l.at < before
+    ORDER BY l.chain_pos DESC LIMIT 1;
+    IF cut.chain_pos IS NULL OR cut.chain_pos <= h.base_pos THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM tenancy.audit_log l WHERE l.main_id = m AND l.chain_pos <= cut.chain_pos;
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    h.base_pos := cut.chain_pos;
+    h.base_hash := cut.hash;
+    UPDATE tenancy.audit_heads x SET base_pos = h.base_pos, base_hash = h.base_hash,
+        mac = tenancy._audit_head_mac(h), updated_at = clock_timestamp()
+    WHERE x.main_id = m;
+    PERFORM tenancy._audit_record(m, (m::text)::tenancy.account_path, 'audit.purge', 'tenancy.audit_log',
+        jsonb_build_object('purged_through_position', cut.chain_pos, 'checkpoint_hash', encode(cut.hash, 'hex'),
+                           'entries', deleted, 'before', before));
+    RETURN deleted;
+END $$;
+
+-- ---- triggers -----------------------------------------------------------------------
+
+-- Installs the audit trigger on a table whose rows carry their account in
+-- `path_column` (and main_id). Called by protect().
+CREATE FUNCTION tenancy._audit_attach(tbl regclass, path_column text DEFAULT 'account_path') RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'tenancy_audit') THEN
+        EXECUTE format('DROP TRIGGER tenancy_audit ON %s', tbl);
+    END IF;
+    EXECUTE format('CREATE TRIGGER tenancy_audit AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION tenancy._audit_trigger(%L)', tbl, path_column);
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_attach(regclass, text) FROM PUBLIC;
+
+SELECT tenancy._audit_attach('tenancy.accounts', 'path');
+SELECT tenancy._audit_attach('tenancy.memberships');
+SELECT tenancy._audit_attach('tenancy.api_keys');
+SELECT tenancy._audit_attach(p.tbl) FROM tenancy.protected_tables p;
+
+-- ---- ownership and access --------------------------------------------------------------
+
+ALTER TABLE tenancy.audit_log OWNER TO tenancy_owner;
+ALTER TABLE tenancy.audit_heads OWNER TO tenancy_owner;
+ALTER TABLE tenancy.audit_keys OWNER TO tenancy_owner;
+ALTER SEQUENCE tenancy.audit_seq OWNER TO tenancy_owner;
+ALTER TABLE tenancy.audit_log ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.audit_heads ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.audit_keys ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON tenancy.audit_log, tenancy.audit_heads, tenancy.audit_keys, tenancy.audit_seq FROM PUBLIC;
+
+-- Parents read their subtree's log if their role may read `audit`.
+CREATE POLICY subtree_read ON tenancy.audit_log FOR SELECT
+    USING (main_id = (SELECT tenancy.current_main_id())
+           AND account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())
+           AND (SELECT tenancy.may('audit', 'read')));
+GRANT SELECT ON tenancy.audit_log TO tenancy_app, tenancy_admin;
+GRANT SELECT ON tenancy.audit_heads TO tenancy_admin;
+-- No INSERT/UPDATE/DELETE grant to any role: entries are written by the
+-- extension's C code (which bypasses the executor's checks), sealed and purged
+-- by SECURITY DEFINER functions. Only a superuser can change them otherwise.
+
+REVOKE ALL ON FUNCTION tenancy.audit_seal(), tenancy.audit_purge(text, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.audit_seal() TO tenancy_app, tenancy_admin;
+GRANT EXECUTE ON FUNCTION tenancy.audit_purge(text, timestamptz) TO tenancy_admin;

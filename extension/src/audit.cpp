@@ -1,0 +1,668 @@
+// The audit log writer: the row trigger installed on configuration tables and
+// protected application tables, the internal event writer, and the SHA-256 /
+// HMAC helpers of the chain (see extension/sql/40_audit.sql for the design).
+//
+// Entries are written unsealed with a direct heap insert plus index inserts:
+// no SPI, no plan, no permission or RLS check (no client role holds any write
+// privilege on tenancy.audit_log; the extension writes on its own authority).
+//
+// Boundary: the JSON of the change is built in C++ (std::string); every
+// PostgreSQL call that can ereport goes through pg_call; insert_entry() is
+// C-style code (no C++ object with a destructor) run inside pg_call.
+#include "audit.hpp"
+
+#include "boundary.hpp"
+#include "context.hpp"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/bitmapset.h"
+#include "utils/array.h"
+#include "utils/datum.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/timestamp.h"
+}
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
+#include <cctype>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace tenancy {
+
+const RequestContext *current_context();  // context.cpp
+
+namespace {
+
+constexpr int kAuditColumns = 15;
+constexpr size_t kHashSize = SHA256_DIGEST_LENGTH;
+
+// Plain data for insert_entry(): pointers into strings owned by the caller.
+struct EntryData {
+    int64 main_id;
+    Datum account_path;
+    const char *actor_kind;
+    const char *actor_id;  // may be null
+    bool has_credential;
+    int64 credential_id;
+    const char *action;
+    const char *target;        // may be null
+    const char *row_key_json;  // may be null
+    const char *change_json;   // may be null (used when !has_change_jsonb)
+    bool has_change_jsonb;
+    Datum change_jsonb;
+};
+
+// Inserts one unsealed entry; returns its id. May ereport: call via pg_call.
+int64 insert_entry(const EntryData *e) {
+    static const Oid kTypes[kAuditColumns] = {
+        INT8OID, INT8OID,  InvalidOid, TIMESTAMPTZOID, TEXTOID,  TEXTOID,  INT8OID,       TEXTOID,
+        TEXTOID, JSONBOID, JSONBOID,   INT8OID,        BYTEAOID, BYTEAOID, TIMESTAMPTZOID};
+    if (RecoveryInProgress() || XactReadOnly)
+        ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+                        errmsg("cannot write an audit entry in a read-only transaction")));
+    Oid nsp = get_namespace_oid("tenancy", false);
+    Oid relid = get_relname_relid("audit_log", nsp);
+    Oid seqid = get_relname_relid("audit_seq", nsp);
+    if (!OidIsValid(relid) || !OidIsValid(seqid))
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("tenancy.audit_log is missing")));
+
+    Relation rel = table_open(relid, RowExclusiveLock);
+    TupleDesc desc = RelationGetDescr(rel);
+    if (desc->natts != kAuditColumns)
+        ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                        errmsg("tenancy.audit_log has an unexpected shape")));
+    for (int i = 0; i < kAuditColumns; i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        if (att->attisdropped || (kTypes[i] != InvalidOid && att->atttypid != kTypes[i]))
+            ereport(ERROR,
+                    (errcode(ERRCODE_INTERNAL_ERROR),
+                     errmsg("tenancy.audit_log has an unexpected shape (column %d)", i + 1)));
+    }
+
+    Datum values[kAuditColumns];
+    bool nulls[kAuditColumns];
+    memset(nulls, 0, sizeof nulls);
+    int64 id = nextval_internal(seqid, false);
+    values[0] = Int64GetDatum(e->main_id);
+    values[1] = Int64GetDatum(id);
+    values[2] = e->account_path;
+    values[3] = TimestampTzGetDatum(GetCurrentTimestamp());
+    values[4] = CStringGetTextDatum(e->actor_kind);
+    if (e->actor_id)
+        values[5] = CStringGetTextDatum(e->actor_id);
+    else
+        nulls[5] = true;
+    if (e->has_credential)
+        values[6] = Int64GetDatum(e->credential_id);
+    else
+        nulls[6] = true;
+    values[7] = CStringGetTextDatum(e->action);
+    if (e->target)
+        values[8] = CStringGetTextDatum(e->target);
+    else
+        nulls[8] = true;
+    if (e->row_key_json)
+        values[9] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->row_key_json));
+    else
+        nulls[9] = true;
+    if (e->has_change_jsonb)
+        values[10] = e->change_jsonb;
+    else if (e->change_json)
+        values[10] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->change_json));
+    else
+        nulls[10] = true;
+    for (int i = 11; i < kAuditColumns; i++)
+        nulls[i] = true;
+
+    HeapTuple tuple = heap_form_tuple(desc, values, nulls);
+    ResultRelInfo *rri = makeNode(ResultRelInfo);
+    InitResultRelInfo(rri, rel, 1, NULL, 0);
+    ExecOpenIndices(rri, false);
+    EState *estate = CreateExecutorState();
+    TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+    ExecStoreHeapTuple(tuple, slot, false);
+    simple_table_tuple_insert(rel, slot);
+    ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+    ExecDropSingleTupleTableSlot(slot);
+    ExecCloseIndices(rri);
+    FreeExecutorState(estate);
+    table_close(rel, NoLock);
+    heap_freetuple(tuple);
+    return id;
+}
+
+struct Actor {
+    std::string kind;
+    std::string id;
+    bool has_credential = false;
+    int64 credential_id = 0;
+};
+
+Actor current_actor() {
+    Actor a;
+    const RequestContext *c = current_context();
+    if (c != nullptr) {
+        switch (c->principal_kind) {
+            case PrincipalKind::ApiKey:
+                a.kind = "api_key";
+                break;
+            case PrincipalKind::User:
+                a.kind = "user";
+                break;
+            case PrincipalKind::SubUser:
+                a.kind = "sub_user";
+                break;
+        }
+        a.id = std::to_string(c->principal_id);
+        a.has_credential = true;
+        a.credential_id = c->credential_id;
+    } else {
+        // Outside any context: the DBA (or a superuser) acting directly.
+        a.kind = "dba";
+        const char *name = pg_call([] { return GetUserNameFromId(GetSessionUserId(), true); });
+        a.id = name ? name : "?";
+    }
+    return a;
+}
+
+// Column names that may hold credentials: never copied into the log.
+bool is_secret_column(const char *name) {
+    std::string n(name);
+    for (char &ch : n)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return n.find("hash") != std::string::npos || n.find("secret") != std::string::npos ||
+           n.find("token") != std::string::npos || n.compare(0, 8, "password") == 0;
+}
+
+void append_json_string(std::string &out, const char *s) {
+    static const char kHex[] = "0123456789abcdef";
+    out.push_back('"');
+    for (const unsigned char *p = reinterpret_cast<const unsigned char *>(s); *p; ++p) {
+        unsigned char ch = *p;
+        switch (ch) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (ch < 0x20) {
+                    out += "\\u00";
+                    out.push_back(kHex[ch >> 4]);
+                    out.push_back(kHex[ch & 15]);
+                } else {
+                    out.push_back(static_cast<char>(ch));
+                }
+        }
+    }
+    out.push_back('"');
+}
+
+// A JSON number literal? (Output of float/numeric can be NaN or Infinity.)
+bool is_json_number(const char *s) {
+    const char *p = s;
+    if (*p == '-')
+        ++p;
+    if (!std::isdigit(static_cast<unsigned char>(*p)))
+        return false;
+    for (; *p; ++p)
+        if (!std::isdigit(static_cast<unsigned char>(*p)) && *p != '.' && *p != 'e' && *p != 'E' &&
+            *p != '+' && *p != '-')
+            return false;
+    return true;
+}
+
+void append_json_value(std::string &out, Datum value, bool isnull, Oid typid) {
+    if (isnull) {
+        out += "null";
+        return;
+    }
+    switch (typid) {
+        case BOOLOID:
+            out += DatumGetBool(value) ? "true" : "false";
+            return;
+        case INT2OID:
+            out += std::to_string(DatumGetInt16(value));
+            return;
+        case INT4OID:
+            out += std::to_string(DatumGetInt32(value));
+            return;
+        case INT8OID:
+            out += std::to_string(DatumGetInt64(value));
+            return;
+        default:
+            break;
+    }
+    Oid output_fn = InvalidOid;
+    bool is_varlena = false;
+    pg_call([&] { getTypeOutputInfo(typid, &output_fn, &is_varlena); });
+    const char *text = pg_call([&] { return OidOutputFunctionCall(output_fn, value); });
+    if (typid == JSONOID || typid == JSONBOID) {
+        out += text;
+    } else if ((typid == NUMERICOID || typid == FLOAT4OID || typid == FLOAT8OID) &&
+               is_json_number(text)) {
+        out += text;
+    } else {
+        append_json_string(out, text);
+    }
+}
+
+int find_column(TupleDesc desc, const char *name) {
+    for (int i = 0; i < desc->natts; i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        if (!att->attisdropped && std::strcmp(NameStr(att->attname), name) == 0)
+            return i + 1;
+    }
+    return 0;
+}
+
+std::string qualified_name(Relation rel) {
+    const char *nsp = pg_call([&] { return get_namespace_name(RelationGetNamespace(rel)); });
+    std::string out = nsp ? nsp : "?";
+    out += '.';
+    out += RelationGetRelationName(rel);
+    return out;
+}
+
+// {"old": {...}, "new": {...}, "redacted": [...]}: for an update only the
+// changed columns. Returns false when an update changed nothing worth a trace
+// (nothing, or only the row's account columns, which an account move cascades:
+// the move itself is recorded on tenancy.accounts).
+bool build_change(std::string &out, TupleDesc desc, HeapTuple oldt, HeapTuple newt,
+                  const char *path_col) {
+    std::string old_obj, new_obj, redacted;
+    bool meaningful = false;
+    bool follows_account = std::strcmp(path_col, "path") != 0;
+    for (int i = 0; i < desc->natts; i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        if (att->attisdropped)
+            continue;
+        const char *name = NameStr(att->attname);
+        bool old_null = true, new_null = true;
+        Datum old_v = 0, new_v = 0;
+        if (oldt)
+            old_v = heap_getattr(oldt, i + 1, desc, &old_null);
+        if (newt)
+            new_v = heap_getattr(newt, i + 1, desc, &new_null);
+        if (oldt && newt) {
+            bool same = old_null == new_null &&
+                        (old_null || datumIsEqual(old_v, new_v, att->attbyval, att->attlen));
+            if (same)
+                continue;
+            bool account_column = follows_account && (std::strcmp(name, path_col) == 0 ||
+                                                      std::strcmp(name, "main_id") == 0 ||
+                                                      std::strcmp(name, "account_id") == 0);
+            // Bookkeeping timestamps alone are not a configuration change.
+            bool bookkeeping = std::strcmp(name, "last_used_at") == 0 ||
+                               std::strcmp(name, "last_login_at") == 0 ||
+                               std::strcmp(name, "updated_at") == 0;
+            if (!account_column && !bookkeeping)
+                meaningful = true;
+        } else {
+            meaningful = true;
+        }
+        if (is_secret_column(name)) {
+            if ((oldt && !old_null) || (newt && !new_null)) {
+                if (!redacted.empty())
+                    redacted += ',';
+                append_json_string(redacted, name);
+            }
+            continue;
+        }
+        if (oldt) {
+            if (!old_obj.empty())
+                old_obj += ',';
+            append_json_string(old_obj, name);
+            old_obj += ':';
+            append_json_value(old_obj, old_v, old_null, att->atttypid);
+        }
+        if (newt) {
+            if (!new_obj.empty())
+                new_obj += ',';
+            append_json_string(new_obj, name);
+            new_obj += ':';
+            append_json_value(new_obj, new_v, new_null, att->atttypid);
+        }
+    }
+    out = "{";
+    bool first = true;
+    if (oldt) {
+        out += "\"old\":{" + old_obj + "}";
+        first = false;
+    }
+    if (newt) {
+        if (!first)
+            out += ',';
+        out += "\"new\":{" + new_obj + "}";
+        first = false;
+    }
+    if (!redacted.empty())
+        out += ",\"redacted\":[" + redacted + "]";
+    out += '}';
+    return meaningful;
+}
+
+// The primary key of the row as a JSON object, or empty without a key.
+std::string build_row_key(Relation rel, HeapTuple tuple) {
+    Bitmapset *pk =
+        pg_call([&] { return RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY); });
+    if (pk == nullptr)
+        return {};
+    TupleDesc desc = RelationGetDescr(rel);
+    std::string out = "{";
+    int member = -1;
+    bool first = true;
+    while ((member = bms_next_member(pk, member)) >= 0) {
+        int attnum = member + FirstLowInvalidHeapAttributeNumber;
+        if (attnum <= 0 || attnum > desc->natts)
+            continue;
+        Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+        bool isnull = true;
+        Datum v = heap_getattr(tuple, attnum, desc, &isnull);
+        if (!first)
+            out += ',';
+        first = false;
+        append_json_string(out, NameStr(att->attname));
+        out += ':';
+        append_json_value(out, v, isnull, att->atttypid);
+    }
+    out += '}';
+    return out;
+}
+
+Datum audit_row(FunctionCallInfo fcinfo) {
+    if (!CALLED_AS_TRIGGER(fcinfo))
+        throw SqlError(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                       "tenancy._audit_trigger() must be called as a trigger");
+    TriggerData *td = reinterpret_cast<TriggerData *>(fcinfo->context);
+    if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
+        throw SqlError(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                       "tenancy._audit_trigger() must run AFTER ... FOR EACH ROW");
+    const char *path_col =
+        td->tg_trigger->tgnargs >= 1 ? td->tg_trigger->tgargs[0] : "account_path";
+    Relation rel = td->tg_relation;
+    TupleDesc desc = RelationGetDescr(rel);
+    HeapTuple oldt = nullptr, newt = nullptr;
+    const char *action;
+    if (TRIGGER_FIRED_BY_INSERT(td->tg_event)) {
+        newt = td->tg_trigtuple;
+        action = "insert";
+    } else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
+        oldt = td->tg_trigtuple;
+        newt = td->tg_newtuple;
+        action = "update";
+    } else if (TRIGGER_FIRED_BY_DELETE(td->tg_event)) {
+        oldt = td->tg_trigtuple;
+        action = "delete";
+    } else {
+        throw SqlError(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                       "tenancy._audit_trigger(): unsupported event");
+    }
+    int path_att = find_column(desc, path_col);
+    int main_att = find_column(desc, "main_id");
+    if (path_att == 0 || main_att == 0)
+        throw SqlError(ERRCODE_UNDEFINED_COLUMN,
+                       std::string("table ") + RelationGetRelationName(rel) + " has no \"" +
+                           path_col + "\" or \"main_id\" column to audit");
+
+    std::string change;
+    if (!build_change(change, desc, oldt, newt, path_col))
+        return PointerGetDatum(nullptr);
+
+    // An update is recorded where the row was before it (an account moved away
+    // stays visible to its old ancestors).
+    HeapTuple where = oldt ? oldt : newt;
+    bool path_null = true, main_null = true;
+    Datum path = heap_getattr(where, path_att, desc, &path_null);
+    Datum main_id = heap_getattr(where, main_att, desc, &main_null);
+    if (path_null || main_null)
+        throw SqlError(ERRCODE_NOT_NULL_VIOLATION, "audited row has no account path or main_id");
+    if (TupleDescAttr(desc, main_att - 1)->atttypid != INT8OID)
+        throw SqlError(ERRCODE_DATATYPE_MISMATCH,
+                       "column main_id of an audited table must be bigint");
+
+    std::string row_key = build_row_key(rel, newt ? newt : oldt);
+    std::string target = qualified_name(rel);
+    Actor actor = current_actor();
+
+    EntryData e{};
+    e.main_id = DatumGetInt64(main_id);
+    e.account_path = path;
+    e.actor_kind = actor.kind.c_str();
+    e.actor_id = actor.id.c_str();
+    e.has_credential = actor.has_credential;
+    e.credential_id = actor.credential_id;
+    e.action = action;
+    e.target = target.c_str();
+    e.row_key_json = row_key.empty() ? nullptr : row_key.c_str();
+    e.change_json = change.c_str();
+    pg_call([&] { return insert_entry(&e); });
+    return PointerGetDatum(nullptr);
+}
+
+std::string arg_text(FunctionCallInfo fcinfo, int n) {
+    text *t = PG_GETARG_TEXT_PP(n);
+    return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+// The first label (the main account id) of an account_path payload.
+bool path_root(const struct varlena *v, int64 &root) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(VARDATA_ANY(v));
+    size_t len = VARSIZE_ANY_EXHDR(v);
+    if (len < 2 || p[0] < 1 || p[0] > 8 || len < static_cast<size_t>(1 + p[0]))
+        return false;
+    uint64 value = 0;
+    for (int i = 1; i <= p[0]; i++)
+        value = (value << 8) | p[i];
+    root = static_cast<int64>(value);
+    return true;
+}
+
+Datum audit_record(FunctionCallInfo fcinfo) {
+    for (int i : {0, 1, 2})
+        if (PG_ARGISNULL(i))
+            throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                           "main_id, account_path and action are required");
+    int64 main_id = PG_GETARG_INT64(0);
+    struct varlena *path = PG_GETARG_VARLENA_PP(1);
+    int64 root = 0;
+    if (!path_root(path, root) || root != main_id)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                       "account_path does not lie under main account " + std::to_string(main_id));
+    std::string action = arg_text(fcinfo, 2);
+    if (action.empty() || action.size() > 100 || action.find('\0') != std::string::npos)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "audit action must be 1 to 100 characters");
+    bool has_target = !PG_ARGISNULL(3);
+    std::string target = has_target ? arg_text(fcinfo, 3) : std::string();
+    if (target.find('\0') != std::string::npos)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "audit target must not contain NUL");
+    Actor actor = current_actor();
+    EntryData e{};
+    e.main_id = main_id;
+    e.account_path = PointerGetDatum(path);
+    e.actor_kind = actor.kind.c_str();
+    e.actor_id = actor.id.c_str();
+    e.has_credential = actor.has_credential;
+    e.credential_id = actor.credential_id;
+    e.action = action.c_str();
+    e.target = has_target ? target.c_str() : nullptr;
+    e.has_change_jsonb = !PG_ARGISNULL(4);
+    e.change_jsonb = e.has_change_jsonb ? PG_GETARG_DATUM(4) : 0;
+    int64 id = pg_call([&] { return insert_entry(&e); });
+    return Int64GetDatum(id);
+}
+
+bytea *hash_datum(const unsigned char *digest, size_t len) {
+    bytea *out = static_cast<bytea *>(palloc(VARHDRSZ + len));
+    SET_VARSIZE(out, VARHDRSZ + len);
+    memcpy(VARDATA(out), digest, len);
+    return out;
+}
+
+Datum audit_chain(FunctionCallInfo fcinfo) {
+    bytea *prev = PG_GETARG_BYTEA_PP(0);
+    ArrayType *payloads = PG_GETARG_ARRAYTYPE_P(1);
+    if (VARSIZE_ANY_EXHDR(prev) != kHashSize)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "prev must be a 32-byte SHA-256 hash");
+    if (ARR_ELEMTYPE(payloads) != BYTEAOID || ARR_NDIM(payloads) > 1)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                       "payloads must be a one-dimensional bytea[]");
+    Datum *elems = nullptr;
+    bool *nulls = nullptr;
+    int count = 0;
+    pg_call([&] {
+        deconstruct_array(payloads, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
+    });
+    std::vector<unsigned char> buffer;
+    unsigned char chain[kHashSize];
+    memcpy(chain, VARDATA_ANY(prev), kHashSize);
+    Datum *out = static_cast<Datum *>(
+        pg_call([&] { return palloc(sizeof(Datum) * (count > 0 ? count : 1)); }));
+    for (int i = 0; i < count; i++) {
+        if (nulls[i])
+            throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "payloads must not contain NULL");
+        text *t =
+            reinterpret_cast<text *>(pg_call([&] { return PG_DETOAST_DATUM_PACKED(elems[i]); }));
+        size_t len = VARSIZE_ANY_EXHDR(t);
+        buffer.assign(chain, chain + kHashSize);
+        buffer.insert(buffer.end(), VARDATA_ANY(t), VARDATA_ANY(t) + len);
+        SHA256(buffer.data(), buffer.size(), chain);
+        out[i] = pg_call([&] { return PointerGetDatum(hash_datum(chain, kHashSize)); });
+    }
+    ArrayType *result =
+        pg_call([&] { return construct_array(out, count, BYTEAOID, -1, false, TYPALIGN_INT); });
+    PG_RETURN_ARRAYTYPE_P(result);
+}
+
+// The canonical serialisation of an entry's fields (what the chain hashes):
+// per field a presence byte, then a 4-byte big-endian length and the bytes.
+// Numbers and timestamps as 8-byte big-endian integers, the path as its
+// binary encoding, jsonb as its (normalised) text: nothing depends on a setting.
+enum class FieldKind { Int8, Path, Text, Jsonb };
+
+void put_be(std::string &out, uint64 v, int bytes) {
+    for (int i = bytes - 1; i >= 0; i--)
+        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+Datum audit_payload(FunctionCallInfo fcinfo) {
+    static const FieldKind kFields[] = {
+        FieldKind::Int8,  FieldKind::Int8,  FieldKind::Int8, FieldKind::Path, FieldKind::Int8,
+        FieldKind::Text,  FieldKind::Text,  FieldKind::Int8, FieldKind::Text, FieldKind::Text,
+        FieldKind::Jsonb, FieldKind::Jsonb, FieldKind::Int8};
+    constexpr int kCount = sizeof kFields / sizeof kFields[0];
+    if (PG_NARGS() != kCount)
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy._audit_payload: wrong arguments");
+    std::string out = "tenancy-audit-v1";
+    for (int i = 0; i < kCount; i++) {
+        if (PG_ARGISNULL(i)) {
+            out.push_back('\0');
+            continue;
+        }
+        out.push_back('\1');
+        Datum d = PG_GETARG_DATUM(i);
+        switch (kFields[i]) {
+            case FieldKind::Int8:  // bigint and timestamptz are both int64
+                put_be(out, 8, 4);
+                put_be(out, static_cast<uint64>(DatumGetInt64(d)), 8);
+                break;
+            case FieldKind::Path:
+            case FieldKind::Text: {
+                struct varlena *v = reinterpret_cast<struct varlena *>(
+                    pg_call([&] { return PG_DETOAST_DATUM_PACKED(d); }));
+                size_t len = VARSIZE_ANY_EXHDR(v);
+                put_be(out, len, 4);
+                out.append(VARDATA_ANY(v), len);
+                break;
+            }
+            case FieldKind::Jsonb: {
+                const char *text = pg_call([&] {
+                    Jsonb *jb = DatumGetJsonbP(d);
+                    return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+                });
+                size_t len = std::strlen(text);
+                put_be(out, len, 4);
+                out.append(text, len);
+                break;
+            }
+        }
+    }
+    bytea *result = pg_call([&] {
+        return hash_datum(reinterpret_cast<const unsigned char *>(out.data()), out.size());
+    });
+    PG_RETURN_BYTEA_P(result);
+}
+
+Datum hmac_sha256(FunctionCallInfo fcinfo) {
+    bytea *key = PG_GETARG_BYTEA_PP(0);
+    text *data = PG_GETARG_TEXT_PP(1);
+    if (VARSIZE_ANY_EXHDR(key) < 16)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "HMAC key too short");
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    if (HMAC(EVP_sha256(), VARDATA_ANY(key), static_cast<int>(VARSIZE_ANY_EXHDR(key)),
+             reinterpret_cast<const unsigned char *>(VARDATA_ANY(data)), VARSIZE_ANY_EXHDR(data),
+             mac, &mac_len) == nullptr)
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
+    bytea *out = pg_call([&] { return hash_datum(mac, mac_len); });
+    PG_RETURN_BYTEA_P(out);
+}
+
+}  // namespace
+}  // namespace tenancy
+
+extern "C" {
+
+PG_FUNCTION_INFO_V1(tenancy_audit_trigger);
+Datum tenancy_audit_trigger(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_row(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_record);
+Datum tenancy_audit_record(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_record(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_chain);
+Datum tenancy_audit_chain(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_chain(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_payload);
+Datum tenancy_audit_payload(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_payload(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_hmac_sha256);
+Datum tenancy_hmac_sha256(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::hmac_sha256(fcinfo); });
+}
+}

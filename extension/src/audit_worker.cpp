@@ -1,0 +1,219 @@
+// The audit sealer background workers (when tenancy is in
+// shared_preload_libraries).
+//
+//   launcher      one static worker, connected to no database. Every 200 ms it
+//                 makes sure each database listed in tenancy.audit_databases
+//                 has a sealer running, backing off 5 s after a sealer that
+//                 failed quickly (no such database, extension broken).
+//   sealer        one dynamic worker per database: calls tenancy.audit_seal()
+//                 every tenancy.audit_seal_interval (200 ms) in its own short
+//                 transaction, skipping databases without the extension. It
+//                 exits after ~3 s and the launcher starts the next one, so a
+//                 sealer never holds a database open long enough to make
+//                 DROP DATABASE fail (it waits 5 s for other sessions).
+//
+// This file is C-style code on purpose: every function here may ereport, so no
+// C++ object with a destructor lives in any of its frames.
+#include "audit.hpp"
+
+extern "C" {
+#include "postgres.h"
+#include "fmgr.h"
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+}
+
+#include <cstring>
+
+namespace {
+
+char *audit_databases = nullptr;
+int seal_interval_ms = 200;
+
+constexpr int kMaxDatabases = 16;
+constexpr long kSealerLifetimeMs = 3000;
+constexpr long kRetryDelayMs = 5000;
+
+struct SealerSlot {
+    char dbname[NAMEDATALEN];
+    BackgroundWorkerHandle *handle;
+    TimestampTz started_at;
+    TimestampTz retry_at;
+};
+
+SealerSlot slots[kMaxDatabases];
+int slot_count = 0;
+
+SealerSlot *slot_for(const char *dbname) {
+    for (int i = 0; i < slot_count; i++)
+        if (strcmp(slots[i].dbname, dbname) == 0)
+            return &slots[i];
+    if (slot_count == kMaxDatabases)
+        return nullptr;
+    SealerSlot *s = &slots[slot_count++];
+    memset(s, 0, sizeof *s);
+    strlcpy(s->dbname, dbname, NAMEDATALEN);
+    return s;
+}
+
+void start_sealer(SealerSlot *s, TimestampTz now) {
+    BackgroundWorker worker;
+    memset(&worker, 0, sizeof worker);
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = BGW_NEVER_RESTART;
+    strlcpy(worker.bgw_library_name, "tenancy", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "tenancy_audit_sealer_main", BGW_MAXLEN);
+    snprintf(worker.bgw_name, BGW_MAXLEN, "tenancy audit sealer %s", s->dbname);
+    strlcpy(worker.bgw_type, "tenancy audit sealer", BGW_MAXLEN);
+    strlcpy(worker.bgw_extra, s->dbname, BGW_EXTRALEN);
+    worker.bgw_notify_pid = MyProcPid;
+    if (RegisterDynamicBackgroundWorker(&worker, &s->handle)) {
+        s->started_at = now;
+    } else {
+        s->handle = nullptr;
+        s->retry_at = TimestampTzPlusMilliseconds(now, kRetryDelayMs);
+        ereport(
+            LOG,
+            (errmsg("tenancy: no background worker slot for the audit sealer of database \"%s\"",
+                    s->dbname),
+             errhint("Raise max_worker_processes.")));
+    }
+}
+
+void launcher_round() {
+    TimestampTz now = GetCurrentTimestamp();
+    char *list = pstrdup(audit_databases ? audit_databases : "");
+    List *names = NIL;
+    if (!SplitIdentifierString(list, ',', &names)) {
+        ereport(LOG, (errmsg("tenancy: tenancy.audit_databases is not a list of database names")));
+        names = NIL;
+    }
+    ListCell *lc;
+    foreach (lc, names) {
+        const char *dbname = static_cast<const char *>(lfirst(lc));
+        SealerSlot *s = slot_for(dbname);
+        if (s == nullptr)
+            break;
+        if (s->handle != nullptr) {
+            pid_t pid;
+            if (GetBackgroundWorkerPid(s->handle, &pid) != BGWH_STOPPED)
+                continue;
+            pfree(s->handle);
+            s->handle = nullptr;
+            // A sealer that stopped well before its lifetime failed: back off.
+            if (!TimestampDifferenceExceeds(s->started_at, now, kSealerLifetimeMs - 500))
+                s->retry_at = TimestampTzPlusMilliseconds(now, kRetryDelayMs);
+        }
+        if (now >= s->retry_at)
+            start_sealer(s, now);
+    }
+    list_free(names);
+    pfree(list);
+}
+
+// One audit_seal() in its own transaction, if the extension is installed.
+void seal_once() {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    SPI_connect();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    if (OidIsValid(get_extension_oid("tenancy", true))) {
+        pgstat_report_activity(STATE_RUNNING, "SELECT tenancy.audit_seal()");
+        SPI_execute("SELECT tenancy.audit_seal()", false, 0);
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    pgstat_report_stat(false);
+    pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+}  // namespace
+
+namespace tenancy {
+
+void audit_init() {
+    DefineCustomStringVariable(
+        "tenancy.audit_databases",
+        "Databases whose audit log the background sealer links (comma-separated).",
+        "Needs tenancy in shared_preload_libraries; otherwise call tenancy.audit_seal().",
+        &audit_databases, "", PGC_SIGHUP, GUC_LIST_INPUT, NULL, NULL, NULL);
+    DefineCustomIntVariable("tenancy.audit_seal_interval",
+                            "Time between two runs of the audit sealer.", NULL, &seal_interval_ms,
+                            200, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+    if (!process_shared_preload_libraries_in_progress)
+        return;
+    BackgroundWorker worker;
+    memset(&worker, 0, sizeof worker);
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = 5;
+    strlcpy(worker.bgw_library_name, "tenancy", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "tenancy_audit_launcher_main", BGW_MAXLEN);
+    strlcpy(worker.bgw_name, "tenancy audit launcher", BGW_MAXLEN);
+    strlcpy(worker.bgw_type, "tenancy audit launcher", BGW_MAXLEN);
+    RegisterBackgroundWorker(&worker);
+}
+
+}  // namespace tenancy
+
+extern "C" {
+
+PGDLLEXPORT void tenancy_audit_launcher_main(Datum arg);
+PGDLLEXPORT void tenancy_audit_sealer_main(Datum arg);
+
+void tenancy_audit_launcher_main(Datum arg) {
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+    BackgroundWorkerUnblockSignals();
+    while (!ShutdownRequestPending) {
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+        launcher_round();
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+    proc_exit(0);
+}
+
+void tenancy_audit_sealer_main(Datum arg) {
+    char dbname[BGW_EXTRALEN];
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    memcpy(dbname, MyBgworkerEntry->bgw_extra, BGW_EXTRALEN);
+    dbname[BGW_EXTRALEN - 1] = '\0';
+    BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+    TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kSealerLifetimeMs);
+    while (GetCurrentTimestamp() < until) {
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+        seal_once();
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, seal_interval_ms,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+    proc_exit(0);
+}
+}

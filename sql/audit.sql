@@ -1,0 +1,177 @@
+-- The audit log: what the trigger records (actor, action, target, row key,
+-- changed columns, never secrets), events, and who may read what.
+\set VERBOSITY terse
+SET client_min_messages = warning;
+
+-- A main account with a subaccount, and keys of several roles.
+SELECT tenancy.create_main_account('Audit Main', 'owner@audit.test', 'pw-audit-1') AS main \gset
+SELECT tenancy.create_main_account('Audit Other', 'owner@other.test', 'pw-audit-2') AS other \gset
+SELECT tenancy.admin_create_api_key(:'main', 'owner key') AS owner_key \gset
+SELECT tenancy.admin_create_api_key(:'main', 'admin key', 'admin') AS admin_key \gset
+SELECT tenancy.admin_create_api_key(:'main', 'member key', 'member') AS member_key \gset
+SELECT tenancy.admin_create_api_key(:'main', 'sub-user key', 'sub_user') AS subuser_key \gset
+SELECT tenancy.admin_create_api_key(:'other', 'other key') AS other_key \gset
+SELECT a.main_id AS main_id FROM tenancy.accounts a WHERE a.public_id = :'main' \gset
+
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SELECT tenancy.create_account(:'main', 'Child') AS child \gset
+COMMIT;
+SELECT tenancy.admin_create_api_key(:'child', 'child key') AS child_key \gset
+
+-- Configuration tables are audited: the DBA's writes carry session_user.
+SELECT target, action, actor_kind, actor_id, credential_id IS NULL AS no_credential,
+       row_key ? 'main_id' AS keyed
+FROM tenancy.audit_log WHERE main_id = :main_id AND actor_kind = 'dba' AND action = 'insert'
+ORDER BY id;
+
+-- Never a secret: api_key_secrets is not audited, and no entry holds a hash.
+SELECT count(*) AS secret_entries FROM tenancy.audit_log
+WHERE target IN ('tenancy.api_key_secrets', 'tenancy.context_keys', 'tenancy.audit_log')
+   OR change::text ~* '(secret_hash|password_hash|tnc_[0-9]+_[0-9]+_[A-Za-z0-9_-]{43})';
+
+-- The subaccount was created through the owner key: actor = that key and its credential.
+SELECT e.actor_kind, e.actor_id = k.id::text AS actor_is_key, e.credential_id = k.id AS credential_is_key,
+       e.change -> 'new' ->> 'name' AS name, e.account_path::text = a.path::text AS recorded_at_new_account
+FROM tenancy.audit_log e
+JOIN tenancy.accounts a ON a.public_id = :'child'
+JOIN tenancy.api_keys k ON k.main_id = a.main_id AND k.name = 'owner key'
+WHERE e.main_id = :main_id AND e.target = 'tenancy.accounts' AND e.action = 'insert'
+  AND e.change -> 'new' ->> 'public_id' = :'child';
+
+-- An application table under tenancy: secrets are stripped, updates carry only
+-- changed columns, deletes the old row.
+CREATE TABLE public.audit_agents (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL,
+    prompt text,
+    temperature numeric,
+    settings jsonb,
+    webhook_token text,
+    password_hint text,
+    api_secret text,
+    client_hash bytea
+);
+SELECT tenancy.protect('public.audit_agents', 'agents');
+SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'public.audit_agents'::regclass AND NOT tgisinternal;
+
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SET LOCAL ROLE tenancy_app;
+INSERT INTO public.audit_agents (name, prompt, temperature, settings, webhook_token, password_hint, api_secret, client_hash)
+VALUES ('Ava', E'Say "hi"\n\tplease', 0.5, '{"voice": "alloy"}', 'tok-1', 'pw', 'sec', '\x01');
+UPDATE public.audit_agents SET temperature = 'NaN', webhook_token = 'tok-2' WHERE name = 'Ava';
+UPDATE public.audit_agents SET webhook_token = webhook_token WHERE name = 'Ava';  -- no change: no entry
+DELETE FROM public.audit_agents WHERE name = 'Ava';
+COMMIT;
+
+SELECT action, row_key ? 'id' AS keyed,
+       change #- '{new,main_id}' #- '{new,account_path}' #- '{old,main_id}' #- '{old,account_path}' AS change
+FROM tenancy.audit_log WHERE target = 'public.audit_agents' ORDER BY id;
+
+-- Moving rows of an account along with it is recorded once, on accounts.
+SELECT count(*) AS entries_before_move FROM tenancy.audit_log WHERE main_id = :main_id \gset
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SET LOCAL ROLE tenancy_app;
+INSERT INTO public.audit_agents (name, account_path)
+SELECT 'Child agent', a.path FROM tenancy.accounts a WHERE a.public_id = :'child';
+SELECT tenancy.create_account(:'main', 'New parent') AS new_parent \gset
+SELECT tenancy.move_account(:'child', :'new_parent');
+COMMIT;
+SELECT target, action, change -> 'new' ? 'path' AS path_changed
+FROM tenancy.audit_log WHERE main_id = :main_id ORDER BY id OFFSET :entries_before_move;
+
+-- Events: audit_event in a context (secret-looking keys dropped).
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SET LOCAL ROLE tenancy_app;
+SELECT tenancy.audit_event('api.request', 'GET /v1/agents',
+    '{"method": "GET", "status": 200, "request_id": "r-1", "access_token": "x", "password": "y", "key_hash": "z"}') > 0 AS recorded;
+SELECT action, target, change, actor_kind FROM tenancy.audit_log WHERE action = 'api.request';
+COMMIT;
+-- ... refused outside a context and with bad input.
+SET ROLE tenancy_app;
+SELECT tenancy.audit_event('api.request', 'GET /');
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SELECT tenancy.audit_event('', 'x');
+ROLLBACK;
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SELECT tenancy.audit_event('api.request', 'x', '[1, 2]');
+ROLLBACK;
+-- The internal writer is not for clients.
+SELECT tenancy._audit_record(1, '1', 'login.success', 'x', NULL);
+RESET ROLE;
+-- _audit_record checks its input (for the identity and core code).
+SELECT tenancy._audit_record(5, '6.5', 'login.success', 'x', NULL);
+SELECT tenancy._audit_record(:main_id, NULL, 'login.success', 'x', NULL);
+SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'login.failure', 'owner@audit.test',
+                             '{"reason": "bad password"}') > 0 AS recorded;
+SELECT actor_kind, actor_id, action, target, change FROM tenancy.audit_log WHERE action = 'login.failure';
+
+-- ---- who reads what ----------------------------------------------------------------
+SET ROLE tenancy_app;
+-- No context: nothing.
+SELECT count(*) AS visible_without_context FROM tenancy.audit_log;
+-- The owner of the main account reads its whole subtree, nothing of another main account.
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SELECT count(*) > 0 AS owner_reads,
+       bool_and(main_id = :main_id) AS only_own_main,
+       count(*) FILTER (WHERE account_path::text LIKE '%.%') > 0 AS sees_child_entries
+FROM tenancy.audit_log;
+COMMIT;
+-- Admin may read the log; member and sub_user may not.
+BEGIN;
+SELECT tenancy.authenticate(:'admin_key') IS NOT NULL AS authenticated;
+SELECT count(*) > 0 AS admin_reads FROM tenancy.audit_log;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'member_key') IS NOT NULL AS authenticated;
+SELECT count(*) AS member_reads FROM tenancy.audit_log;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'subuser_key') IS NOT NULL AS authenticated;
+SELECT count(*) AS sub_user_reads FROM tenancy.audit_log;
+COMMIT;
+-- The child reads its own subtree only: never the parent's entries.
+BEGIN;
+SELECT tenancy.authenticate(:'child_key') IS NOT NULL AS authenticated;
+SELECT count(*) > 0 AS child_reads,
+       bool_and(account_path::text LIKE '%.%') AS only_below_main
+FROM tenancy.audit_log;
+COMMIT;
+-- Another main account sees none of these.
+BEGIN;
+SELECT tenancy.authenticate(:'other_key') IS NOT NULL AS authenticated;
+SELECT count(*) FILTER (WHERE main_id = :main_id) AS other_main_reads FROM tenancy.audit_log;
+COMMIT;
+-- tenancy_app can only read, in or out of a context.
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+INSERT INTO tenancy.audit_log (main_id, id, account_path, at, actor_kind, action)
+VALUES (:main_id, 0, (:main_id)::text::tenancy.account_path, now(), 'dba', 'forged');
+ROLLBACK;
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+UPDATE tenancy.audit_log SET action = 'x';
+ROLLBACK;
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+DELETE FROM tenancy.audit_log;
+ROLLBACK;
+SELECT * FROM tenancy.audit_heads;
+SELECT * FROM tenancy.audit_keys;
+RESET ROLE;
+-- Neither can the DBA role directly (it purges through audit_purge).
+SET ROLE tenancy_admin;
+DELETE FROM tenancy.audit_log;
+RESET ROLE;
+
+-- The trigger refuses misuse.
+CREATE TABLE public.audit_misuse (x int);
+CREATE TRIGGER t AFTER INSERT ON public.audit_misuse FOR EACH ROW EXECUTE FUNCTION tenancy._audit_trigger();
+INSERT INTO public.audit_misuse VALUES (1);
+DROP TABLE public.audit_misuse;
