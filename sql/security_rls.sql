@@ -141,11 +141,13 @@ SELECT regexp_replace(pg_temp.as_actor('other', format('SELECT tenancy.revoke_ap
 INSERT INTO regress.notes (body, account_path)
 SELECT 'bulk ' || i, a.path FROM generate_series(1, 2000) i, tenancy.accounts a
 WHERE a.main_id = (SELECT main_id FROM tenancy.accounts WHERE public_id = :'m');
-ANALYZE regress.notes;
+-- VACUUM sets the visibility map, so the plan does not depend on autovacuum.
+VACUUM ANALYZE regress.notes;
 \c - tenancy_app
 BEGIN;
 SELECT tenancy.authenticate(:'g_key') IS NOT NULL AS ok;
 SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
 EXPLAIN (COSTS OFF) SELECT count(*) FROM regress.notes;
 SELECT count(*) AS grandchild_notes FROM regress.notes;
 COMMIT;

@@ -6,8 +6,9 @@ mkdir -p "$STANDBY_WORK" && chmod 0755 "$STANDBY_WORK"
 primary_port=$(free_port $((58000 + RANDOM % 1000)))
 standby_port=$(free_port $((primary_port + 1)))
 standby_ok=1
+mapfile -t standby_extra_conf < <(grep -v '^\s*#' tests/postgresql.conf | grep -v '^\s*$')
 cluster_init "$STANDBY_WORK/primary" "$primary_port" "wal_level = replica" "max_wal_senders = 4" \
-    "hot_standby = on" $(grep -v '^\s*#' tests/postgresql.conf | grep -v '^\s*$') &&
+    "hot_standby = on" "${standby_extra_conf[@]}" &&
     echo "local replication all trust" | as_postgres tee -a "$STANDBY_WORK/primary/data/pg_hba.conf" >/dev/null &&
     cluster_start "$STANDBY_WORK/primary" || standby_ok=0
 P="psql -qAtX -h $STANDBY_WORK/primary -p $primary_port -U postgres"
