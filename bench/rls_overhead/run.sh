@@ -49,6 +49,7 @@ SELECT i, (i % 600), a.paths[1 + (i % array_length(a.paths, 1))]
 FROM (SELECT array_agg(path ORDER BY path) AS paths FROM tenancy.accounts) a,
      generate_series(1, $ROWS) i;
 VACUUM ANALYZE bench_calls;
+VACUUM ANALYZE tenancy.accounts;
 SQL
 echo "accounts: $(q -c 'SELECT count(*) FROM tenancy.accounts'), rows: $(q -c 'SELECT count(*) FROM bench_calls')"
 MID=$(q -c "SELECT public_id FROM tenancy.accounts WHERE tenancy.nlevel(path) = 2 ORDER BY path LIMIT 1")

@@ -307,7 +307,7 @@ END $$;
 CREATE FUNCTION tenancy._chain_active(p tenancy.account_path) RETURNS boolean
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
-    AS $$ SELECT NOT EXISTS (SELECT FROM tenancy.accounts a WHERE a.path @> p AND a.status <> 'active') $$;
+    AS $$ SELECT NOT EXISTS (SELECT FROM tenancy.accounts a WHERE a.path = ANY (tenancy.ancestors(p)) AND a.status <> 'active') $$;
 
 -- The context's session (user or sub-user), or NULL.
 CREATE FUNCTION tenancy._current_session_id() RETURNS bigint
