@@ -136,17 +136,20 @@ inline bool bytes_equal(const uint8_t *a, const uint8_t *b, size_t n) {
         uint64_t x, y;
         std::memcpy(&x, a, 8);
         std::memcpy(&y, b, 8);
-        if (x != y) return false;
+        if (x != y)
+            return false;
     }
     if (n >= 4) {
         uint32_t x, y;
         std::memcpy(&x, a, 4);
         std::memcpy(&y, b, 4);
-        if (x != y) return false;
+        if (x != y)
+            return false;
         a += 4, b += 4, n -= 4;
     }
     for (; n > 0; ++a, ++b, --n)
-        if (*a != *b) return false;
+        if (*a != *b)
+            return false;
     return true;
 }
 
@@ -155,10 +158,12 @@ inline int compare(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
     size_t n = na < nb ? na : nb, i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t x = load_be64(a + i), y = load_be64(b + i);
-        if (x != y) return x < y ? -1 : 1;
+        if (x != y)
+            return x < y ? -1 : 1;
     }
     for (; i < n; ++i)
-        if (a[i] != b[i]) return a[i] < b[i] ? -1 : 1;
+        if (a[i] != b[i])
+            return a[i] < b[i] ? -1 : 1;
     return na < nb ? -1 : (na > nb ? 1 : 0);
 }
 

@@ -14,12 +14,12 @@
 
 namespace P = tenancy::path;
 
-#define CHECK(cond)                                                             \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
             std::fprintf(stderr, "property violated: %s (line %d)\n", #cond, __LINE__); \
-            std::abort();                                                       \
-        }                                                                       \
+            std::abort();                                                               \
+        }                                                                               \
     } while (0)
 
 static bool text_case(const char *s, size_t n, uint8_t *out, size_t *out_len) {
@@ -49,7 +49,8 @@ static void binary_case(const uint8_t *data, size_t n) {
     static char text[P::kMaxText + 32];
     size_t tn = P::format_text(data, n, text);
     CHECK(tn <= P::kMaxText + 21);
-    if (v.status != P::Status::Ok) return;
+    if (v.status != P::Status::Ok)
+        return;
     static uint8_t again[P::kMaxEncoded];
     P::Result r = P::parse_text(text, tn, again);
     CHECK(r.status == P::Status::Ok && r.length == n && std::memcmp(again, data, n) == 0);
@@ -69,7 +70,8 @@ static void pair_case(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) 
     CHECK(cp <= na && cp <= nb && std::memcmp(a, b, cp) == 0);
     CHECK(P::is_descendant_or_self(a, na, a, cp));
     CHECK(below == (cp == nb));
-    if (below) CHECK(P::depth(a, na) >= P::depth(b, nb));
+    if (below)
+        CHECK(P::depth(a, na) >= P::depth(b, nb));
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
