@@ -213,7 +213,6 @@ CREATE FUNCTION tenancy.promote_account(account text) RETURNS void
     AS $$
 DECLARE
     a tenancy.accounts := tenancy._find_account(account);
-    main_plan text;
 BEGIN
     IF a.id IS NULL THEN
         RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';

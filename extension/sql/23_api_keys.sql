@@ -3,13 +3,11 @@
 -- stored only as SHA-256, in a table no client can read, and compared in
 -- constant time. The full key is returned once, at creation.
 
-CREATE FUNCTION tenancy._new_secret() RETURNS text
-    AS 'MODULE_PATHNAME', 'tenancy_new_secret' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION tenancy._secret_hash(secret text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_secret_hash' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION tenancy._secret_equal(secret text, stored_hash bytea) RETURNS boolean
     AS 'MODULE_PATHNAME', 'tenancy_secret_equal' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-REVOKE ALL ON FUNCTION tenancy._new_secret(), tenancy._secret_hash(text),
+REVOKE ALL ON FUNCTION tenancy._secret_hash(text),
     tenancy._secret_equal(text, bytea) FROM PUBLIC;
 
 CREATE SEQUENCE tenancy.api_key_id_seq;
@@ -78,7 +76,7 @@ CREATE FUNCTION tenancy._make_api_key(a tenancy.accounts, name text, role text,
     AS $$
 DECLARE
     key_id bigint := nextval('tenancy.api_key_id_seq');
-    secret text := tenancy._new_secret();
+    secret text := tenancy.random_token(32);
     key_prefix text;
     limit_per_account integer;
 BEGIN

@@ -292,7 +292,7 @@ CREATE FUNCTION tenancy._new_session(kind text, user_id bigint, sub_main_id bigi
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    secret text := tenancy._new_secret();
+    secret text := tenancy.random_token(32);
     sid bigint;
 BEGIN
     INSERT INTO tenancy.sessions (principal_kind, user_id, sub_user_main_id, sub_user_id,
@@ -730,7 +730,7 @@ DECLARE
     a tenancy.accounts;
     clean_email text;
     inv_id bigint := nextval('tenancy.invitation_id_seq');
-    secret text := tenancy._new_secret();
+    secret text := tenancy.random_token(32);
     pub text;
 BEGIN
     PERFORM tenancy._require('members', 'write');

@@ -1,5 +1,5 @@
-// Credential secrets (API keys, session tokens): 256-bit random secrets from
-// libsodium, stored as SHA-256 (fast on purpose: the secret has full entropy,
+// Credential secrets (API keys, session tokens; made by
+// tenancy.random_token(32)) are stored as SHA-256 (fast on purpose: the secret has full entropy,
 // so a memory-hard hash would only cost throughput), compared in constant time.
 #include "boundary.hpp"
 #include "id_format.hpp"
@@ -18,19 +18,6 @@ extern "C" {
 
 namespace {
 
-constexpr size_t kSecretBytes = 32;
-
-std::string new_secret() {
-    unsigned char raw[kSecretBytes];
-    randombytes_buf(raw, sizeof raw);
-    char out[sodium_base64_ENCODED_LEN(kSecretBytes, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
-    sodium_bin2base64(out, sizeof out, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    sodium_memzero(raw, sizeof raw);
-    std::string s(out);
-    sodium_memzero(out, sizeof out);
-    return s;
-}
-
 void sha256(const char *data, size_t len, unsigned char digest[SHA256_DIGEST_LENGTH]) {
     SHA256(reinterpret_cast<const unsigned char *>(data), len, digest);
 }
@@ -38,12 +25,6 @@ void sha256(const char *data, size_t len, unsigned char digest[SHA256_DIGEST_LEN
 }  // namespace
 
 extern "C" {
-
-// _new_secret(): 32 random bytes, URL-safe base64 without padding (43 chars).
-PG_FUNCTION_INFO_V1(tenancy_new_secret);
-Datum tenancy_new_secret(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::text_datum(new_secret()); });
-}
 
 // _secret_hash(secret): SHA-256 of the secret's bytes.
 PG_FUNCTION_INFO_V1(tenancy_secret_hash);
