@@ -110,6 +110,16 @@ SELECT tenancy._audit_record(:main_id, NULL, 'login.success', 'x', NULL);
 SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'login.failure', 'owner@audit.test',
                              '{"reason": "bad password"}') > 0 AS recorded;
 SELECT actor_kind, actor_id, action, target, change FROM tenancy.audit_log WHERE action = 'login.failure';
+-- An explicit actor (events before any context exists) and the
+-- installation's chain (main_id 0, no path) for events naming no account.
+SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'login.success', 'owner@audit.test',
+                             NULL, 'user', '42', 7) > 0 AS recorded;
+SELECT tenancy._audit_record(0, NULL, 'login.failure', 'nobody@audit.test', '{"reason": "unknown"}',
+                             'anonymous') > 0 AS recorded;
+SELECT main_id, account_path, actor_kind, actor_id, credential_id, action, target
+FROM tenancy.audit_log WHERE action IN ('login.success', 'login.failure') AND actor_kind <> 'dba' ORDER BY main_id DESC;
+SELECT tenancy._audit_record(0, (:main_id)::text::tenancy.account_path, 'login.failure', 'x', NULL, 'anonymous');
+SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'login.failure', 'x', NULL, 'root');
 
 -- ---- who reads what ----------------------------------------------------------------
 SET ROLE tenancy_app;

@@ -23,7 +23,7 @@ CREATE SEQUENCE tenancy.audit_seq CACHE 64;
 CREATE TABLE tenancy.audit_log (
     main_id bigint NOT NULL,
     id bigint NOT NULL,
-    account_path tenancy.account_path NOT NULL,
+    account_path tenancy.account_path, -- NULL only in the installation's chain (main_id 0)
     at timestamptz NOT NULL,
     actor_kind text NOT NULL,          -- api_key, user, sub_user, dba
     actor_id text,                     -- principal id, or session_user for dba
@@ -36,7 +36,8 @@ CREATE TABLE tenancy.audit_log (
     prev_hash bytea,
     hash bytea,
     sealed_at timestamptz,
-    PRIMARY KEY (main_id, id)
+    PRIMARY KEY (main_id, id),
+    CHECK ((main_id = 0) = (account_path IS NULL))
 );
 -- The sealer's work queue: small, as sealed rows leave it. These are the only
 -- two indexes: every index is paid for by every audited write. Readers find
@@ -72,13 +73,19 @@ CREATE FUNCTION tenancy._audit_chain(prev bytea, payloads bytea[]) RETURNS bytea
 CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_hmac_sha256' LANGUAGE C IMMUTABLE STRICT;
 -- Internal writer for events that are not row changes (login, context switch,
--- API calls): the actor comes from the context (or session_user outside one).
+-- API calls). The actor comes from the context (or session_user outside one)
+-- unless given: actor_kind api_key, user, sub_user or anonymous (a login
+-- attempt before any context exists). main_id 0 with a NULL path is the
+-- installation's own chain, read by the DBA only: events that name no known
+-- account (a failed login for an unknown email).
 CREATE FUNCTION tenancy._audit_record(main_id bigint, account_path tenancy.account_path,
-                                      action text, target text, detail jsonb) RETURNS bigint
+                                      action text, target text, detail jsonb,
+                                      actor_kind text DEFAULT NULL, actor_id text DEFAULT NULL,
+                                      credential_id bigint DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'tenancy_audit_record' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, bytea[]),
     tenancy._hmac_sha256(bytea, text),
-    tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb) FROM PUBLIC;
+    tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb, text, text, bigint) FROM PUBLIC;
 
 -- The canonical serialisation of an entry (audit.cpp): every field,
 -- length-prefixed, in a form independent of settings (DateStyle, TimeZone).

@@ -57,7 +57,7 @@ constexpr size_t kHashSize = SHA256_DIGEST_LENGTH;
 // Plain data for insert_entry(): pointers into strings owned by the caller.
 struct EntryData {
     int64 main_id;
-    Datum account_path;
+    Datum account_path;  // 0: none (main_id 0, the installation's chain)
     const char *actor_kind;
     const char *actor_id;  // may be null
     bool has_credential;
@@ -103,7 +103,10 @@ int64 insert_entry(const EntryData *e) {
     int64 id = nextval_internal(seqid, false);
     values[0] = Int64GetDatum(e->main_id);
     values[1] = Int64GetDatum(id);
-    values[2] = e->account_path;
+    if (e->account_path != 0)
+        values[2] = e->account_path;
+    else
+        nulls[2] = true;
     values[3] = TimestampTzGetDatum(GetCurrentTimestamp());
     values[4] = CStringGetTextDatum(e->actor_kind);
     if (e->actor_id)
@@ -469,7 +472,7 @@ Datum audit_row(FunctionCallInfo fcinfo) {
 }
 
 std::string arg_text(FunctionCallInfo fcinfo, int n) {
-    text *t = PG_GETARG_TEXT_PP(n);
+    text *t = reinterpret_cast<text *>(pg_call([&] { return PG_GETARG_TEXT_PP(n); }));
     return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
@@ -486,17 +489,31 @@ bool path_root(const struct varlena *v, int64 &root) {
     return true;
 }
 
+// _audit_record(main_id, account_path, action, target, detail
+//               [, actor_kind, actor_id, credential_id]).
+// main_id 0 with a NULL path is the installation's own chain (logins that
+// name no known account); the explicit actor is for events recorded before a
+// context exists (a login attempt).
 Datum audit_record(FunctionCallInfo fcinfo) {
-    for (int i : {0, 1, 2})
-        if (PG_ARGISNULL(i))
-            throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                           "main_id, account_path and action are required");
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
+        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "main_id and action are required");
     int64 main_id = PG_GETARG_INT64(0);
-    struct varlena *path = PG_GETARG_VARLENA_PP(1);
-    int64 root = 0;
-    if (!path_root(path, root) || root != main_id)
-        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
-                       "account_path does not lie under main account " + std::to_string(main_id));
+    struct varlena *path = nullptr;
+    if (main_id == 0) {
+        if (!PG_ARGISNULL(1))
+            throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                           "the installation's chain (main_id 0) takes no account_path");
+    } else {
+        int64 root = 0;
+        if (PG_ARGISNULL(1))
+            throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "account_path is required");
+        path = reinterpret_cast<struct varlena *>(
+            pg_call([&] { return PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(1)); }));
+        if (!path_root(path, root) || root != main_id)
+            throw SqlError(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                "account_path does not lie under main account " + std::to_string(main_id));
+    }
     std::string action = arg_text(fcinfo, 2);
     if (action.empty() || action.size() > 100 || action.find('\0') != std::string::npos)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "audit action must be 1 to 100 characters");
@@ -504,12 +521,29 @@ Datum audit_record(FunctionCallInfo fcinfo) {
     std::string target = has_target ? arg_text(fcinfo, 3) : std::string();
     if (target.find('\0') != std::string::npos)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "audit target must not contain NUL");
-    Actor actor = current_actor();
+    Actor actor;
+    bool explicit_actor = PG_NARGS() >= 8 && !PG_ARGISNULL(5);
+    if (explicit_actor) {
+        actor.kind = arg_text(fcinfo, 5);
+        if (actor.kind != "api_key" && actor.kind != "user" && actor.kind != "sub_user" &&
+            actor.kind != "anonymous")
+            throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                           "actor_kind must be api_key, user, sub_user or anonymous");
+        if (!PG_ARGISNULL(6))
+            actor.id = arg_text(fcinfo, 6);
+        if (actor.id.find('\0') != std::string::npos || actor.id.size() > 320)
+            throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                           "actor_id must be at most 320 characters");
+        actor.has_credential = !PG_ARGISNULL(7);
+        actor.credential_id = actor.has_credential ? PG_GETARG_INT64(7) : 0;
+    } else {
+        actor = current_actor();
+    }
     EntryData e{};
     e.main_id = main_id;
     e.account_path = PointerGetDatum(path);
     e.actor_kind = actor.kind.c_str();
-    e.actor_id = actor.id.c_str();
+    e.actor_id = actor.id.empty() && explicit_actor ? nullptr : actor.id.c_str();
     e.has_credential = actor.has_credential;
     e.credential_id = actor.credential_id;
     e.action = action.c_str();
