@@ -121,6 +121,9 @@ FROM tenancy.audit_log WHERE action IN ('login.success', 'login.failure') AND ac
 SELECT tenancy._audit_record(0, (:main_id)::text::tenancy.account_path, 'login.failure', 'x', NULL, 'anonymous');
 SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'login.failure', 'x', NULL, 'root');
 
+-- After its move the child's new entries lie under its new path.
+SELECT tenancy.admin_create_api_key(:'child', 'child key after the move') IS NOT NULL AS created;
+
 -- ---- who reads what ----------------------------------------------------------------
 SET ROLE tenancy_app;
 -- No context: nothing.
@@ -158,11 +161,54 @@ BEGIN;
 SELECT tenancy.authenticate(:'other_key') IS NOT NULL AS authenticated;
 SELECT count(*) FILTER (WHERE main_id = :main_id) AS other_main_reads FROM tenancy.audit_log;
 COMMIT;
+-- audit_trail (the indexed read path, sealed entries with position and hash)
+-- shows each reader exactly what audit_log's policy shows it.
+RESET ROLE;
+SELECT tenancy.audit_seal() >= 0 AS sealed;
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SELECT (SELECT count(*) FROM tenancy.audit_trail) = (SELECT count(*) FROM tenancy.audit_log) AS owner_trail_matches,
+       (SELECT bool_and(length(hash) = 32 AND chain_pos > 0) FROM tenancy.audit_trail) AS with_chain;
+-- It has an index path: the chain's key by main account, then the entry by xid.
+CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+    plan text := '';
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || q LOOP
+        plan := plan || line || E'\n';
+    END LOOP;
+    RETURN plan;
+END $$;
+SET LOCAL enable_seqscan = off;
+SELECT p LIKE '%audit_chain_pkey%' AS by_main_account, p LIKE '%audit_log_xid%' AS entry_by_xid
+FROM pg_temp.plan_of('SELECT * FROM tenancy.audit_trail ORDER BY chain_pos DESC LIMIT 20') p;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'child_key') IS NOT NULL AS authenticated;
+SELECT (SELECT count(*) FROM tenancy.audit_trail) = (SELECT count(*) FROM tenancy.audit_log) AS child_trail_matches,
+       (SELECT count(*) FROM tenancy.audit_trail) > 0 AS child_trail_reads,
+       (SELECT bool_and(account_path::text LIKE '%.%') FROM tenancy.audit_trail) AS only_below_main;
+-- A child verifies its main chain but learns only its own entry count.
+SELECT v.ok, v.entries = (SELECT count(*) FROM tenancy.audit_trail) AS own_count_only, v.reason
+FROM tenancy.audit_verify() v;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'member_key') IS NOT NULL AS authenticated;
+SELECT count(*) AS member_trail_reads FROM tenancy.audit_trail;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'other_key') IS NOT NULL AS authenticated;
+SELECT count(*) FILTER (WHERE main_id = :main_id) AS other_main_trail_reads FROM tenancy.audit_trail;
+COMMIT;
+SELECT count(*) AS trail_without_context FROM tenancy.audit_trail;
+SELECT count(*) FROM tenancy.audit_chain;
 -- tenancy_app can only read, in or out of a context.
 BEGIN;
 SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
-INSERT INTO tenancy.audit_log (main_id, id, account_path, at, actor_kind, action)
-VALUES (:main_id, 0, (:main_id)::text::tenancy.account_path, now(), 'dba', 'forged');
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
+VALUES (:main_id, 0, 1, (:main_id)::text::tenancy.account_path, now(), 'dba', 'forged');
 ROLLBACK;
 BEGIN;
 SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;

@@ -90,7 +90,8 @@ done
 # The sealer kept up: nothing committed stays unsealed, and the chains verify.
 sleep 1
 "${PSQL[@]}" -d bench -At -c "SELECT 'audit entries: ' || count(*) || ', unsealed after the runs: ' ||
-    count(*) FILTER (WHERE chain_pos IS NULL) FROM tenancy.audit_log"
+    count(*) FILTER (WHERE c.entry_id IS NULL)
+    FROM tenancy.audit_log l LEFT JOIN tenancy.audit_chain c ON c.main_id = l.main_id AND c.entry_id = l.id"
 "${PSQL[@]}" -d bench -At -c "SELECT 'chains verified ok: ' || count(*) FILTER (WHERE ok) || ' of ' || count(*)
     FROM tenancy.audit_verify()"
 echo "# CPU time of one backend per row (bench/audit_overhead/cpu_per_row.py):"

@@ -31,6 +31,7 @@ extern "C" {
 #include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
@@ -51,7 +52,7 @@ const RequestContext *current_context();  // context.cpp
 
 namespace {
 
-constexpr int kAuditColumns = 15;
+constexpr int kAuditColumns = 12;
 constexpr size_t kHashSize = SHA256_DIGEST_LENGTH;
 
 // Plain data for insert_entry(): pointers into strings owned by the caller.
@@ -70,21 +71,36 @@ struct EntryData {
     Datum change_jsonb;
 };
 
-// Inserts one unsealed entry; returns its id. May ereport: call via pg_call.
-int64 insert_entry(const EntryData *e) {
-    static const Oid kTypes[kAuditColumns] = {
-        INT8OID, INT8OID,  InvalidOid, TIMESTAMPTZOID, TEXTOID,  TEXTOID,  INT8OID,       TEXTOID,
-        TEXTOID, JSONBOID, JSONBOID,   INT8OID,        BYTEAOID, BYTEAOID, TIMESTAMPTZOID};
-    if (RecoveryInProgress() || XactReadOnly)
-        ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-                        errmsg("cannot write an audit entry in a read-only transaction")));
+// The log's relation and sequence, looked up once per backend and forgotten
+// on any relcache invalidation of them (DROP EXTENSION, ALTER TABLE): every
+// audited row would otherwise pay two catalog lookups.
+Oid cached_log_relid = InvalidOid;
+Oid cached_seq_relid = InvalidOid;
+bool invalidation_registered = false;
+
+void forget_log_relation(Datum, Oid relid) {
+    if (relid == InvalidOid || relid == cached_log_relid || relid == cached_seq_relid) {
+        cached_log_relid = InvalidOid;
+        cached_seq_relid = InvalidOid;
+    }
+}
+
+// Checks the log's shape (columns and types) once per lookup: the writer
+// below forms its tuples by position.
+void lookup_log_relation() {
+    static const Oid kTypes[kAuditColumns] = {INT8OID,        INT8OID, INT8OID,  InvalidOid,
+                                              TIMESTAMPTZOID, TEXTOID, TEXTOID,  INT8OID,
+                                              TEXTOID,        TEXTOID, JSONBOID, JSONBOID};
+    if (!invalidation_registered) {
+        CacheRegisterRelcacheCallback(forget_log_relation, (Datum)0);
+        invalidation_registered = true;
+    }
     Oid nsp = get_namespace_oid("tenancy", false);
     Oid relid = get_relname_relid("audit_log", nsp);
     Oid seqid = get_relname_relid("audit_seq", nsp);
     if (!OidIsValid(relid) || !OidIsValid(seqid))
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("tenancy.audit_log is missing")));
-
-    Relation rel = table_open(relid, RowExclusiveLock);
+    Relation rel = table_open(relid, AccessShareLock);
     TupleDesc desc = RelationGetDescr(rel);
     if (desc->natts != kAuditColumns)
         ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
@@ -96,6 +112,33 @@ int64 insert_entry(const EntryData *e) {
                     (errcode(ERRCODE_INTERNAL_ERROR),
                      errmsg("tenancy.audit_log has an unexpected shape (column %d)", i + 1)));
     }
+    table_close(rel, AccessShareLock);
+    cached_log_relid = relid;
+    cached_seq_relid = seqid;
+}
+
+// Inserts one entry; returns its id. May ereport: call via pg_call.
+int64 insert_entry(const EntryData *e) {
+    if (RecoveryInProgress() || XactReadOnly)
+        ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+                        errmsg("cannot write an audit entry in a read-only transaction")));
+    if (!OidIsValid(cached_log_relid))
+        lookup_log_relation();
+    Relation rel = table_open(cached_log_relid, RowExclusiveLock);
+    // Opening processes pending invalidations: if they concerned the log,
+    // look it up (and check its shape) again.
+    if (!OidIsValid(cached_log_relid)) {
+        table_close(rel, RowExclusiveLock);
+        lookup_log_relation();
+        rel = table_open(cached_log_relid, RowExclusiveLock);
+    }
+    Oid seqid = cached_seq_relid;
+    TupleDesc desc = RelationGetDescr(rel);
+    if (desc->natts != kAuditColumns) {
+        table_close(rel, RowExclusiveLock);
+        ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                        errmsg("tenancy.audit_log has an unexpected shape")));
+    }
 
     Datum values[kAuditColumns];
     bool nulls[kAuditColumns];
@@ -103,37 +146,38 @@ int64 insert_entry(const EntryData *e) {
     int64 id = nextval_internal(seqid, false);
     values[0] = Int64GetDatum(e->main_id);
     values[1] = Int64GetDatum(id);
+    // The sealer finds new entries by their top-level transaction.
+    values[2] =
+        Int64GetDatum(static_cast<int64>(U64FromFullTransactionId(GetTopFullTransactionId())));
     if (e->account_path != 0)
-        values[2] = e->account_path;
+        values[3] = e->account_path;
     else
-        nulls[2] = true;
-    values[3] = TimestampTzGetDatum(GetCurrentTimestamp());
-    values[4] = CStringGetTextDatum(e->actor_kind);
+        nulls[3] = true;
+    values[4] = TimestampTzGetDatum(GetCurrentTimestamp());
+    values[5] = CStringGetTextDatum(e->actor_kind);
     if (e->actor_id)
-        values[5] = CStringGetTextDatum(e->actor_id);
-    else
-        nulls[5] = true;
-    if (e->has_credential)
-        values[6] = Int64GetDatum(e->credential_id);
+        values[6] = CStringGetTextDatum(e->actor_id);
     else
         nulls[6] = true;
-    values[7] = CStringGetTextDatum(e->action);
-    if (e->target)
-        values[8] = CStringGetTextDatum(e->target);
+    if (e->has_credential)
+        values[7] = Int64GetDatum(e->credential_id);
     else
-        nulls[8] = true;
-    if (e->row_key_json)
-        values[9] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->row_key_json));
+        nulls[7] = true;
+    values[8] = CStringGetTextDatum(e->action);
+    if (e->target)
+        values[9] = CStringGetTextDatum(e->target);
     else
         nulls[9] = true;
-    if (e->has_change_jsonb)
-        values[10] = e->change_jsonb;
-    else if (e->change_json)
-        values[10] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->change_json));
+    if (e->row_key_json)
+        values[10] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->row_key_json));
     else
         nulls[10] = true;
-    for (int i = 11; i < kAuditColumns; i++)
-        nulls[i] = true;
+    if (e->has_change_jsonb)
+        values[11] = e->change_jsonb;
+    else if (e->change_json)
+        values[11] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->change_json));
+    else
+        nulls[11] = true;
 
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
     ResultRelInfo *rri = makeNode(ResultRelInfo);
@@ -596,6 +640,63 @@ Datum audit_chain(FunctionCallInfo fcinfo) {
     PG_RETURN_ARRAYTYPE_P(result);
 }
 
+// Like audit_chain over several chains at once: payloads sorted by main
+// account; where mains[i] changes a run starts again from starts[i].
+Datum audit_chain_runs(FunctionCallInfo fcinfo) {
+    ArrayType *mains = PG_GETARG_ARRAYTYPE_P(0);
+    ArrayType *starts = PG_GETARG_ARRAYTYPE_P(1);
+    ArrayType *payloads = PG_GETARG_ARRAYTYPE_P(2);
+    if (ARR_ELEMTYPE(mains) != INT8OID || ARR_ELEMTYPE(starts) != BYTEAOID ||
+        ARR_ELEMTYPE(payloads) != BYTEAOID || ARR_NDIM(mains) > 1 || ARR_NDIM(starts) > 1 ||
+        ARR_NDIM(payloads) > 1)
+        throw SqlError(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            "mains, starts and payloads must be one-dimensional bigint[], bytea[], bytea[]");
+    Datum *main_elems = nullptr, *start_elems = nullptr, *payload_elems = nullptr;
+    bool *main_nulls = nullptr, *start_nulls = nullptr, *payload_nulls = nullptr;
+    int main_count = 0, start_count = 0, count = 0;
+    pg_call([&] {
+        deconstruct_array(mains, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &main_elems,
+                          &main_nulls, &main_count);
+        deconstruct_array(starts, BYTEAOID, -1, false, TYPALIGN_INT, &start_elems, &start_nulls,
+                          &start_count);
+        deconstruct_array(payloads, BYTEAOID, -1, false, TYPALIGN_INT, &payload_elems,
+                          &payload_nulls, &count);
+    });
+    if (main_count != count || start_count != count)
+        throw SqlError(ERRCODE_ARRAY_SUBSCRIPT_ERROR,
+                       "mains, starts and payloads must have the same length");
+    std::vector<unsigned char> buffer;
+    unsigned char chain[kHashSize];
+    Datum *out = static_cast<Datum *>(
+        pg_call([&] { return palloc(sizeof(Datum) * (count > 0 ? count : 1)); }));
+    for (int i = 0; i < count; i++) {
+        if (main_nulls[i] || start_nulls[i] || payload_nulls[i])
+            throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                           "mains, starts and payloads must not contain NULL");
+        if (i == 0 || DatumGetInt64(main_elems[i]) != DatumGetInt64(main_elems[i - 1])) {
+            if (i > 0 && DatumGetInt64(main_elems[i]) < DatumGetInt64(main_elems[i - 1]))
+                throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "mains must be sorted");
+            bytea *start = reinterpret_cast<bytea *>(
+                pg_call([&] { return PG_DETOAST_DATUM_PACKED(start_elems[i]); }));
+            if (VARSIZE_ANY_EXHDR(start) != kHashSize)
+                throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                               "starts must be 32-byte SHA-256 hashes");
+            memcpy(chain, VARDATA_ANY(start), kHashSize);
+        }
+        text *t = reinterpret_cast<text *>(
+            pg_call([&] { return PG_DETOAST_DATUM_PACKED(payload_elems[i]); }));
+        size_t len = VARSIZE_ANY_EXHDR(t);
+        buffer.assign(chain, chain + kHashSize);
+        buffer.insert(buffer.end(), VARDATA_ANY(t), VARDATA_ANY(t) + len);
+        SHA256(buffer.data(), buffer.size(), chain);
+        out[i] = pg_call([&] { return PointerGetDatum(hash_datum(chain, kHashSize)); });
+    }
+    ArrayType *result =
+        pg_call([&] { return construct_array(out, count, BYTEAOID, -1, false, TYPALIGN_INT); });
+    PG_RETURN_ARRAYTYPE_P(result);
+}
+
 // The canonical serialisation of an entry's fields (what the chain hashes):
 // per field a presence byte, then a 4-byte big-endian length and the bytes.
 // Numbers and timestamps as 8-byte big-endian integers, the path as its
@@ -688,6 +789,11 @@ Datum tenancy_audit_record(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_audit_chain);
 Datum tenancy_audit_chain(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_chain(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_chain_runs);
+Datum tenancy_audit_chain_runs(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_chain_runs(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_audit_payload);
