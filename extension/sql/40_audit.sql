@@ -102,10 +102,15 @@ CREATE FUNCTION tenancy._audit_trigger() RETURNS trigger
 -- The next hashes of a chain: h[i] = SHA-256(h[i-1] || payloads[i]), h[0] = prev.
 CREATE FUNCTION tenancy._audit_chain(prev bytea, payloads bytea[]) RETURNS bytea[]
     AS 'MODULE_PATHNAME', 'tenancy_audit_chain' LANGUAGE C IMMUTABLE STRICT;
--- The same over runs of several chains at once: entries sorted by main
--- account; a run starts where mains[i] changes, from starts[i].
-CREATE FUNCTION tenancy._audit_chain_runs(mains bigint[], starts bytea[], payloads bytea[]) RETURNS bytea[]
-    AS 'MODULE_PATHNAME', 'tenancy_audit_chain_runs' LANGUAGE C IMMUTABLE STRICT;
+-- The chain as a running aggregate, used as a window function over one main
+-- account's new entries in id order: the first row starts from `start` (the
+-- head's last hash), each row's value is its hash.
+CREATE FUNCTION tenancy._audit_chain_step(state bytea, start bytea, payload bytea) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'tenancy_audit_chain_step' LANGUAGE C IMMUTABLE;
+CREATE AGGREGATE tenancy._audit_chain_agg(start bytea, payload bytea) (
+    SFUNC = tenancy._audit_chain_step,
+    STYPE = bytea
+);
 CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_hmac_sha256' LANGUAGE C IMMUTABLE STRICT;
 -- Internal writer for events that are not row changes (login, context switch,
@@ -120,7 +125,7 @@ CREATE FUNCTION tenancy._audit_record(main_id bigint, account_path tenancy.accou
                                       credential_id bigint DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'tenancy_audit_record' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, bytea[]),
-    tenancy._audit_chain_runs(bigint[], bytea[], bytea[]),
+    tenancy._audit_chain_step(bytea, bytea, bytea), tenancy._audit_chain_agg(bytea, bytea),
     tenancy._hmac_sha256(bytea, text),
     tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb, text, text, bigint) FROM PUBLIC;
 
@@ -158,21 +163,14 @@ CREATE FUNCTION tenancy.audit_seal() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     SET plan_cache_mode = force_custom_plan
+    SET work_mem = '64MB'  -- a round after an outage sorts its batch in memory
     AS $$
 DECLARE
     prev pg_snapshot;
     new_snap pg_snapshot;
     lower_xid bigint;
     cut_xid bigint;
-    xids bigint[];
-    entry_xids bigint[];
-    paths tenancy.account_path[];
-    mains bigint[];
-    ids bigint[];
-    positions bigint[];
-    starts bytea[];
-    payloads bytea[];
-    hashes bytea[];
+    first_xid bigint;
     n integer;
     ts timestamptz := clock_timestamp();
     zero bytea := '\x0000000000000000000000000000000000000000000000000000000000000000';
@@ -189,50 +187,57 @@ BEGIN
     lower_xid := coalesce(pg_snapshot_xmin(prev)::text::bigint, 0);
     -- One statement, so one snapshot: every entry it sees is sealed now, and
     -- the next round takes only what it did not see.
-    SELECT pg_current_snapshot(), array_agg(l.xid ORDER BY l.xid)
-    INTO new_snap, xids
+    SELECT pg_current_snapshot(), count(*), min(l.xid)
+    INTO new_snap, n, first_xid
     FROM tenancy.audit_log l
     WHERE l.xid >= lower_xid AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false);
-    n := coalesce(array_length(xids, 1), 0);
-    IF n > tenancy._audit_seal_batch() AND xids[tenancy._audit_seal_batch() + 1] > xids[1] THEN
-        -- Too many for one round: seal the transactions below cut_xid and
-        -- record a snapshot that saw only those.
-        cut_xid := xids[tenancy._audit_seal_batch() + 1];
-        SELECT format('%s:%s:%s', least(pg_snapshot_xmin(new_snap)::text::bigint, cut_xid), cut_xid,
-                      coalesce(string_agg(x::text, ',' ORDER BY x), ''))::pg_snapshot
-        INTO new_snap
-        FROM pg_snapshot_xip(new_snap) x WHERE x::text::bigint < cut_xid;
+    IF n > tenancy._audit_seal_batch() THEN
+        SELECT l.xid INTO cut_xid FROM tenancy.audit_log l
+        WHERE l.xid >= lower_xid AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false)
+          AND pg_visible_in_snapshot(l.xid::text::xid8, new_snap)
+        ORDER BY l.xid OFFSET tenancy._audit_seal_batch() LIMIT 1;
+        IF cut_xid > first_xid THEN  -- else one huge transaction: all at once
+            -- Too many for one round: seal the transactions below cut_xid
+            -- and record a snapshot that saw only those.
+            SELECT format('%s:%s:%s', least(pg_snapshot_xmin(new_snap)::text::bigint, cut_xid), cut_xid,
+                          coalesce(string_agg(x::text, ',' ORDER BY x), ''))::pg_snapshot
+            INTO new_snap
+            FROM pg_snapshot_xip(new_snap) x WHERE x::text::bigint < cut_xid;
+        END IF;
     END IF;
     IF n = 0 THEN
         RETURN 0;  -- the recorded snapshot still finds everything new
     END IF;
-    SELECT array_agg(e.main_id ORDER BY e.main_id, e.id), array_agg(e.id ORDER BY e.main_id, e.id),
-           array_agg(e.xid ORDER BY e.main_id, e.id), array_agg(e.account_path ORDER BY e.main_id, e.id),
-           array_agg(e.pos ORDER BY e.main_id, e.id), array_agg(e.start ORDER BY e.main_id, e.id),
-           array_agg(tenancy._audit_payload(e.main_id, e.id, e.pos, e.account_path, e.at, e.actor_kind, e.actor_id,
-                         e.credential_id, e.action, e.target, e.row_key, e.change, ts) ORDER BY e.main_id, e.id)
-    INTO mains, ids, entry_xids, paths, positions, starts, payloads
-    FROM (SELECT l.*, coalesce(h.last_pos, 0) + row_number() OVER (PARTITION BY l.main_id ORDER BY l.id) AS pos,
-                 coalesce(h.last_hash, zero) AS start
-          FROM tenancy.audit_log l LEFT JOIN tenancy.audit_heads h ON h.main_id = l.main_id
-          WHERE l.xid >= lower_xid AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false)
-            AND pg_visible_in_snapshot(l.xid::text::xid8, new_snap)) e;
-    n := coalesce(array_length(ids, 1), 0);
-    IF n > 0 THEN
-        hashes := tenancy._audit_chain_runs(mains, starts, payloads);
+    -- One statement: chain the new entries of every main account (one sort,
+    -- by main account and id), write their chain rows, move the heads.
+    WITH chained AS (
+        SELECT e.main_id, e.pos, e.xid, e.id, e.account_path,
+               tenancy._audit_chain_agg(e.start, tenancy._audit_payload(e.main_id, e.id, e.pos, e.account_path,
+                   e.at, e.actor_kind, e.actor_id, e.credential_id, e.action, e.target, e.row_key, e.change, ts))
+                   OVER (PARTITION BY e.main_id ORDER BY e.id ROWS UNBOUNDED PRECEDING) AS hash
+        FROM (SELECT l.*, coalesce(h.last_pos, 0) + row_number() OVER (PARTITION BY l.main_id ORDER BY l.id) AS pos,
+                     coalesce(h.last_hash, zero) AS start
+              FROM tenancy.audit_log l LEFT JOIN tenancy.audit_heads h ON h.main_id = l.main_id
+              WHERE l.xid >= lower_xid AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false)
+                AND pg_visible_in_snapshot(l.xid::text::xid8, new_snap)) e
+    ), linked AS (
         INSERT INTO tenancy.audit_chain (main_id, chain_pos, entry_xid, entry_id, account_path, hash, sealed_at)
-        SELECT u.m, u.p, u.x, u.i, u.a, u.h, ts
-        FROM unnest(mains, positions, entry_xids, ids, paths, hashes) AS u(m, p, x, i, a, h);
+        SELECT c.main_id, c.pos, c.xid, c.id, c.account_path, c.hash, ts FROM chained c
+        RETURNING main_id, chain_pos, hash
+    ), moved AS (
+        -- Heads move only under the sealers' lock (audit_purge takes it too).
         INSERT INTO tenancy.audit_heads AS x (main_id, last_pos, last_hash, mac, updated_at)
-        SELECT t.m, t.p, t.h,
-               tenancy._audit_head_mac(ROW(t.m, 0, zero, t.p, t.h, NULL, NULL)::tenancy.audit_heads), ts
-        FROM (SELECT DISTINCT ON (u.m) u.m, u.p, u.h FROM unnest(mains, positions, hashes) AS u(m, p, h)
-              ORDER BY u.m, u.p DESC) t
+        SELECT t.main_id, t.chain_pos, t.hash,
+               tenancy._audit_head_mac(ROW(t.main_id, 0, zero, t.chain_pos, t.hash, NULL, NULL)::tenancy.audit_heads),
+               ts
+        FROM (SELECT DISTINCT ON (k.main_id) k.main_id, k.chain_pos, k.hash
+              FROM linked k ORDER BY k.main_id, k.chain_pos DESC) t
         ON CONFLICT (main_id) DO UPDATE
         SET last_pos = excluded.last_pos, last_hash = excluded.last_hash, updated_at = ts,
             mac = tenancy._audit_head_mac(ROW(x.main_id, x.base_pos, x.base_hash, excluded.last_pos,
-                                              excluded.last_hash, NULL, NULL)::tenancy.audit_heads);
-    END IF;
+                                              excluded.last_hash, NULL, NULL)::tenancy.audit_heads)
+    )
+    SELECT count(*) INTO n FROM linked;
     UPDATE tenancy.audit_sealer s SET snap = new_snap, sealed_at = ts;
     RETURN n;
 END $$;

@@ -640,61 +640,24 @@ Datum audit_chain(FunctionCallInfo fcinfo) {
     PG_RETURN_ARRAYTYPE_P(result);
 }
 
-// Like audit_chain over several chains at once: payloads sorted by main
-// account; where mains[i] changes a run starts again from starts[i].
-Datum audit_chain_runs(FunctionCallInfo fcinfo) {
-    ArrayType *mains = PG_GETARG_ARRAYTYPE_P(0);
-    ArrayType *starts = PG_GETARG_ARRAYTYPE_P(1);
-    ArrayType *payloads = PG_GETARG_ARRAYTYPE_P(2);
-    if (ARR_ELEMTYPE(mains) != INT8OID || ARR_ELEMTYPE(starts) != BYTEAOID ||
-        ARR_ELEMTYPE(payloads) != BYTEAOID || ARR_NDIM(mains) > 1 || ARR_NDIM(starts) > 1 ||
-        ARR_NDIM(payloads) > 1)
-        throw SqlError(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            "mains, starts and payloads must be one-dimensional bigint[], bytea[], bytea[]");
-    Datum *main_elems = nullptr, *start_elems = nullptr, *payload_elems = nullptr;
-    bool *main_nulls = nullptr, *start_nulls = nullptr, *payload_nulls = nullptr;
-    int main_count = 0, start_count = 0, count = 0;
-    pg_call([&] {
-        deconstruct_array(mains, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &main_elems,
-                          &main_nulls, &main_count);
-        deconstruct_array(starts, BYTEAOID, -1, false, TYPALIGN_INT, &start_elems, &start_nulls,
-                          &start_count);
-        deconstruct_array(payloads, BYTEAOID, -1, false, TYPALIGN_INT, &payload_elems,
-                          &payload_nulls, &count);
-    });
-    if (main_count != count || start_count != count)
-        throw SqlError(ERRCODE_ARRAY_SUBSCRIPT_ERROR,
-                       "mains, starts and payloads must have the same length");
-    std::vector<unsigned char> buffer;
-    unsigned char chain[kHashSize];
-    Datum *out = static_cast<Datum *>(
-        pg_call([&] { return palloc(sizeof(Datum) * (count > 0 ? count : 1)); }));
-    for (int i = 0; i < count; i++) {
-        if (main_nulls[i] || start_nulls[i] || payload_nulls[i])
-            throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                           "mains, starts and payloads must not contain NULL");
-        if (i == 0 || DatumGetInt64(main_elems[i]) != DatumGetInt64(main_elems[i - 1])) {
-            if (i > 0 && DatumGetInt64(main_elems[i]) < DatumGetInt64(main_elems[i - 1]))
-                throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "mains must be sorted");
-            bytea *start = reinterpret_cast<bytea *>(
-                pg_call([&] { return PG_DETOAST_DATUM_PACKED(start_elems[i]); }));
-            if (VARSIZE_ANY_EXHDR(start) != kHashSize)
-                throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
-                               "starts must be 32-byte SHA-256 hashes");
-            memcpy(chain, VARDATA_ANY(start), kHashSize);
-        }
-        text *t = reinterpret_cast<text *>(
-            pg_call([&] { return PG_DETOAST_DATUM_PACKED(payload_elems[i]); }));
-        size_t len = VARSIZE_ANY_EXHDR(t);
-        buffer.assign(chain, chain + kHashSize);
-        buffer.insert(buffer.end(), VARDATA_ANY(t), VARDATA_ANY(t) + len);
-        SHA256(buffer.data(), buffer.size(), chain);
-        out[i] = pg_call([&] { return PointerGetDatum(hash_datum(chain, kHashSize)); });
-    }
-    ArrayType *result =
-        pg_call([&] { return construct_array(out, count, BYTEAOID, -1, false, TYPALIGN_INT); });
-    PG_RETURN_ARRAYTYPE_P(result);
+// One step of the running chain aggregate: SHA-256(state || payload), where
+// the first step's state is `start` (the head's last hash).
+Datum audit_chain_step(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(2) || (PG_ARGISNULL(0) && PG_ARGISNULL(1)))
+        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "start and payload must not be NULL");
+    bytea *prev = reinterpret_cast<bytea *>(
+        pg_call([&] { return PG_ARGISNULL(0) ? PG_GETARG_BYTEA_PP(1) : PG_GETARG_BYTEA_PP(0); }));
+    bytea *payload = reinterpret_cast<bytea *>(pg_call([&] { return PG_GETARG_BYTEA_PP(2); }));
+    if (VARSIZE_ANY_EXHDR(prev) != kHashSize)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "start must be a 32-byte SHA-256 hash");
+    unsigned char digest[kHashSize];
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, VARDATA_ANY(prev), kHashSize);
+    SHA256_Update(&ctx, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
+    SHA256_Final(digest, &ctx);
+    bytea *out = pg_call([&] { return hash_datum(digest, kHashSize); });
+    PG_RETURN_BYTEA_P(out);
 }
 
 // The canonical serialisation of an entry's fields (what the chain hashes):
@@ -791,9 +754,9 @@ Datum tenancy_audit_chain(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_chain(fcinfo); });
 }
 
-PG_FUNCTION_INFO_V1(tenancy_audit_chain_runs);
-Datum tenancy_audit_chain_runs(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::audit_chain_runs(fcinfo); });
+PG_FUNCTION_INFO_V1(tenancy_audit_chain_step);
+Datum tenancy_audit_chain_step(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_chain_step(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_audit_payload);
