@@ -213,6 +213,8 @@ SELECT * FROM tenancy.login_failures;
 -- the cooling period ends
 RESET ROLE;
 UPDATE tenancy.login_failures SET failed_at = failed_at - interval '16 minutes';
+-- and in the shared-memory counter (a rollback does not undo it; see identity_throttle)
+SELECT tenancy._throttle_rewind('16 minutes') > 0 AS shared_counter_rewound;
 SET ROLE tenancy_app;
 BEGIN;
 SELECT tenancy.login('boss@idu.test', 'boss-pass-3') IS NOT NULL AS after_cooling;
