@@ -12,6 +12,10 @@ CREATE FUNCTION tenancy._throttle_attempt(login_key text) RETURNS boolean
 -- Is the key throttled now? Counts nothing.
 CREATE FUNCTION tenancy._throttle_check(login_key text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'tenancy_throttle_check' LANGUAGE C VOLATILE STRICT;
+-- Failures within the window, attempts under way included (audit detail:
+-- shows attempts whose own entries a rollback discarded).
+CREATE FUNCTION tenancy._throttle_count(login_key text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_count' LANGUAGE C VOLATILE STRICT;
 -- Counts one failure.
 CREATE FUNCTION tenancy._throttle_failure(login_key text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'tenancy_throttle_failure' LANGUAGE C VOLATILE STRICT;
@@ -26,6 +30,6 @@ CREATE FUNCTION tenancy._throttle_available() RETURNS boolean
 CREATE FUNCTION tenancy._throttle_rewind(by interval) RETURNS bigint
     AS 'MODULE_PATHNAME', 'tenancy_throttle_rewind' LANGUAGE C VOLATILE STRICT;
 
-REVOKE ALL ON FUNCTION tenancy._throttle_attempt(text), tenancy._throttle_check(text),
+REVOKE ALL ON FUNCTION tenancy._throttle_attempt(text), tenancy._throttle_check(text), tenancy._throttle_count(text),
     tenancy._throttle_failure(text), tenancy._throttle_success(text), tenancy._throttle_available(),
     tenancy._throttle_rewind(interval) FROM PUBLIC;

@@ -314,6 +314,8 @@ $$;
 -- A failed user login: one entry in every main account the user is a member
 -- of (at the user's highest membership there, so its owner reads it), or in
 -- the installation's chain (main_id 0, DBA only) for an unknown email.
+-- recent_failures: the shared counter's failures in the window, this one
+-- included; it also counts attempts whose own entries a rollback discarded.
 CREATE FUNCTION tenancy._audit_login_failure(user_id bigint, typed_email text, reason text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE
@@ -322,7 +324,8 @@ CREATE FUNCTION tenancy._audit_login_failure(user_id bigint, typed_email text, r
 DECLARE
     r record;
     n integer := 0;
-    detail jsonb := jsonb_build_object('login', 'user', 'reason', reason);
+    detail jsonb := jsonb_strip_nulls(jsonb_build_object('login', 'user', 'reason', reason,
+        'recent_failures', tenancy._throttle_count(format('user:%s', lower(coalesce(typed_email, ''))))));
 BEGIN
     FOR r IN SELECT DISTINCT ON (m.main_id) m.main_id, m.account_path
              FROM tenancy.memberships m WHERE m.user_id = _audit_login_failure.user_id
@@ -347,6 +350,8 @@ CREATE FUNCTION tenancy._audit_sub_login_failure(main_account_email text, typed_
 DECLARE
     r record;
     n integer := 0;
+    recent integer := tenancy._throttle_count(format('sub:%s:%s', lower(coalesce(main_account_email, '')),
+                                                     lower(coalesce(typed_email, ''))));
 BEGIN
     FOR r IN SELECT a.main_id, a.path FROM tenancy.users o
              JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
@@ -355,13 +360,14 @@ BEGIN
              ORDER BY a.main_id LOOP
         PERFORM tenancy._audit_record(r.main_id, r.path, 'login.failure',
                                       tenancy._audit_login_name(typed_email),
-                                      jsonb_build_object('login', 'sub_user', 'reason', reason), 'anonymous');
+            jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'reason', reason, 'recent_failures', recent)),
+            'anonymous');
         n := n + 1;
     END LOOP;
     IF n = 0 THEN
         PERFORM tenancy._audit_record(0, NULL, 'login.failure', tenancy._audit_login_name(typed_email),
-            jsonb_build_object('login', 'sub_user', 'reason', 'unknown_main_account',
-                               'main_account_email', tenancy._audit_login_name(main_account_email)),
+            jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'reason', 'unknown_main_account',
+                'main_account_email', tenancy._audit_login_name(main_account_email), 'recent_failures', recent)),
             'anonymous');
     END IF;
 END $$;

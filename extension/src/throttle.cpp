@@ -144,23 +144,23 @@ void key_digest(FunctionCallInfo fcinfo, unsigned char *digest) {
         throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
 }
 
-enum class Op { Attempt, Check, Failure, Success };
+enum class Op { Attempt, Check, Count, Failure, Success };
 
 // Runs op on the key's entry under the lock. No C++ object lives in here, and
 // nothing between acquire and release can raise (on an error elsewhere the
 // transaction abort releases every LWLock anyway).
-bool locked_op(Op op, const unsigned char *digest) {
-    return pg_call([&]() -> bool {
+int locked_op(Op op, const unsigned char *digest) {
+    return pg_call([&]() -> int {
         TimestampTz now = GetCurrentTimestamp();
-        bool result = true;
-        LWLockAcquire(table->lock, op == Op::Check ? LW_SHARED : LW_EXCLUSIVE);
+        int result = 1;
+        LWLockAcquire(table->lock, op == Op::Check || op == Op::Count ? LW_SHARED : LW_EXCLUSIVE);
         switch (op) {
             case Op::Attempt: {
                 // Check and count in one step: parallel attempts cannot all
                 // slip through on the same count.
                 Entry *e = find_entry(digest, true);
                 if (live_failures(*e, now) >= kMaxFailures) {
-                    result = false;
+                    result = 0;
                 } else {
                     record_failure(e, now);
                 }
@@ -169,6 +169,11 @@ bool locked_op(Op op, const unsigned char *digest) {
             case Op::Check: {
                 Entry *e = find_entry(digest, false);
                 result = e != nullptr && live_failures(*e, now) >= kMaxFailures;
+                break;
+            }
+            case Op::Count: {
+                Entry *e = find_entry(digest, false);
+                result = e == nullptr ? 0 : live_failures(*e, now);
                 break;
             }
             case Op::Failure:
@@ -193,7 +198,8 @@ Datum run(FunctionCallInfo fcinfo, Op op) {
     }
     unsigned char digest[kDigestSize];
     key_digest(fcinfo, digest);
-    return BoolGetDatum(locked_op(op, digest));
+    int result = locked_op(op, digest);
+    return op == Op::Count ? Int32GetDatum(result) : BoolGetDatum(result != 0);
 }
 
 // Moves every recorded failure `usec` into the past (tests, and a DBA who
@@ -243,6 +249,12 @@ Datum tenancy_throttle_attempt(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_throttle_check);
 Datum tenancy_throttle_check(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::run(fcinfo, tenancy::Op::Check); });
+}
+
+// _throttle_count(key) -> failures within the window (attempts under way included).
+PG_FUNCTION_INFO_V1(tenancy_throttle_count);
+Datum tenancy_throttle_count(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::run(fcinfo, tenancy::Op::Count); });
 }
 
 // _throttle_failure(key): counts one failure, throttled or not.
