@@ -255,16 +255,7 @@ END $$;
 --    NULL instead of raising, so they commit); survives a restart, and is the
 --    only counter when tenancy is not in shared_preload_libraries.
 -- A key is throttled when either counter says so.
-CREATE FUNCTION tenancy._throttled(login_key text) RETURNS boolean
-    LANGUAGE sql VOLATILE
-    SET search_path = pg_catalog, tenancy, pg_temp
-    AS $$
-    SELECT (SELECT count(*) >= 5 FROM tenancy.login_failures f
-            WHERE f.key_hash = tenancy.sha256_hex(lower(login_key))
-              AND f.failed_at > clock_timestamp() - interval '15 minutes')
-        OR coalesce(tenancy._throttle_check(lower(login_key)), false)
-$$;
-
+--
 -- Start an attempt: false while throttled (nothing counted); otherwise the
 -- attempt counts as a failure in shared memory until _clear_failures.
 CREATE FUNCTION tenancy._throttle_enter(login_key text) RETURNS boolean
@@ -485,8 +476,8 @@ BEGIN
     IF login.email IS NULL OR login.password IS NULL THEN
         RETURN tenancy._login_failed();
     END IF;
-    -- Every path below costs one argon2 computation, one lookup and one audit
-    -- entry, whether the email exists or not.
+    -- Every path below costs one lookup, one argon2 computation and the
+    -- audit entries, whether the email exists or not.
     SELECT * INTO u FROM tenancy.users x WHERE lower(x.email) = lower(login.email);
     IF NOT tenancy._throttle_enter(login_key) THEN
         PERFORM tenancy.dummy_password_check(login.password);
@@ -1136,7 +1127,7 @@ GRANT EXECUTE ON FUNCTION tenancy.purge_identity(interval) TO tenancy_admin;
 -- ---- function privileges ------------------------------------------------------------------
 
 REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(), tenancy._enqueue_email(bigint, text, text, text),
-    tenancy._check_password(text), tenancy._check_email(text), tenancy._throttled(text),
+    tenancy._check_password(text), tenancy._check_email(text),
     tenancy._throttle_enter(text), tenancy._record_failure(text), tenancy._clear_failures(text),
     tenancy._login_failed(), tenancy._audit_login_name(text),
     tenancy._audit_login_failure(bigint, text, text), tenancy._audit_sub_login_failure(text, text, text),
