@@ -34,8 +34,8 @@ CREATE OR REPLACE FUNCTION idtest.events(after bigint)
                 WHERE l.actor_kind = 'api_key' AND k.main_id = l.main_id AND k.id::text = l.actor_id),
                l.actor_id), ''),
            l.credential_id IS NOT NULL, l.action,
-           regexp_replace(l.target, '(acc|key|sub)_[0-9]+_[0-9a-f]+', '\1_X', 'g'),
-           regexp_replace(l.change::text, '(acc|key|sub)_[0-9]+_[0-9a-f]+', '\1_X', 'g')
+           regexp_replace(l.target, '(acc|key|sub|inv)_[0-9]+_[0-9a-f]+', '\1_X', 'g'),
+           regexp_replace(l.change::text, '(acc|key|sub|inv)_[0-9]+_[0-9a-f]+', '\1_X', 'g')
     FROM tenancy.audit_log l
     WHERE l.id > after
       AND l.action IN ('login.success', 'login.failure', 'mfa.success', 'mfa.failure', 'context.switch',
@@ -99,6 +99,22 @@ SELECT tenancy.login('nobody@evt.test', 'bad-password-4') IS NULL AS failed;
 RESET ROLE;
 SELECT * FROM idtest.events(:m::bigint);
 SELECT tenancy._throttle_rewind('1 day') > 0 AS throttle_cleared;
+
+-- Accepting an invitation opens a session: a login too.
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'alpha_tok') IS NOT NULL AS authenticated;
+SELECT tenancy.invite(:'alpha_sub', 'ivy@evt.test', 'member') IS NOT NULL AS invited;
+COMMIT;
+RESET ROLE;
+SELECT substring(body from '(tni_\S+)') AS ivy_inv FROM tenancy.outbox WHERE recipient = 'ivy@evt.test' \gset
+SELECT idtest.mark() AS m \gset
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.accept_invitation(:'ivy_inv', 'Ivy', 'ivy-pass-1') IS NOT NULL AS accepted;
+COMMIT;
+RESET ROLE;
+SELECT * FROM idtest.events(:m::bigint);
 
 -- ---- sub-user logins ------------------------------------------------------------
 SET ROLE tenancy_app;
@@ -193,8 +209,8 @@ SELECT count(*) AS entries_with_secrets FROM tenancy.audit_log l
 WHERE l.action IN ('login.success', 'login.failure', 'mfa.success', 'mfa.failure', 'context.switch', 'api_key.use')
   -- (public ids of accounts and keys left out: a 6-digit code could occur in their hex)
   AND regexp_replace(coalesce(l.target, '') || coalesce(l.change::text, '') || coalesce(l.actor_id, ''),
-                     '(acc|key|sub)_[0-9]+_[0-9a-f]+', '', 'g')
-      ~* ('(alpha-pass|bad-password|bad-[0-9]|mo-pass|Secret-Typed|sue-temp|tns_|tnc_|000000|'
+                     '(acc|key|sub|inv)_[0-9]+_[0-9a-f]+', '', 'g')
+      ~* ('(alpha-pass|bad-password|bad-[0-9]|mo-pass|ivy-pass|Secret-Typed|sue-temp|tns_|tnc_|tni_|000000|'
           || :'sue_pw' || '|' || tenancy.totp(:'secret') || '|' || :'secret' || ')');
 
 -- ---- who reads them ------------------------------------------------------------------------

@@ -959,6 +959,9 @@ BEGIN
     session_token := tenancy._new_session('user', u.id, NULL, NULL, a.main_id, a.id, NOT u.mfa_enabled);
     PERFORM tenancy._establish('user', a.main_id, split_part(session_token, '_', 2)::bigint, a.id,
                                'transaction');
+    PERFORM tenancy._audit_record(a.main_id, a.path, 'login.success', lower(u.email),
+        jsonb_build_object('login', 'invitation', 'invitation', inv.public_id, 'mfa_pending', u.mfa_enabled),
+        'user', u.id::text, split_part(session_token, '_', 2)::bigint);
     RETURN session_token;
 END $$;
 
