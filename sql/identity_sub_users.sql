@@ -1,6 +1,8 @@
 -- Sub-users (the AI4CALL model) and the outbox.
 \set VERBOSITY terse
 SET client_min_messages = warning;
+-- Forget login failures an earlier run left in shared memory (see identity_throttle).
+SELECT coalesce(tenancy._throttle_rewind('1 day'), 0) >= 0 AS throttle_reset;
 CREATE SCHEMA IF NOT EXISTS idtest;
 GRANT USAGE ON SCHEMA idtest TO PUBLIC;
 CREATE OR REPLACE FUNCTION idtest.try(q text) RETURNS text LANGUAGE plpgsql AS $$

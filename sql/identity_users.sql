@@ -1,6 +1,8 @@
 -- Users: login, session tokens, authenticate, act_as, sessions, logout, throttling.
 \set VERBOSITY terse
 SET client_min_messages = warning;
+-- Forget login failures an earlier run left in shared memory (see identity_throttle).
+SELECT coalesce(tenancy._throttle_rewind('1 day'), 0) >= 0 AS throttle_reset;
 CREATE SCHEMA IF NOT EXISTS idtest;
 GRANT USAGE ON SCHEMA idtest TO PUBLIC;
 -- runs a statement; returns 'ok' or SQLSTATE and message with random ids masked
@@ -213,6 +215,8 @@ SELECT * FROM tenancy.login_failures;
 -- the cooling period ends
 RESET ROLE;
 UPDATE tenancy.login_failures SET failed_at = failed_at - interval '16 minutes';
+-- and in the shared-memory counter (a rollback does not undo it; see identity_throttle)
+SELECT coalesce(tenancy._throttle_rewind('16 minutes'), 0) >= 0 AS shared_counter_rewound;
 SET ROLE tenancy_app;
 BEGIN;
 SELECT tenancy.login('boss@idu.test', 'boss-pass-3') IS NOT NULL AS after_cooling;

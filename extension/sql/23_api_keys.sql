@@ -52,10 +52,14 @@ CREATE TABLE tenancy.api_key_usage (
 
 -- Record a use of the key, unless that could fail (read-only transaction, hot
 -- standby), would wait on a lock, or was already recorded within a minute.
+-- Each recorded use is also an audit event (api_key.use) in the key's account:
+-- at most one a minute per key, not one per request.
 CREATE FUNCTION tenancy._touch_api_key(main_id bigint, key_id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
+DECLARE
+    k record;
 BEGIN
     IF current_setting('transaction_read_only')::boolean OR pg_is_in_recovery() THEN
         RETURN;
@@ -65,6 +69,14 @@ BEGIN
                     WHERE x.main_id = _touch_api_key.main_id AND x.key_id = _touch_api_key.key_id
                       AND (x.last_used_at IS NULL OR x.last_used_at < now() - interval '1 minute')
                     FOR UPDATE SKIP LOCKED);
+    IF FOUND THEN
+        SELECT a.account_path, a.public_id INTO k FROM tenancy.api_keys a
+        WHERE a.main_id = _touch_api_key.main_id AND a.id = _touch_api_key.key_id;
+        IF FOUND THEN
+            PERFORM tenancy._audit_record(_touch_api_key.main_id, k.account_path, 'api_key.use', k.public_id,
+                                          NULL, 'api_key', key_id::text, key_id);
+        END IF;
+    END IF;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._touch_api_key(bigint, bigint) FROM PUBLIC;
 

@@ -228,7 +228,9 @@ END $$;
 -- Act in a descendant of the credential's account (downward only); a user
 -- may also switch to any account they are a member of, or a descendant of one
 -- (the role is that of the nearest membership). A restricted context
--- (mfa_pending, password_change) cannot switch.
+-- (mfa_pending, password_change) cannot switch. Every switch is recorded in
+-- the audit log of the account switched to (context.switch), unless the
+-- transaction cannot write (read-only, standby).
 CREATE FUNCTION tenancy.act_as(account text) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -236,6 +238,8 @@ CREATE FUNCTION tenancy.act_as(account text) RETURNS text
 DECLARE
     target tenancy.accounts := tenancy._find_account(account);
     kind text := tenancy._context_field('principal_kind');
+    switched_to text;
+    switched_from text := tenancy._context_field('account');
 BEGIN
     IF tenancy._context_field('account') IS NULL THEN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
@@ -254,17 +258,35 @@ BEGIN
             RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
                 HINT = 'A user can act in the accounts they are a member of and their descendants.';
         END IF;
-        RETURN tenancy._establish(kind, target.main_id,
-                                  tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
+        switched_to := tenancy._establish(kind, target.main_id,
+                                          tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
+        PERFORM tenancy._audit_context_switch(target, switched_from);
+        RETURN switched_to;
     END IF;
     IF target.id IS NULL OR NOT (target.path <@ tenancy._home_path()) THEN
         RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
             HINT = 'Only the credential''s account and its descendants can be acted in.';
     END IF;
-    RETURN tenancy._establish(kind,
-                              tenancy._context_field('main_id')::bigint,
-                              tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
+    switched_to := tenancy._establish(kind,
+                                      tenancy._context_field('main_id')::bigint,
+                                      tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
+    PERFORM tenancy._audit_context_switch(target, switched_from);
+    RETURN switched_to;
 END $$;
+
+-- context.switch in the account switched to; the actor is the (new) context's.
+CREATE FUNCTION tenancy._audit_context_switch(target tenancy.accounts, switched_from text) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF current_setting('transaction_read_only')::boolean OR pg_is_in_recovery() THEN
+        RETURN;
+    END IF;
+    PERFORM tenancy._audit_record(target.main_id, target.path, 'context.switch', target.public_id,
+        jsonb_build_object('from', switched_from, 'role', tenancy._context_field('role')));
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_context_switch(tenancy.accounts, text) FROM PUBLIC;
 
 CREATE FUNCTION tenancy.whoami() RETURNS jsonb
     LANGUAGE sql STABLE

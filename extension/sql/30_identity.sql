@@ -246,16 +246,30 @@ BEGIN
 END $$;
 
 -- Throttling: 5 failures within 15 minutes lock the login name until the
--- oldest of them is 15 minutes old.
-CREATE FUNCTION tenancy._throttled(login_key text) RETURNS boolean
-    LANGUAGE sql STABLE
+-- oldest of them is 15 minutes old. Two counters keep that rule:
+--  * shared memory (28_throttle.sql, throttle.cpp): counts an attempt the
+--    moment it starts, outside any transaction, so a rollback, an error or a
+--    cancelled statement cannot undo it, and parallel attempts cannot all pass
+--    on the same count. Lost on a server restart.
+--  * the table login_failures: committed failures (the login functions return
+--    NULL instead of raising, so they commit); survives a restart, and is the
+--    only counter when tenancy is not in shared_preload_libraries.
+-- A key is throttled when either counter says so.
+--
+-- Start an attempt: false while throttled (nothing counted); otherwise the
+-- attempt counts as a failure in shared memory until _clear_failures.
+CREATE FUNCTION tenancy._throttle_enter(login_key text) RETURNS boolean
+    LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT count(*) >= 5 FROM tenancy.login_failures f
-    WHERE f.key_hash = tenancy.sha256_hex(lower(login_key))
-      AND f.failed_at > clock_timestamp() - interval '15 minutes'
+    SELECT CASE WHEN (SELECT count(*) >= 5 FROM tenancy.login_failures f
+                      WHERE f.key_hash = tenancy.sha256_hex(lower(login_key))
+                        AND f.failed_at > clock_timestamp() - interval '15 minutes')
+                THEN false
+                ELSE coalesce(tenancy._throttle_attempt(lower(login_key)), true) END
 $$;
 
+-- A failed attempt, in the table (shared memory counted it on entry).
 CREATE FUNCTION tenancy._record_failure(login_key text) RETURNS void
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -266,12 +280,107 @@ CREATE FUNCTION tenancy._record_failure(login_key text) RETURNS void
     INSERT INTO tenancy.login_failures (key_hash) VALUES (tenancy.sha256_hex(lower(login_key)));
 $$;
 
+-- A success forgets the failures in both counters.
 CREATE FUNCTION tenancy._clear_failures(login_key text) RETURNS void
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
     DELETE FROM tenancy.login_failures f WHERE f.key_hash = tenancy.sha256_hex(lower(login_key));
+    SELECT tenancy._throttle_success(lower(login_key));
 $$;
+
+-- ---- identity events in the audit log (40_audit.sql) ----------------------------------
+-- Logins, second factors and context switches are events, not row changes.
+-- Never a password, code or token: a failed login's target is the email typed,
+-- and only if it looks like one (a password typed in the email field stays out).
+
+CREATE FUNCTION tenancy._audit_login_name(typed text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE WHEN typed ~ '^[^@\s]+@[^@\s]+$' AND length(typed) <= 254 THEN lower(typed)
+                ELSE '(not an email)' END
+$$;
+
+-- A failed user login: one entry in every main account the user is a member
+-- of (at the user's highest membership there, so its owner reads it), or in
+-- the installation's chain (main_id 0, DBA only) for an unknown email.
+-- recent_failures: the shared counter's failures in the window, this one
+-- included; it also counts attempts whose own entries a rollback discarded.
+CREATE FUNCTION tenancy._audit_login_failure(user_id bigint, typed_email text, reason text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    r record;
+    n integer := 0;
+    detail jsonb := jsonb_strip_nulls(jsonb_build_object('login', 'user', 'reason', reason,
+        'recent_failures', tenancy._throttle_count(format('user:%s', lower(coalesce(typed_email, ''))))));
+BEGIN
+    FOR r IN SELECT DISTINCT ON (m.main_id) m.main_id, m.account_path
+             FROM tenancy.memberships m WHERE m.user_id = _audit_login_failure.user_id
+             ORDER BY m.main_id, tenancy.nlevel(m.account_path), m.account_id LOOP
+        PERFORM tenancy._audit_record(r.main_id, r.account_path, 'login.failure',
+                                      tenancy._audit_login_name(typed_email), detail, 'anonymous');
+        n := n + 1;
+    END LOOP;
+    IF n = 0 THEN
+        PERFORM tenancy._audit_record(0, NULL, 'login.failure', tenancy._audit_login_name(typed_email),
+                                      detail, 'anonymous');
+    END IF;
+END $$;
+
+-- A failed sub-user login: in every main account owned by the main account
+-- email typed, or in the installation's chain if it names none.
+CREATE FUNCTION tenancy._audit_sub_login_failure(main_account_email text, typed_email text, reason text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    r record;
+    n integer := 0;
+    recent integer := tenancy._throttle_count(format('sub:%s:%s', lower(coalesce(main_account_email, '')),
+                                                     lower(coalesce(typed_email, ''))));
+BEGIN
+    FOR r IN SELECT a.main_id, a.path FROM tenancy.users o
+             JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
+             JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.main_id
+             WHERE lower(o.email) = lower(main_account_email)
+             ORDER BY a.main_id LOOP
+        PERFORM tenancy._audit_record(r.main_id, r.path, 'login.failure',
+                                      tenancy._audit_login_name(typed_email),
+            jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'reason', reason, 'recent_failures', recent)),
+            'anonymous');
+        n := n + 1;
+    END LOOP;
+    IF n = 0 THEN
+        PERFORM tenancy._audit_record(0, NULL, 'login.failure', tenancy._audit_login_name(typed_email),
+            jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'reason', 'unknown_main_account',
+                'main_account_email', tenancy._audit_login_name(main_account_email), 'recent_failures', recent)),
+            'anonymous');
+    END IF;
+END $$;
+
+-- An event of a session's principal in account (main_id, account_id); the
+-- installation's chain if that account is gone.
+CREATE FUNCTION tenancy._audit_session_event(s tenancy.sessions, action text, target text, detail jsonb)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    p tenancy.account_path;
+BEGIN
+    SELECT a.path INTO p FROM tenancy.accounts a WHERE a.main_id = s.account_main_id AND a.id = s.account_id;
+    IF p IS NULL THEN
+        SELECT a.path INTO p FROM tenancy.accounts a WHERE a.id = s.account_id;
+    END IF;
+    PERFORM tenancy._audit_record(CASE WHEN p IS NULL THEN 0 ELSE tenancy.root_id(p) END, p, action, target,
+                                  detail, s.principal_kind,
+                                  coalesce(s.user_id, s.sub_user_id)::text, s.id);
+END $$;
 
 -- The one failure answer of every login: NULL and a warning (not an error, so
 -- the failure count commits). Identical whether the name exists or not.
@@ -367,18 +476,24 @@ BEGIN
     IF login.email IS NULL OR login.password IS NULL THEN
         RETURN tenancy._login_failed();
     END IF;
-    IF tenancy._throttled(login_key) THEN
+    -- Every path below costs one lookup, one argon2 computation and the
+    -- audit entries, whether the email exists or not.
+    SELECT * INTO u FROM tenancy.users x WHERE lower(x.email) = lower(login.email);
+    IF NOT tenancy._throttle_enter(login_key) THEN
         PERFORM tenancy.dummy_password_check(login.password);
+        PERFORM tenancy._audit_login_failure(u.id, login.email, 'throttled');
         RETURN tenancy._login_failed();
     END IF;
-    SELECT * INTO u FROM tenancy.users x WHERE lower(x.email) = lower(login.email);
-    IF NOT FOUND OR u.password_hash IS NULL THEN
+    IF u.id IS NULL OR u.password_hash IS NULL THEN
         PERFORM tenancy.dummy_password_check(login.password);
         PERFORM tenancy._record_failure(login_key);
+        PERFORM tenancy._audit_login_failure(u.id, login.email,
+                                             CASE WHEN u.id IS NULL THEN 'unknown_email' ELSE 'no_password' END);
         RETURN tenancy._login_failed();
     END IF;
     IF NOT tenancy.verify_password(login.password, u.password_hash) THEN
         PERFORM tenancy._record_failure(login_key);
+        PERFORM tenancy._audit_login_failure(u.id, login.email, 'bad_password');
         RETURN tenancy._login_failed();
     END IF;
     PERFORM tenancy._clear_failures(login_key);
@@ -410,6 +525,9 @@ BEGIN
     token := tenancy._new_session('user', u.id, NULL, NULL, target.main_id, target.id, NOT u.mfa_enabled);
     PERFORM tenancy._establish('user', target.main_id,
                                split_part(token, '_', 2)::bigint, target.id, 'transaction');
+    PERFORM tenancy._audit_record(target.main_id, target.path, 'login.success', lower(u.email),
+        jsonb_build_object('login', 'user', 'mfa_pending', u.mfa_enabled),
+        'user', u.id::text, split_part(token, '_', 2)::bigint);
     RETURN token;
 END $$;
 
@@ -457,6 +575,7 @@ CREATE FUNCTION tenancy.change_password(old_password text, new_password text) RE
 DECLARE
     s tenancy.sessions := tenancy._require_session();
     stored text;
+    pw_key text;
 BEGIN
     -- The password alone must not let anyone change it (nor end the owner's sessions).
     IF NOT s.mfa_verified THEN
@@ -469,9 +588,20 @@ BEGIN
         SELECT su.password_hash INTO stored FROM tenancy.sub_users su
         WHERE su.main_id = s.sub_user_main_id AND su.id = s.sub_user_id FOR UPDATE;
     END IF;
-    IF old_password IS NULL OR stored IS NULL OR NOT tenancy.verify_password(old_password, stored) THEN
-        RAISE EXCEPTION 'the current password is not correct' USING ERRCODE = '28P01';
+    -- Guesses of the current password are throttled like logins, per
+    -- principal. The error rolls the table counter back: the shared-memory
+    -- counter (tenancy preloaded) is what counts here.
+    pw_key := CASE s.principal_kind WHEN 'user' THEN format('password:user:%s', s.user_id)
+                  ELSE format('password:sub_user:%s:%s', s.sub_user_main_id, s.sub_user_id) END;
+    IF NOT tenancy._throttle_enter(pw_key) THEN
+        PERFORM tenancy.dummy_password_check(coalesce(old_password, ''));
+        RAISE EXCEPTION 'the current password is not correct, or too many attempts' USING ERRCODE = '28P01';
     END IF;
+    IF old_password IS NULL OR stored IS NULL OR NOT tenancy.verify_password(old_password, stored) THEN
+        PERFORM tenancy._record_failure(pw_key);
+        RAISE EXCEPTION 'the current password is not correct, or too many attempts' USING ERRCODE = '28P01';
+    END IF;
+    PERFORM tenancy._clear_failures(pw_key);
     IF old_password = new_password THEN
         RAISE EXCEPTION 'the new password must differ from the current one' USING ERRCODE = '22023';
     END IF;
@@ -670,8 +800,9 @@ BEGIN
     IF main_account_email IS NULL OR login_sub_user.email IS NULL OR login_sub_user.password IS NULL THEN
         RETURN tenancy._login_failed();
     END IF;
-    IF tenancy._throttled(login_key) THEN
+    IF NOT tenancy._throttle_enter(login_key) THEN
         PERFORM tenancy.dummy_password_check(login_sub_user.password);
+        PERFORM tenancy._audit_sub_login_failure(main_account_email, login_sub_user.email, 'throttled');
         RETURN tenancy._login_failed();
     END IF;
     -- The same person may own several main accounts: the first sub-user whose
@@ -693,6 +824,8 @@ BEGIN
             PERFORM tenancy.dummy_password_check(login_sub_user.password);
         END IF;
         PERFORM tenancy._record_failure(login_key);
+        PERFORM tenancy._audit_sub_login_failure(main_account_email, login_sub_user.email,
+            CASE WHEN candidate.id IS NULL THEN 'unknown_sub_user' ELSE 'bad_password' END);
         RETURN tenancy._login_failed();
     END IF;
     PERFORM tenancy._clear_failures(login_key);
@@ -713,6 +846,9 @@ BEGIN
     token := tenancy._new_session('sub_user', NULL, su.main_id, su.id, su.main_id, su.main_id, true);
     PERFORM tenancy._establish('sub_user', su.main_id, split_part(token, '_', 2)::bigint, su.main_id,
                                'transaction');
+    PERFORM tenancy._audit_record(su.main_id, su.account_path, 'login.success', lower(su.email),
+        jsonb_build_object('login', 'sub_user', 'must_change_password', su.must_change_password),
+        'sub_user', su.id::text, split_part(token, '_', 2)::bigint);
     RETURN token;
 END $$;
 
@@ -823,6 +959,9 @@ BEGIN
     session_token := tenancy._new_session('user', u.id, NULL, NULL, a.main_id, a.id, NOT u.mfa_enabled);
     PERFORM tenancy._establish('user', a.main_id, split_part(session_token, '_', 2)::bigint, a.id,
                                'transaction');
+    PERFORM tenancy._audit_record(a.main_id, a.path, 'login.success', lower(u.email),
+        jsonb_build_object('login', 'invitation', 'invitation', inv.public_id, 'mfa_pending', u.mfa_enabled),
+        'user', u.id::text, split_part(session_token, '_', 2)::bigint);
     RETURN session_token;
 END $$;
 
@@ -911,7 +1050,7 @@ BEGIN
     SELECT * INTO u FROM tenancy.users x WHERE x.id = s.user_id FOR UPDATE;
     -- Per user, not per session: new logins must not buy new guesses.
     mfa_key := format('mfa:%s', u.id);
-    throttled := tenancy._throttled(mfa_key);
+    throttled := NOT tenancy._throttle_enter(mfa_key);
     IF throttled THEN
         NULL;  -- no code is checked during the cooling period
     ELSIF code ~ '^[0-9]{6}$' THEN
@@ -932,10 +1071,15 @@ BEGIN
         UPDATE tenancy.sessions x SET mfa_failures = x.mfa_failures + 1,
             revoked_at = CASE WHEN x.mfa_failures + 1 >= 5 THEN now() END
         WHERE x.id = s.id;
+        PERFORM tenancy._audit_session_event(s, 'mfa.failure', lower(u.email),
+            jsonb_build_object('reason', CASE WHEN throttled THEN 'throttled' ELSE 'invalid_code' END,
+                               'session_revoked', s.mfa_failures + 1 >= 5));
         RAISE WARNING 'invalid MFA code or too many attempts' USING ERRCODE = '28000';
         RETURN false;
     END IF;
     PERFORM tenancy._clear_failures(mfa_key);
+    PERFORM tenancy._audit_session_event(s, 'mfa.success', lower(u.email),
+        jsonb_build_object('method', CASE WHEN code ~ '^[0-9]{6}$' THEN 'totp' ELSE 'recovery_code' END));
     UPDATE tenancy.sessions x SET mfa_verified = true WHERE x.id = s.id;
     PERFORM tenancy._refresh_context();
     RETURN true;
@@ -986,8 +1130,11 @@ GRANT EXECUTE ON FUNCTION tenancy.purge_identity(interval) TO tenancy_admin;
 -- ---- function privileges ------------------------------------------------------------------
 
 REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(), tenancy._enqueue_email(bigint, text, text, text),
-    tenancy._check_password(text), tenancy._check_email(text), tenancy._throttled(text),
-    tenancy._record_failure(text), tenancy._clear_failures(text), tenancy._login_failed(),
+    tenancy._check_password(text), tenancy._check_email(text),
+    tenancy._throttle_enter(text), tenancy._record_failure(text), tenancy._clear_failures(text),
+    tenancy._login_failed(), tenancy._audit_login_name(text),
+    tenancy._audit_login_failure(bigint, text, text), tenancy._audit_sub_login_failure(text, text, text),
+    tenancy._audit_session_event(tenancy.sessions, text, text, jsonb),
     tenancy._new_session(text, bigint, bigint, bigint, bigint, bigint, boolean),
     tenancy._chain_active(tenancy.account_path), tenancy._current_session_id(),
     tenancy._require_session(), tenancy._refresh_context(), tenancy._managed_sub_user(text, boolean),

@@ -2,6 +2,7 @@
 // tenancy.so, and _PG_init for process-wide set-up.
 #include "audit.hpp"
 #include "context.hpp"
+#include "throttle.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -23,5 +24,6 @@ void _PG_init(void) {
     // drop a tenancy.audit_* value read from postgresql.conf before the load.
     tenancy::audit_init();
     tenancy::context_init();
+    tenancy::throttle_init();
 }
 }

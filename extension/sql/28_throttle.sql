@@ -1,0 +1,35 @@
+-- Login throttling in shared memory (extension/src/throttle.cpp): a failure
+-- count that survives a rollback. The SQL wrappers and the table counter are
+-- in 30_identity.sql. Keys are login names ('user:<email>', ...), lower case.
+-- Every function returns NULL when tenancy.so was not loaded through
+-- shared_preload_libraries (no shared table): callers then rely on the table
+-- counter alone.
+
+-- May the attempt go on? Counts it as a failure at once (until
+-- _throttle_success); false, counting nothing, while the key is throttled.
+CREATE FUNCTION tenancy._throttle_attempt(login_key text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_attempt' LANGUAGE C VOLATILE STRICT;
+-- Is the key throttled now? Counts nothing.
+CREATE FUNCTION tenancy._throttle_check(login_key text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_check' LANGUAGE C VOLATILE STRICT;
+-- Failures within the window, attempts under way included (audit detail:
+-- shows attempts whose own entries a rollback discarded).
+CREATE FUNCTION tenancy._throttle_count(login_key text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_count' LANGUAGE C VOLATILE STRICT;
+-- Counts one failure.
+CREATE FUNCTION tenancy._throttle_failure(login_key text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_failure' LANGUAGE C VOLATILE STRICT;
+-- Forgets the key's failures (after a success).
+CREATE FUNCTION tenancy._throttle_success(login_key text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_success' LANGUAGE C VOLATILE STRICT;
+-- Is the shared table there (tenancy in shared_preload_libraries)?
+CREATE FUNCTION tenancy._throttle_available() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_available' LANGUAGE C VOLATILE;
+-- DBA: moves every recorded failure `by` into the past; returns the entries
+-- touched. Lets the tests end a cooling period; '1 day' lifts every lock.
+CREATE FUNCTION tenancy._throttle_rewind(by interval) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'tenancy_throttle_rewind' LANGUAGE C VOLATILE STRICT;
+
+REVOKE ALL ON FUNCTION tenancy._throttle_attempt(text), tenancy._throttle_check(text), tenancy._throttle_count(text),
+    tenancy._throttle_failure(text), tenancy._throttle_success(text), tenancy._throttle_available(),
+    tenancy._throttle_rewind(interval) FROM PUBLIC;
