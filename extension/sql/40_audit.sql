@@ -129,13 +129,26 @@ REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, byt
     tenancy._hmac_sha256(bytea, text),
     tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb, text, text, bigint) FROM PUBLIC;
 
--- The canonical serialisation of an entry (audit.cpp): every field,
--- length-prefixed, in a form independent of settings (DateStyle, TimeZone).
+-- The canonical serialisation (audit.cpp), independent of settings (DateStyle,
+-- TimeZone): every field length-prefixed, numbers and times as 8-byte
+-- big-endian integers, the path in its binary form, jsonb as its normalised
+-- text. A chain step hashes the previous hash followed by
+--   _audit_link(_audit_entry_digest(entry fields), chain_pos, sealed_at)
+-- (the digest lets the sealer sort 32 bytes per entry instead of the row);
+-- _audit_payload(all fields) gives the same bytes in one call.
+CREATE FUNCTION tenancy._audit_entry_digest(main_id bigint, id bigint, account_path tenancy.account_path,
+        at timestamptz, actor_kind text, actor_id text, credential_id bigint, action text, target text,
+        row_key jsonb, change jsonb) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'tenancy_audit_entry_digest' LANGUAGE C IMMUTABLE;
+CREATE FUNCTION tenancy._audit_link(digest bytea, chain_pos bigint, sealed_at timestamptz) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'tenancy_audit_link' LANGUAGE C IMMUTABLE;
 CREATE FUNCTION tenancy._audit_payload(main_id bigint, id bigint, chain_pos bigint,
         account_path tenancy.account_path, at timestamptz, actor_kind text, actor_id text,
         credential_id bigint, action text, target text, row_key jsonb, change jsonb,
         sealed_at timestamptz) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_audit_payload' LANGUAGE C IMMUTABLE;
+REVOKE ALL ON FUNCTION tenancy._audit_entry_digest(bigint, bigint, tenancy.account_path, timestamptz, text, text,
+    bigint, text, text, jsonb, jsonb), tenancy._audit_link(bytea, bigint, timestamptz) FROM PUBLIC;
 
 CREATE FUNCTION tenancy._audit_head_mac(h tenancy.audit_heads) RETURNS bytea
     LANGUAGE sql STABLE
@@ -150,13 +163,6 @@ REVOKE ALL ON FUNCTION tenancy._audit_head_mac(tenancy.audit_heads) FROM PUBLIC;
 
 -- ---- sealing ----------------------------------------------------------------------
 
--- Entries sealed per round at most (by whole transactions: a round stops at a
--- transaction boundary, so one huge transaction is still sealed at once).
-CREATE FUNCTION tenancy._audit_seal_batch() RETURNS integer
-    LANGUAGE sql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT 100000 $$;
-
 -- Links every committed entry not yet in a chain; returns how many. Callable
 -- by the gateway's worker too; concurrent calls take turns.
 CREATE FUNCTION tenancy.audit_seal() RETURNS bigint
@@ -169,8 +175,6 @@ DECLARE
     prev pg_snapshot;
     new_snap pg_snapshot;
     lower_xid bigint;
-    cut_xid bigint;
-    first_xid bigint;
     n integer;
     ts timestamptz := clock_timestamp();
     zero bytea := '\x0000000000000000000000000000000000000000000000000000000000000000';
@@ -185,41 +189,25 @@ BEGIN
         prev := NULL;
     END IF;
     lower_xid := coalesce(pg_snapshot_xmin(prev)::text::bigint, 0);
-    -- One statement, so one snapshot: every entry it sees is sealed now, and
-    -- the next round takes only what it did not see.
-    SELECT pg_current_snapshot(), count(*), min(l.xid)
-    INTO new_snap, n, first_xid
-    FROM tenancy.audit_log l
-    WHERE l.xid >= lower_xid AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false);
-    IF n > tenancy._audit_seal_batch() THEN
-        SELECT l.xid INTO cut_xid FROM tenancy.audit_log l
-        WHERE l.xid >= lower_xid AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false)
-          AND pg_visible_in_snapshot(l.xid::text::xid8, new_snap)
-        ORDER BY l.xid OFFSET tenancy._audit_seal_batch() LIMIT 1;
-        IF cut_xid > first_xid THEN  -- else one huge transaction: all at once
-            -- Too many for one round: seal the transactions below cut_xid
-            -- and record a snapshot that saw only those.
-            SELECT format('%s:%s:%s', least(pg_snapshot_xmin(new_snap)::text::bigint, cut_xid), cut_xid,
-                          coalesce(string_agg(x::text, ',' ORDER BY x), ''))::pg_snapshot
-            INTO new_snap
-            FROM pg_snapshot_xip(new_snap) x WHERE x::text::bigint < cut_xid;
-        END IF;
-    END IF;
-    IF n = 0 THEN
-        RETURN 0;  -- the recorded snapshot still finds everything new
-    END IF;
+    -- This round seals exactly the entries committed as of this snapshot and
+    -- not as of the previous one (an entry committing meanwhile waits a round).
+    new_snap := pg_current_snapshot();
     -- One statement: chain the new entries of every main account (one sort,
     -- by main account and id), write their chain rows, move the heads.
     WITH chained AS (
         SELECT e.main_id, e.pos, e.xid, e.id, e.account_path,
-               tenancy._audit_chain_agg(e.start, tenancy._audit_payload(e.main_id, e.id, e.pos, e.account_path,
-                   e.at, e.actor_kind, e.actor_id, e.credential_id, e.action, e.target, e.row_key, e.change, ts))
+               tenancy._audit_chain_agg(e.start, tenancy._audit_link(e.digest, e.pos, ts))
                    OVER (PARTITION BY e.main_id ORDER BY e.id ROWS UNBOUNDED PRECEDING) AS hash
-        FROM (SELECT l.*, coalesce(h.last_pos, 0) + row_number() OVER (PARTITION BY l.main_id ORDER BY l.id) AS pos,
+        FROM (SELECT d.*, coalesce(h.last_pos, 0) + row_number() OVER (PARTITION BY d.main_id ORDER BY d.id) AS pos,
                      coalesce(h.last_hash, zero) AS start
-              FROM tenancy.audit_log l LEFT JOIN tenancy.audit_heads h ON h.main_id = l.main_id
-              WHERE l.xid >= lower_xid AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false)
-                AND pg_visible_in_snapshot(l.xid::text::xid8, new_snap)) e
+              FROM (SELECT l.main_id, l.id, l.xid, l.account_path,
+                           tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind,
+                               l.actor_id, l.credential_id, l.action, l.target, l.row_key, l.change) AS digest
+                    FROM tenancy.audit_log l
+                    WHERE l.xid >= lower_xid
+                      AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false)
+                      AND pg_visible_in_snapshot(l.xid::text::xid8, new_snap)) d
+              LEFT JOIN tenancy.audit_heads h ON h.main_id = d.main_id) e
     ), linked AS (
         INSERT INTO tenancy.audit_chain (main_id, chain_pos, entry_xid, entry_id, account_path, hash, sealed_at)
         SELECT c.main_id, c.pos, c.xid, c.id, c.account_path, c.hash, ts FROM chained c
@@ -238,6 +226,9 @@ BEGIN
                                               excluded.last_hash, NULL, NULL)::tenancy.audit_heads)
     )
     SELECT count(*) INTO n FROM linked;
+    IF n = 0 THEN
+        RETURN 0;  -- the recorded snapshot still finds everything new
+    END IF;
     UPDATE tenancy.audit_sealer s SET snap = new_snap, sealed_at = ts;
     RETURN n;
 END $$;

@@ -671,23 +671,24 @@ void put_be(std::string &out, uint64 v, int bytes) {
         out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
-Datum audit_payload(FunctionCallInfo fcinfo) {
-    static const FieldKind kFields[] = {
-        FieldKind::Int8,  FieldKind::Int8,  FieldKind::Int8, FieldKind::Path, FieldKind::Int8,
-        FieldKind::Text,  FieldKind::Text,  FieldKind::Int8, FieldKind::Text, FieldKind::Text,
-        FieldKind::Jsonb, FieldKind::Jsonb, FieldKind::Int8};
-    constexpr int kCount = sizeof kFields / sizeof kFields[0];
-    if (PG_NARGS() != kCount)
-        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy._audit_payload: wrong arguments");
-    std::string out = "tenancy-audit-v1";
-    for (int i = 0; i < kCount; i++) {
+// The entry's own fields, serialised and hashed: what the chain commits to.
+// `args` are the argument positions of main_id, id, account_path, at,
+// actor_kind, actor_id, credential_id, action, target, row_key, change.
+void entry_digest(FunctionCallInfo fcinfo, const int (&args)[11], unsigned char *digest) {
+    static const FieldKind kFields[11] = {FieldKind::Int8,  FieldKind::Int8, FieldKind::Path,
+                                          FieldKind::Int8,  FieldKind::Text, FieldKind::Text,
+                                          FieldKind::Int8,  FieldKind::Text, FieldKind::Text,
+                                          FieldKind::Jsonb, FieldKind::Jsonb};
+    std::string out = "tenancy-audit-entry-v2";
+    for (int f = 0; f < 11; f++) {
+        int i = args[f];
         if (PG_ARGISNULL(i)) {
             out.push_back('\0');
             continue;
         }
         out.push_back('\1');
         Datum d = PG_GETARG_DATUM(i);
-        switch (kFields[i]) {
+        switch (kFields[f]) {
             case FieldKind::Int8:  // bigint and timestamptz are both int64
                 put_be(out, 8, 4);
                 put_be(out, static_cast<uint64>(DatumGetInt64(d)), 8);
@@ -713,10 +714,61 @@ Datum audit_payload(FunctionCallInfo fcinfo) {
             }
         }
     }
-    bytea *result = pg_call([&] {
+    SHA256(reinterpret_cast<const unsigned char *>(out.data()), out.size(), digest);
+}
+
+// What one chain step hashes after the previous hash: the entry's digest
+// bound to its position and sealing time.
+bytea *link_payload(const unsigned char *digest, int64 chain_pos, bool has_sealed_at,
+                    TimestampTz sealed_at) {
+    std::string out = "tenancy-audit-v2";
+    put_be(out, static_cast<uint64>(chain_pos), 8);
+    out.push_back(has_sealed_at ? '\1' : '\0');
+    put_be(out, has_sealed_at ? static_cast<uint64>(sealed_at) : 0, 8);
+    out.append(reinterpret_cast<const char *>(digest), kHashSize);
+    return pg_call([&] {
         return hash_datum(reinterpret_cast<const unsigned char *>(out.data()), out.size());
     });
-    PG_RETURN_BYTEA_P(result);
+}
+
+// _audit_entry_digest(main_id, id, account_path, at, actor_kind, actor_id,
+//                     credential_id, action, target, row_key, change)
+Datum audit_entry_digest(FunctionCallInfo fcinfo) {
+    static const int kArgs[11] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    if (PG_NARGS() != 11)
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy._audit_entry_digest: wrong arguments");
+    unsigned char digest[kHashSize];
+    entry_digest(fcinfo, kArgs, digest);
+    PG_RETURN_BYTEA_P(pg_call([&] { return hash_datum(digest, kHashSize); }));
+}
+
+// _audit_link(digest, chain_pos, sealed_at)
+Datum audit_link(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "digest and chain_pos are required");
+    bytea *digest = reinterpret_cast<bytea *>(pg_call([&] { return PG_GETARG_BYTEA_PP(0); }));
+    if (VARSIZE_ANY_EXHDR(digest) != kHashSize)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "digest must be 32 bytes");
+    bool has_sealed_at = !PG_ARGISNULL(2);
+    PG_RETURN_BYTEA_P(link_payload(reinterpret_cast<const unsigned char *>(VARDATA_ANY(digest)),
+                                   PG_GETARG_INT64(1), has_sealed_at,
+                                   has_sealed_at ? PG_GETARG_TIMESTAMPTZ(2) : 0));
+}
+
+// _audit_payload(main_id, id, chain_pos, account_path, at, actor_kind,
+//   actor_id, credential_id, action, target, row_key, change, sealed_at):
+// the same bytes as _audit_link(_audit_entry_digest(...), chain_pos, sealed_at).
+Datum audit_payload(FunctionCallInfo fcinfo) {
+    static const int kArgs[11] = {0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    if (PG_NARGS() != 13)
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy._audit_payload: wrong arguments");
+    if (PG_ARGISNULL(2))
+        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "chain_pos is required");
+    unsigned char digest[kHashSize];
+    entry_digest(fcinfo, kArgs, digest);
+    bool has_sealed_at = !PG_ARGISNULL(12);
+    PG_RETURN_BYTEA_P(link_payload(digest, PG_GETARG_INT64(2), has_sealed_at,
+                                   has_sealed_at ? PG_GETARG_TIMESTAMPTZ(12) : 0));
 }
 
 Datum hmac_sha256(FunctionCallInfo fcinfo) {
@@ -757,6 +809,16 @@ Datum tenancy_audit_chain(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_audit_chain_step);
 Datum tenancy_audit_chain_step(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_chain_step(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_entry_digest);
+Datum tenancy_audit_entry_digest(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_entry_digest(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_link);
+Datum tenancy_audit_link(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_link(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_audit_payload);
