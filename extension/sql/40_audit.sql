@@ -111,6 +111,9 @@ CREATE AGGREGATE tenancy._audit_chain_agg(start bytea, payload bytea) (
     SFUNC = tenancy._audit_chain_step,
     STYPE = bytea
 );
+-- The sealer's per-row test: committed as of snapshot cur, not as of prev.
+CREATE FUNCTION tenancy._audit_entry_is_new(xid bigint, prev pg_snapshot, cur pg_snapshot) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_audit_entry_is_new' LANGUAGE C STABLE;
 CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_hmac_sha256' LANGUAGE C IMMUTABLE STRICT;
 -- Internal writer for events that are not row changes (login, context switch,
@@ -126,6 +129,7 @@ CREATE FUNCTION tenancy._audit_record(main_id bigint, account_path tenancy.accou
     AS 'MODULE_PATHNAME', 'tenancy_audit_record' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, bytea[]),
     tenancy._audit_chain_step(bytea, bytea, bytea), tenancy._audit_chain_agg(bytea, bytea),
+    tenancy._audit_entry_is_new(bigint, pg_snapshot, pg_snapshot),
     tenancy._hmac_sha256(bytea, text),
     tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb, text, text, bigint) FROM PUBLIC;
 
@@ -204,9 +208,7 @@ BEGIN
                            tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind,
                                l.actor_id, l.credential_id, l.action, l.target, l.row_key, l.change) AS digest
                     FROM tenancy.audit_log l
-                    WHERE l.xid >= lower_xid
-                      AND NOT coalesce(pg_visible_in_snapshot(l.xid::text::xid8, prev), false)
-                      AND pg_visible_in_snapshot(l.xid::text::xid8, new_snap)) d
+                    WHERE l.xid >= lower_xid AND tenancy._audit_entry_is_new(l.xid, prev, new_snap)) d
               LEFT JOIN tenancy.audit_heads h ON h.main_id = d.main_id) e
     ), linked AS (
         INSERT INTO tenancy.audit_chain (main_id, chain_pos, entry_xid, entry_id, account_path, hash, sealed_at)

@@ -31,6 +31,7 @@ extern "C" {
 #include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -640,6 +641,23 @@ Datum audit_chain(FunctionCallInfo fcinfo) {
     PG_RETURN_ARRAYTYPE_P(result);
 }
 
+// _audit_entry_is_new(xid, prev, cur): did the writer of an entry commit as
+// of snapshot cur but not as of prev (NULL: the sealer never ran)? The
+// sealer's per-row test, without the xid8 text casts SQL would need.
+Datum audit_entry_is_new(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
+        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "xid and the current snapshot are required");
+    Datum xid = PG_GETARG_DATUM(0);  // bigint and xid8 are both 8 bytes by value
+    Datum cur = PG_GETARG_DATUM(2);
+    bool is_new = pg_call([&] {
+        if (!DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, xid, cur)))
+            return false;
+        return PG_ARGISNULL(1) ||
+               !DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, xid, PG_GETARG_DATUM(1)));
+    });
+    PG_RETURN_BOOL(is_new);
+}
+
 // One step of the running chain aggregate: SHA-256(state || payload), where
 // the first step's state is `start` (the head's last hash).
 Datum audit_chain_step(FunctionCallInfo fcinfo) {
@@ -804,6 +822,11 @@ Datum tenancy_audit_record(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_audit_chain);
 Datum tenancy_audit_chain(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_chain(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_entry_is_new);
+Datum tenancy_audit_entry_is_new(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_entry_is_new(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_audit_chain_step);
