@@ -51,7 +51,7 @@ CREATE TABLE tenancy.audit_log (
 -- index on xid, always appended at its right edge, ~4). The sealer finds new
 -- entries by xid; readers reach entries through the chain, which the sealer
 -- indexes by main account (audit_trail).
-CREATE INDEX audit_log_xid ON tenancy.audit_log (xid);
+CREATE INDEX audit_log_xid ON tenancy.audit_log (xid, id);
 
 -- The chain: one row per sealed entry, written by the sealer only.
 -- hash = SHA-256(hash at chain_pos - 1 || _audit_payload(entry, chain_pos, sealed_at)).
@@ -199,10 +199,11 @@ BEGIN
     -- One statement: chain the new entries of every main account (one sort,
     -- by main account and id), write their chain rows, move the heads.
     WITH chained AS (
-        SELECT e.main_id, e.pos, e.xid, e.id, e.account_path,
+        SELECT e.main_id, e.pos, e.xid, e.id, e.account_path, e.pos = e.last_pos AS is_last,
                tenancy._audit_chain_agg(e.start, tenancy._audit_link(e.digest, e.pos, ts))
                    OVER (PARTITION BY e.main_id ORDER BY e.id ROWS UNBOUNDED PRECEDING) AS hash
         FROM (SELECT d.*, coalesce(h.last_pos, 0) + row_number() OVER (PARTITION BY d.main_id ORDER BY d.id) AS pos,
+                     coalesce(h.last_pos, 0) + count(*) OVER (PARTITION BY d.main_id) AS last_pos,
                      coalesce(h.last_hash, zero) AS start
               FROM (SELECT l.main_id, l.id, l.xid, l.account_path,
                            tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind,
@@ -213,15 +214,13 @@ BEGIN
     ), linked AS (
         INSERT INTO tenancy.audit_chain (main_id, chain_pos, entry_xid, entry_id, account_path, hash, sealed_at)
         SELECT c.main_id, c.pos, c.xid, c.id, c.account_path, c.hash, ts FROM chained c
-        RETURNING main_id, chain_pos, hash
+        RETURNING 1
     ), moved AS (
         -- Heads move only under the sealers' lock (audit_purge takes it too).
         INSERT INTO tenancy.audit_heads AS x (main_id, last_pos, last_hash, mac, updated_at)
-        SELECT t.main_id, t.chain_pos, t.hash,
-               tenancy._audit_head_mac(ROW(t.main_id, 0, zero, t.chain_pos, t.hash, NULL, NULL)::tenancy.audit_heads),
-               ts
-        FROM (SELECT DISTINCT ON (k.main_id) k.main_id, k.chain_pos, k.hash
-              FROM linked k ORDER BY k.main_id, k.chain_pos DESC) t
+        SELECT t.main_id, t.pos, t.hash,
+               tenancy._audit_head_mac(ROW(t.main_id, 0, zero, t.pos, t.hash, NULL, NULL)::tenancy.audit_heads), ts
+        FROM chained t WHERE t.is_last
         ON CONFLICT (main_id) DO UPDATE
         SET last_pos = excluded.last_pos, last_hash = excluded.last_hash, updated_at = ts,
             mac = tenancy._audit_head_mac(ROW(x.main_id, x.base_pos, x.base_hash, excluded.last_pos,
@@ -243,10 +242,16 @@ CREATE FUNCTION tenancy._audit_seal_bound() RETURNS interval
     SET search_path = pg_catalog, pg_temp
     AS $$ SELECT interval '10 seconds' $$;
 
-CREATE FUNCTION tenancy._audit_verify_main(m bigint, OUT ok boolean, OUT entries bigint,
-                                           OUT first_bad bigint, OUT reason text)
+-- check_outside: also look for entries of m outside the chain (a scan of the
+-- whole log, which has no index by account; verify-all does it once for all).
+-- Entries are looked up one by one through the xid index (LATERAL ... LIMIT
+-- 1, no sequential scans): with stale statistics (right after a bulk load)
+-- the planner would otherwise scan the whole log per main account, or worse.
+CREATE FUNCTION tenancy._audit_verify_main(m bigint, check_outside boolean DEFAULT true, OUT ok boolean,
+                                           OUT entries bigint, OUT first_bad bigint, OUT reason text)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
+    SET enable_seqscan = off
     AS $$
 DECLARE
     h tenancy.audit_heads;
@@ -273,42 +278,42 @@ BEGIN
         reason := format('chain head of main account %s: signature invalid (head rewritten without the key)', m);
         RETURN;
     END IF;
-    expect_pos := h.base_pos + 1;
-    prev := h.base_hash;
-    FOR e IN SELECT c.chain_pos, c.entry_id, c.hash, c.sealed_at, l.id, l.account_path, l.at, l.actor_kind,
-                    l.actor_id, l.credential_id, l.action, l.target, l.row_key, l.change
-             FROM tenancy.audit_chain c
-             LEFT JOIN tenancy.audit_log l ON l.xid = c.entry_xid AND l.id = c.entry_id AND l.main_id = c.main_id
-             WHERE c.main_id = m ORDER BY c.chain_pos LOOP
-        IF e.chain_pos <> expect_pos THEN
-            ok := false;
-            first_bad := least(e.chain_pos, expect_pos);
-            reason := CASE WHEN e.chain_pos < expect_pos
-                           THEN format('entry %s: position %s appears twice (inserted entry)', e.entry_id, e.chain_pos)
-                           ELSE format('position %s missing (deleted entry); next is entry %s at position %s',
-                                       expect_pos, e.entry_id, e.chain_pos) END;
-            RETURN;
-        END IF;
-        IF e.id IS NULL THEN
-            ok := false;
-            first_bad := e.chain_pos;
-            reason := format('entry %s at position %s is missing (deleted entry)', e.entry_id, e.chain_pos);
-            RETURN;
-        END IF;
-        computed := (tenancy._audit_chain(prev, ARRAY[tenancy._audit_payload(m, e.id, e.chain_pos,
-                        e.account_path, e.at, e.actor_kind, e.actor_id, e.credential_id, e.action, e.target,
-                        e.row_key, e.change, e.sealed_at)]))[1];
-        IF e.hash IS DISTINCT FROM computed THEN
-            ok := false;
-            first_bad := e.chain_pos;
-            reason := format('entry %s at position %s: hash mismatch (entry altered, moved, or its predecessor altered)',
-                             e.id, e.chain_pos);
-            RETURN;
-        END IF;
-        prev := e.hash;
-        expect_pos := expect_pos + 1;
-        entries := entries + 1;
-    END LOOP;
+    -- Set-based: each position's hash recomputed from the stored hash before
+    -- it; the first position with a gap, a missing entry or a wrong hash.
+    SELECT r.* INTO e FROM (
+        SELECT c.chain_pos, c.entry_id, c.hash, l.id IS NULL AS missing,
+               h.base_pos + row_number() OVER (ORDER BY c.chain_pos) AS expect_pos,
+               lag(c.hash, 1, h.base_hash) OVER (ORDER BY c.chain_pos) AS prev_hash,
+               CASE WHEN l.id IS NOT NULL THEN
+                   tenancy._audit_payload(m, l.id, c.chain_pos, l.account_path, l.at, l.actor_kind, l.actor_id,
+                       l.credential_id, l.action, l.target, l.row_key, l.change, c.sealed_at) END AS payload
+        FROM tenancy.audit_chain c
+        LEFT JOIN LATERAL (SELECT x.* FROM tenancy.audit_log x
+                           WHERE x.xid = c.entry_xid AND x.id = c.entry_id AND x.main_id = c.main_id
+                           LIMIT 1) l ON true
+        WHERE c.main_id = m) r
+    WHERE CASE WHEN r.chain_pos <> r.expect_pos OR r.missing THEN true
+               ELSE r.hash IS DISTINCT FROM tenancy._audit_chain_step(NULL, r.prev_hash, r.payload) END
+    ORDER BY r.chain_pos LIMIT 1;
+    IF FOUND THEN
+        ok := false;
+        first_bad := least(e.chain_pos, e.expect_pos);
+        reason := CASE
+            WHEN e.chain_pos < e.expect_pos
+                THEN format('entry %s: position %s appears twice (inserted entry)', e.entry_id, e.chain_pos)
+            WHEN e.chain_pos > e.expect_pos
+                THEN format('position %s missing (deleted entry); next is entry %s at position %s',
+                            e.expect_pos, e.entry_id, e.chain_pos)
+            WHEN e.missing
+                THEN format('entry %s at position %s is missing (deleted entry)', e.entry_id, e.chain_pos)
+            ELSE format('entry %s at position %s: hash mismatch (entry altered, moved, or its predecessor altered)',
+                        e.entry_id, e.chain_pos) END;
+        RETURN;
+    END IF;
+    SELECT count(*) INTO entries FROM tenancy.audit_chain c WHERE c.main_id = m;
+    SELECT c.hash INTO prev FROM tenancy.audit_chain c WHERE c.main_id = m ORDER BY c.chain_pos DESC LIMIT 1;
+    expect_pos := h.base_pos + entries + 1;
+    prev := coalesce(prev, h.base_hash);
     IF expect_pos - 1 <> h.last_pos OR prev IS DISTINCT FROM h.last_hash THEN
         ok := false;
         first_bad := CASE WHEN expect_pos - 1 > h.last_pos THEN h.last_pos + 1 ELSE expect_pos END;
@@ -317,10 +322,11 @@ BEGIN
         RETURN;
     END IF;
     -- Entries outside the chain: not sealed yet, or inserted behind its back.
-    SELECT count(*) INTO overdue FROM tenancy.audit_log l
-    WHERE l.main_id = m AND l.at < now() - tenancy._audit_seal_bound()
-      AND NOT EXISTS (SELECT FROM tenancy.audit_chain c
-                      WHERE c.main_id = m AND c.entry_xid = l.xid AND c.entry_id = l.id);
+    IF NOT check_outside THEN
+        reason := 'ok';
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(o.overdue), 0) INTO overdue FROM tenancy._audit_outside_chain() o WHERE o.main_id = m;
     IF overdue > 0 THEN
         ok := false;
         reason := format('%s entries outside the chain for longer than %s s (inserted behind its back, or is the sealer running?)',
@@ -329,7 +335,22 @@ BEGIN
     END IF;
     reason := 'ok';
 END $$;
-REVOKE ALL ON FUNCTION tenancy._audit_verify_main(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_main(bigint, boolean) FROM PUBLIC;
+
+-- Entries outside the chain for longer than the bound, per main account, in
+-- one pass over the log.
+CREATE FUNCTION tenancy._audit_outside_chain() RETURNS TABLE (main_id bigint, overdue bigint)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    SET enable_seqscan = on  -- called from _audit_verify_main, which turns it off
+    AS $$
+    SELECT l.main_id, count(*) FROM tenancy.audit_log l
+    WHERE l.at < now() - tenancy._audit_seal_bound()
+      AND NOT EXISTS (SELECT FROM tenancy.audit_chain c
+                      WHERE c.main_id = l.main_id AND c.entry_xid = l.xid AND c.entry_id = l.id)
+    GROUP BY l.main_id
+$$;
+REVOKE ALL ON FUNCTION tenancy._audit_outside_chain() FROM PUBLIC;
 
 -- The DBA's verification (EXECUTE granted to tenancy_admin only): every main
 -- account (account NULL, one row each) or the main chain of any account.
@@ -343,10 +364,17 @@ DECLARE
 BEGIN
     IF account IS NULL THEN
         RETURN QUERY
-        SELECT v.ok, v.entries, v.first_bad, v.reason, m.id
+        WITH outside AS MATERIALIZED (SELECT * FROM tenancy._audit_outside_chain())
+        SELECT v.ok AND o.overdue IS NULL, v.entries, v.first_bad,
+               CASE WHEN v.ok AND o.overdue IS NOT NULL
+                    THEN format('%s entries outside the chain for longer than %s s (inserted behind its back, or is the sealer running?)',
+                                o.overdue, extract(epoch FROM tenancy._audit_seal_bound())::bigint)
+                    ELSE v.reason END,
+               m.id
         FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
-              UNION SELECT l.main_id FROM tenancy.audit_log l) m,
-             tenancy._audit_verify_main(m.id) v
+              UNION SELECT o2.main_id FROM outside o2) m
+        CROSS JOIN LATERAL tenancy._audit_verify_main(m.id, false) v
+        LEFT JOIN outside o ON o.main_id = m.id
         ORDER BY m.id;
         RETURN;
     END IF;
