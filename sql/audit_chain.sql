@@ -29,9 +29,9 @@ SELECT count(*) AS entries, count(c.entry_id) AS chained, min(c.chain_pos) AS fi
 FROM tenancy.audit_log l LEFT JOIN tenancy.audit_chain c ON c.main_id = l.main_id AND c.entry_id = l.id
 WHERE l.main_id = :main_id;
 -- Each hash links to its predecessor's; the head holds the last position and hash.
-SELECT bool_and(c.hash = (tenancy._audit_chain(p.hash, ARRAY[tenancy._audit_payload(l.main_id, l.id, c.chain_pos,
+SELECT bool_and(c.hash = tenancy._audit_chain_step(NULL, p.hash, tenancy._audit_payload(l.main_id, l.id, c.chain_pos,
            l.account_path, l.at, l.actor_kind, l.actor_id, l.credential_id, l.action, l.target, l.row_key, l.change,
-           c.sealed_at)]))[1]) AS linked
+           c.sealed_at))) AS linked
 FROM tenancy.audit_chain c
 JOIN tenancy.audit_chain p ON p.main_id = c.main_id AND p.chain_pos = c.chain_pos - 1
 JOIN tenancy.audit_log l ON l.main_id = c.main_id AND l.id = c.entry_id
@@ -52,9 +52,9 @@ CREATE FUNCTION pg_temp.entry_at(m bigint, pos bigint) RETURNS bigint
 -- Re-hash position pos (and only it) from its predecessor's stored hash.
 CREATE FUNCTION pg_temp.rehash(m bigint, pos bigint) RETURNS void
     LANGUAGE sql AS $$
-    UPDATE tenancy.audit_chain c SET hash = (tenancy._audit_chain(p.hash, ARRAY[tenancy._audit_payload(l.main_id,
+    UPDATE tenancy.audit_chain c SET hash = tenancy._audit_chain_step(NULL, p.hash, tenancy._audit_payload(l.main_id,
         l.id, c.chain_pos, l.account_path, l.at, l.actor_kind, l.actor_id, l.credential_id, l.action, l.target,
-        l.row_key, l.change, c.sealed_at)]))[1]
+        l.row_key, l.change, c.sealed_at))
     FROM tenancy.audit_chain p, tenancy.audit_log l
     WHERE c.main_id = m AND c.chain_pos = pos AND p.main_id = m AND p.chain_pos = pos - 1
       AND l.main_id = m AND l.id = c.entry_id $$;

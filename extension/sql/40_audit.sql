@@ -99,9 +99,6 @@ INSERT INTO tenancy.audit_keys VALUES (1, tenancy._random_bytes(32));
 
 CREATE FUNCTION tenancy._audit_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'tenancy_audit_trigger' LANGUAGE C;
--- The next hashes of a chain: h[i] = SHA-256(h[i-1] || payloads[i]), h[0] = prev.
-CREATE FUNCTION tenancy._audit_chain(prev bytea, payloads bytea[]) RETURNS bytea[]
-    AS 'MODULE_PATHNAME', 'tenancy_audit_chain' LANGUAGE C IMMUTABLE STRICT;
 -- The chain as a running aggregate, used as a window function over one main
 -- account's new entries in id order: the first row starts from `start` (the
 -- head's last hash), each row's value is its hash.
@@ -127,7 +124,7 @@ CREATE FUNCTION tenancy._audit_record(main_id bigint, account_path tenancy.accou
                                       actor_kind text DEFAULT NULL, actor_id text DEFAULT NULL,
                                       credential_id bigint DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'tenancy_audit_record' LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION tenancy._audit_trigger(), tenancy._audit_chain(bytea, bytea[]),
+REVOKE ALL ON FUNCTION tenancy._audit_trigger(),
     tenancy._audit_chain_step(bytea, bytea, bytea), tenancy._audit_chain_agg(bytea, bytea),
     tenancy._audit_entry_is_new(bigint, pg_snapshot, pg_snapshot),
     tenancy._hmac_sha256(bytea, text),
@@ -152,7 +149,9 @@ CREATE FUNCTION tenancy._audit_payload(main_id bigint, id bigint, chain_pos bigi
         sealed_at timestamptz) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_audit_payload' LANGUAGE C IMMUTABLE;
 REVOKE ALL ON FUNCTION tenancy._audit_entry_digest(bigint, bigint, tenancy.account_path, timestamptz, text, text,
-    bigint, text, text, jsonb, jsonb), tenancy._audit_link(bytea, bigint, timestamptz) FROM PUBLIC;
+    bigint, text, text, jsonb, jsonb), tenancy._audit_link(bytea, bigint, timestamptz),
+    tenancy._audit_payload(bigint, bigint, bigint, tenancy.account_path, timestamptz, text, text, bigint, text,
+        text, jsonb, jsonb, timestamptz) FROM PUBLIC;
 
 CREATE FUNCTION tenancy._audit_head_mac(h tenancy.audit_heads) RETURNS bytea
     LANGUAGE sql STABLE
@@ -241,6 +240,7 @@ CREATE FUNCTION tenancy._audit_seal_bound() RETURNS interval
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$ SELECT interval '10 seconds' $$;
+REVOKE ALL ON FUNCTION tenancy._audit_seal_bound() FROM PUBLIC;
 
 -- check_outside: also look for entries of m outside the chain (a scan of the
 -- whole log, which has no index by account; verify-all does it once for all).
@@ -258,7 +258,6 @@ DECLARE
     e record;
     expect_pos bigint;
     prev bytea;
-    computed bytea;
     overdue bigint;
 BEGIN
     ok := true;

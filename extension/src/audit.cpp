@@ -45,7 +45,6 @@ extern "C" {
 #include <cctype>
 #include <cstring>
 #include <string>
-#include <vector>
 
 namespace tenancy {
 
@@ -606,41 +605,6 @@ bytea *hash_datum(const unsigned char *digest, size_t len) {
     return out;
 }
 
-Datum audit_chain(FunctionCallInfo fcinfo) {
-    bytea *prev = PG_GETARG_BYTEA_PP(0);
-    ArrayType *payloads = PG_GETARG_ARRAYTYPE_P(1);
-    if (VARSIZE_ANY_EXHDR(prev) != kHashSize)
-        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "prev must be a 32-byte SHA-256 hash");
-    if (ARR_ELEMTYPE(payloads) != BYTEAOID || ARR_NDIM(payloads) > 1)
-        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
-                       "payloads must be a one-dimensional bytea[]");
-    Datum *elems = nullptr;
-    bool *nulls = nullptr;
-    int count = 0;
-    pg_call([&] {
-        deconstruct_array(payloads, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
-    });
-    std::vector<unsigned char> buffer;
-    unsigned char chain[kHashSize];
-    memcpy(chain, VARDATA_ANY(prev), kHashSize);
-    Datum *out = static_cast<Datum *>(
-        pg_call([&] { return palloc(sizeof(Datum) * (count > 0 ? count : 1)); }));
-    for (int i = 0; i < count; i++) {
-        if (nulls[i])
-            throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "payloads must not contain NULL");
-        text *t =
-            reinterpret_cast<text *>(pg_call([&] { return PG_DETOAST_DATUM_PACKED(elems[i]); }));
-        size_t len = VARSIZE_ANY_EXHDR(t);
-        buffer.assign(chain, chain + kHashSize);
-        buffer.insert(buffer.end(), VARDATA_ANY(t), VARDATA_ANY(t) + len);
-        SHA256(buffer.data(), buffer.size(), chain);
-        out[i] = pg_call([&] { return PointerGetDatum(hash_datum(chain, kHashSize)); });
-    }
-    ArrayType *result =
-        pg_call([&] { return construct_array(out, count, BYTEAOID, -1, false, TYPALIGN_INT); });
-    PG_RETURN_ARRAYTYPE_P(result);
-}
-
 // _audit_entry_is_new(xid, prev, cur): did the writer of an entry commit as
 // of snapshot cur but not as of prev (NULL: the sealer never ran)? The
 // sealer's per-row test, without the xid8 text casts SQL would need.
@@ -668,12 +632,10 @@ Datum audit_chain_step(FunctionCallInfo fcinfo) {
     bytea *payload = reinterpret_cast<bytea *>(pg_call([&] { return PG_GETARG_BYTEA_PP(2); }));
     if (VARSIZE_ANY_EXHDR(prev) != kHashSize)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "start must be a 32-byte SHA-256 hash");
+    std::string input(VARDATA_ANY(prev), kHashSize);
+    input.append(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
     unsigned char digest[kHashSize];
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    SHA256_Update(&ctx, VARDATA_ANY(prev), kHashSize);
-    SHA256_Update(&ctx, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
-    SHA256_Final(digest, &ctx);
+    SHA256(reinterpret_cast<const unsigned char *>(input.data()), input.size(), digest);
     bytea *out = pg_call([&] { return hash_datum(digest, kHashSize); });
     PG_RETURN_BYTEA_P(out);
 }
@@ -817,11 +779,6 @@ Datum tenancy_audit_trigger(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_audit_record);
 Datum tenancy_audit_record(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_record(fcinfo); });
-}
-
-PG_FUNCTION_INFO_V1(tenancy_audit_chain);
-Datum tenancy_audit_chain(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::audit_chain(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_audit_entry_is_new);
