@@ -241,7 +241,7 @@ DECLARE
     switched_to text;
     switched_from text := tenancy._context_field('account');
 BEGIN
-    IF tenancy._context_field('account') IS NULL THEN
+    IF switched_from IS NULL THEN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
     END IF;
     IF tenancy._context_field('role') IN ('mfa_pending', 'password_change') THEN
