@@ -161,7 +161,7 @@ BEGIN;
 SELECT tenancy.authenticate(:'other_key') IS NOT NULL AS authenticated;
 SELECT count(*) FILTER (WHERE main_id = :main_id) AS other_main_reads FROM tenancy.audit_log;
 COMMIT;
--- audit_trail (the indexed read path, sealed entries with position and hash)
+-- audit_trail (the indexed read path, sealed entries with position, digest and block)
 -- shows each reader exactly what audit_log's policy shows it.
 RESET ROLE;
 SELECT tenancy.audit_seal() >= 0 AS sealed;
@@ -169,8 +169,10 @@ SET ROLE tenancy_app;
 BEGIN;
 SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
 SELECT (SELECT count(*) FROM tenancy.audit_trail) = (SELECT count(*) FROM tenancy.audit_log) AS owner_trail_matches,
-       (SELECT bool_and(length(hash) = 32 AND chain_pos > 0) FROM tenancy.audit_trail) AS with_chain;
--- It has an index path: the chain's key by main account, then the entry by xid.
+       (SELECT bool_and(length(digest) = 32 AND length(block_hash) = 32 AND chain_pos >= block_pos)
+        FROM tenancy.audit_trail) AS with_chain;
+-- It has an index path: the chain's key by main account (newest blocks
+-- first), then each entry by xid.
 CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     line text;
@@ -183,7 +185,7 @@ BEGIN
 END $$;
 SET LOCAL enable_seqscan = off;
 SELECT p LIKE '%audit_chain_pkey%' AS by_main_account, p LIKE '%audit_log_xid%' AS entry_by_xid
-FROM pg_temp.plan_of('SELECT * FROM tenancy.audit_trail ORDER BY chain_pos DESC LIMIT 20') p;
+FROM pg_temp.plan_of('SELECT * FROM tenancy.audit_trail ORDER BY block_pos DESC, chain_pos DESC LIMIT 20') p;
 COMMIT;
 BEGIN;
 SELECT tenancy.authenticate(:'child_key') IS NOT NULL AS authenticated;

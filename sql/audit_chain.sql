@@ -8,38 +8,52 @@ SELECT tenancy.admin_create_api_key(:'main', 'owner key') AS owner_key \gset
 SELECT tenancy.admin_create_api_key(:'main', 'member key', 'member') AS member_key \gset
 SELECT a.main_id AS main_id, a.path::text AS main_path FROM tenancy.accounts a WHERE a.public_id = :'main' \gset
 
--- 4 configuration entries so far; 4 events now, then (a moment later) 4 more.
+-- The background sealer waits while this session holds the sealers' lock:
+-- blocks form exactly where this test seals.
+SELECT pg_advisory_lock(1952804449, 1635083369);
+-- Block 1: the configuration entries so far; block 2: 4 events; block 3 (a
+-- moment later): 4 more.
+SELECT tenancy.audit_seal() >= 0 AS sealed;
 SELECT count(tenancy._audit_record(:main_id, :'main_path', 'test.early', format('e%s', g), jsonb_build_object('n', g)))
-FROM generate_series(1, 4) g;
-SELECT pg_sleep(0.01);
-SELECT count(tenancy._audit_record(:main_id, :'main_path', 'test.late', format('l%s', g), jsonb_build_object('n', g)))
 FROM generate_series(1, 4) g;
 -- An aborted transaction's entry consumes an id, never a chain position.
 BEGIN;
 SELECT tenancy._audit_record(:main_id, :'main_path', 'test.aborted', 'x', NULL) > 0 AS written;
 ROLLBACK;
-
-SELECT tenancy.audit_seal() >= 0 AS sealed;
+SELECT tenancy.audit_seal() AS sealed_early;
+SELECT pg_sleep(0.01);
+SELECT count(tenancy._audit_record(:main_id, :'main_path', 'test.late', format('l%s', g), jsonb_build_object('n', g)))
+FROM generate_series(1, 4) g;
+SELECT tenancy.audit_seal() AS sealed_late;
 SELECT tenancy.audit_seal() AS nothing_left;
--- The chain: one narrow row per entry, positions 1..n in id order.
-SELECT count(*) AS entries, count(c.entry_id) AS chained, min(c.chain_pos) AS first_pos, max(c.chain_pos) AS last_pos,
+-- The chain: three blocks, positions 1..12, each entry once, in id order
+-- within its block; every digest is its entry's.
+SELECT first_pos, n, cardinality(entry_ids) = n AND cardinality(entry_xids) = n AS sized,
+       length(digests) = 32 * n AND length(hash) = 32 AS hashed
+FROM tenancy.audit_chain WHERE main_id = :main_id ORDER BY first_pos;
+CREATE TEMP VIEW chained AS
+SELECT c.main_id, c.first_pos + u.k - 1 AS pos, u.xid, u.id, substring(c.digests FROM (u.k::integer - 1) * 32 + 1 FOR 32) AS digest
+FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k);
+SELECT count(*) AS entries, count(c.id) AS chained, count(DISTINCT c.pos) AS positions,
        max(l.id) - min(l.id) + 1 > count(*) AS ids_have_gaps,
-       bool_and(c.sealed_at IS NOT NULL AND length(c.hash) = 32) AS all_hashed,
-       array_agg(c.chain_pos ORDER BY l.id) = array_agg(c.chain_pos ORDER BY c.chain_pos) AS in_id_order
-FROM tenancy.audit_log l LEFT JOIN tenancy.audit_chain c ON c.main_id = l.main_id AND c.entry_id = l.id
+       array_agg(c.pos ORDER BY l.id) = array_agg(c.pos ORDER BY c.pos) AS in_id_order,
+       bool_and(c.digest = tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
+           l.credential_id, l.action, l.target, l.row_key, l.change)) AS digests_match
+FROM tenancy.audit_log l LEFT JOIN chained c ON c.main_id = l.main_id AND c.xid = l.xid AND c.id = l.id
 WHERE l.main_id = :main_id;
--- Each hash links to its predecessor's; the head holds the last position and hash.
-SELECT bool_and(c.hash = tenancy._audit_chain_step(NULL, p.hash, tenancy._audit_payload(l.main_id, l.id, c.chain_pos,
-           l.account_path, l.at, l.actor_kind, l.actor_id, l.credential_id, l.action, l.target, l.row_key, l.change,
-           c.sealed_at))) AS linked
+-- Each block links to the one before; the head holds the last position and hash.
+SELECT bool_and(c.hash = tenancy._audit_chain_step(NULL, coalesce(p.hash, '\x0000000000000000000000000000000000000000000000000000000000000000'),
+                                                   tenancy._audit_block_link(c.first_pos, c.sealed_at, c.digests))) AS linked
 FROM tenancy.audit_chain c
-JOIN tenancy.audit_chain p ON p.main_id = c.main_id AND p.chain_pos = c.chain_pos - 1
-JOIN tenancy.audit_log l ON l.main_id = c.main_id AND l.id = c.entry_id
+LEFT JOIN tenancy.audit_chain p ON p.main_id = c.main_id AND p.first_pos + p.n = c.first_pos
 WHERE c.main_id = :main_id;
 SELECT h.last_pos, h.last_hash = c.hash AS head_matches, h.base_pos
-FROM tenancy.audit_heads h JOIN tenancy.audit_chain c ON c.main_id = h.main_id AND c.chain_pos = h.last_pos
+FROM tenancy.audit_heads h JOIN tenancy.audit_chain c ON c.main_id = h.main_id AND c.first_pos + c.n - 1 = h.last_pos
 WHERE h.main_id = :main_id;
 SELECT ok, entries, first_bad, reason FROM tenancy.audit_verify(:'main');
+-- The link's input is checked.
+SELECT tenancy._audit_block_link(1, now(), '\x00');
+SELECT tenancy._audit_block_link(1, NULL, '\x00');
 
 -- ---- tampering (superuser), each undone afterwards -------------------------------------
 CREATE FUNCTION pg_temp.check(account text) RETURNS TABLE (ok boolean, first_bad bigint, reason text)
@@ -47,61 +61,77 @@ CREATE FUNCTION pg_temp.check(account text) RETURNS TABLE (ok boolean, first_bad
     SELECT v.ok, v.first_bad, regexp_replace(v.reason, '(entry|account) [0-9]+', '\1 N', 'g')
     FROM tenancy.audit_verify(account) v $$;
 -- The entry at a chain position.
-CREATE FUNCTION pg_temp.entry_at(m bigint, pos bigint) RETURNS bigint
-    LANGUAGE sql AS $$ SELECT c.entry_id FROM tenancy.audit_chain c WHERE c.main_id = m AND c.chain_pos = pos $$;
--- Re-hash position pos (and only it) from its predecessor's stored hash.
-CREATE FUNCTION pg_temp.rehash(m bigint, pos bigint) RETURNS void
+CREATE FUNCTION pg_temp.entry_at(m bigint, at_pos bigint) RETURNS bigint
+    LANGUAGE sql AS $$ SELECT c.id FROM pg_temp.chained c WHERE c.main_id = m AND c.pos = at_pos $$;
+-- Re-seal the block at first_pos (and only it) over its listed entries, from
+-- the stored hash of the block before.
+CREATE FUNCTION pg_temp.rehash(m bigint, fp bigint) RETURNS void
     LANGUAGE sql AS $$
-    UPDATE tenancy.audit_chain c SET hash = tenancy._audit_chain_step(NULL, p.hash, tenancy._audit_payload(l.main_id,
-        l.id, c.chain_pos, l.account_path, l.at, l.actor_kind, l.actor_id, l.credential_id, l.action, l.target,
-        l.row_key, l.change, c.sealed_at))
-    FROM tenancy.audit_chain p, tenancy.audit_log l
-    WHERE c.main_id = m AND c.chain_pos = pos AND p.main_id = m AND p.chain_pos = pos - 1
-      AND l.main_id = m AND l.id = c.entry_id $$;
+    UPDATE tenancy.audit_chain c SET n = cardinality(c.entry_ids),
+        digests = (SELECT string_agg(tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind,
+                              l.actor_id, l.credential_id, l.action, l.target, l.row_key, l.change), ''::bytea ORDER BY u.k)
+                   FROM unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k)
+                   JOIN tenancy.audit_log l ON l.main_id = m AND l.xid = u.xid AND l.id = u.id)
+    WHERE c.main_id = m AND c.first_pos = fp;
+    UPDATE tenancy.audit_chain c SET hash = tenancy._audit_chain_step(NULL,
+            (SELECT p.hash FROM tenancy.audit_chain p WHERE p.main_id = m AND p.first_pos < fp ORDER BY p.first_pos DESC LIMIT 1),
+            tenancy._audit_block_link(c.first_pos, c.sealed_at, c.digests))
+    WHERE c.main_id = m AND c.first_pos = fp $$;
+SELECT first_pos AS b2, first_pos + n AS b3 FROM tenancy.audit_chain WHERE main_id = :main_id ORDER BY first_pos OFFSET 1 LIMIT 1 \gset
 
 -- 1. A field edited.
 BEGIN;
-UPDATE tenancy.audit_log SET target = 'edited' WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 7);
+UPDATE tenancy.audit_log SET target = 'edited' WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2 + 2);
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
--- 2. A field edited and its own hash recomputed: the next entry no longer links.
+-- 2. A field edited and its block re-sealed: the next block no longer links.
 BEGIN;
-UPDATE tenancy.audit_log SET change = '{"n": 99}' WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 7);
-SELECT pg_temp.rehash(:main_id, 7);
+UPDATE tenancy.audit_log SET change = '{"n": 99}' WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2 + 2);
+SELECT pg_temp.rehash(:main_id, :b2);
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
 -- 3. An entry deleted ...
 BEGIN;
-DELETE FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 5);
+DELETE FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2);
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
--- ... with its chain row.
+-- ... and from its block.
 BEGIN;
-DELETE FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 5);
-DELETE FROM tenancy.audit_chain WHERE main_id = :main_id AND chain_pos = 5;
+DELETE FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2);
+UPDATE tenancy.audit_chain SET entry_xids = entry_xids[2:], entry_ids = entry_ids[2:], n = n - 1,
+    digests = substring(digests FROM 33)
+WHERE main_id = :main_id AND first_pos = :b2;
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
--- 4. A forged entry inserted in the middle (at position 6, the rest moved up) ...
+-- ... and its block re-sealed.
+BEGIN;
+DELETE FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2);
+UPDATE tenancy.audit_chain SET entry_xids = entry_xids[2:], entry_ids = entry_ids[2:]
+WHERE main_id = :main_id AND first_pos = :b2;
+SELECT pg_temp.rehash(:main_id, :b2);
+SELECT * FROM pg_temp.check(:'main');
+ROLLBACK;
+-- 4. A forged entry inserted in the middle of block 2, the block re-sealed
+-- and the next one moved up ...
 BEGIN;
 INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, actor_id, action, target)
 SELECT main_id, id + 100000, xid, account_path, at, 'dba', 'mallory', 'forged', 'x'
-FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 6);
-UPDATE tenancy.audit_chain SET chain_pos = -chain_pos - 1 WHERE main_id = :main_id AND chain_pos >= 6;
-UPDATE tenancy.audit_chain SET chain_pos = -chain_pos WHERE main_id = :main_id AND chain_pos < 0;
-INSERT INTO tenancy.audit_chain (main_id, chain_pos, entry_xid, entry_id, account_path, hash, sealed_at)
-SELECT main_id, 6, entry_xid, entry_id + 100000, account_path, hash, sealed_at
-FROM tenancy.audit_chain WHERE main_id = :main_id AND chain_pos = 7;
-SELECT pg_temp.rehash(:main_id, 6);
+FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2 + 1);
+UPDATE tenancy.audit_chain SET entry_xids = entry_xids[1:1] || entry_xids[2] || entry_xids[2:],
+    entry_ids = entry_ids[1:1] || entry_ids[2] + 100000 || entry_ids[2:]
+WHERE main_id = :main_id AND first_pos = :b2;
+SELECT pg_temp.rehash(:main_id, :b2);
+UPDATE tenancy.audit_chain SET first_pos = first_pos + 1 WHERE main_id = :main_id AND first_pos = :b3;
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
--- ... and one appended after the end, correctly chained.
+-- ... and one appended after the end in a correctly linked block.
 BEGIN;
 INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, actor_id, action, target)
 SELECT main_id, id + 100000, xid, account_path, at, 'dba', 'mallory', 'forged', 'x'
 FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 12);
-INSERT INTO tenancy.audit_chain (main_id, chain_pos, entry_xid, entry_id, account_path, hash, sealed_at)
-SELECT main_id, 13, entry_xid, entry_id + 100000, account_path, hash, sealed_at
-FROM tenancy.audit_chain WHERE main_id = :main_id AND chain_pos = 12;
+INSERT INTO tenancy.audit_chain (main_id, first_pos, n, entry_xids, entry_ids, digests, hash, sealed_at)
+SELECT main_id, 13, 1, ARRAY[xid], ARRAY[id + 100000], '\x00', '\x00', now()
+FROM pg_temp.chained WHERE main_id = :main_id AND pos = 12;
 SELECT pg_temp.rehash(:main_id, 13);
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
@@ -111,23 +141,23 @@ INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, a
 VALUES (:main_id, nextval('tenancy.audit_seq'), 3, :'main_path', now() - interval '1 hour', 'dba', 'forged');
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
--- 5. Two entries swapped.
+-- 5. Two entries swapped in their block.
 BEGIN;
-UPDATE tenancy.audit_chain c SET entry_id = o.entry_id, entry_xid = o.entry_xid
-FROM tenancy.audit_chain o
-WHERE c.main_id = :main_id AND o.main_id = :main_id AND c.chain_pos IN (3, 4) AND o.chain_pos = 7 - c.chain_pos;
+UPDATE tenancy.audit_chain SET entry_xids = entry_xids[1:0] || entry_xids[2] || entry_xids[1] || entry_xids[3:],
+    entry_ids = entry_ids[1:0] || entry_ids[2] || entry_ids[1] || entry_ids[3:]
+WHERE main_id = :main_id AND first_pos = :b2;
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
 -- 6. The tail truncated.
 BEGIN;
-DELETE FROM tenancy.audit_chain WHERE main_id = :main_id AND chain_pos > 10;
+DELETE FROM tenancy.audit_chain WHERE main_id = :main_id AND first_pos = :b3;
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
 -- 7. The tail truncated and the head re-sealed over the new end with a wrong key.
 BEGIN;
-DELETE FROM tenancy.audit_chain WHERE main_id = :main_id AND chain_pos > 10;
-UPDATE tenancy.audit_heads h SET last_pos = 10,
-    last_hash = (SELECT c.hash FROM tenancy.audit_chain c WHERE c.main_id = h.main_id AND c.chain_pos = 10),
+DELETE FROM tenancy.audit_chain WHERE main_id = :main_id AND first_pos = :b3;
+UPDATE tenancy.audit_heads h SET last_pos = :b3 - 1,
+    last_hash = (SELECT c.hash FROM tenancy.audit_chain c WHERE c.main_id = h.main_id AND c.first_pos = :b2),
     mac = tenancy._hmac_sha256(tenancy._random_bytes(32), 'a guess')
 WHERE h.main_id = :main_id;
 SELECT * FROM pg_temp.check(:'main');
@@ -143,19 +173,29 @@ INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, a
 VALUES (:main_id, nextval('tenancy.audit_seq'), txid_current(), :'main_path', now() - interval '1 hour', 'dba', 'late');
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
+-- 10. A block row altered: its size, its sealing time.
+BEGIN;
+UPDATE tenancy.audit_chain SET n = n + 1 WHERE main_id = :main_id AND first_pos = :b2;
+SELECT * FROM pg_temp.check(:'main');
+ROLLBACK;
+BEGIN;
+UPDATE tenancy.audit_chain SET sealed_at = sealed_at + interval '1 second' WHERE main_id = :main_id AND first_pos = :b2;
+SELECT * FROM pg_temp.check(:'main');
+ROLLBACK;
 -- What a superuser can still do: with the key (in tenancy.audit_keys) a
 -- rewritten chain and head verify. Anchor heads outside the database.
 BEGIN;
 UPDATE tenancy.audit_log SET change = '{"n": 99}' WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 12);
-SELECT pg_temp.rehash(:main_id, 12);
+SELECT pg_temp.rehash(:main_id, :b3);
 UPDATE tenancy.audit_heads h SET last_hash = c.hash FROM tenancy.audit_chain c
-WHERE h.main_id = :main_id AND c.main_id = h.main_id AND c.chain_pos = 12;
+WHERE h.main_id = :main_id AND c.main_id = h.main_id AND c.first_pos = :b3;
 SELECT * FROM pg_temp.check(:'main');
 UPDATE tenancy.audit_heads h SET mac = tenancy._audit_head_mac(h) WHERE h.main_id = :main_id;
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
 -- Everything undone: the chain verifies again.
 SELECT * FROM pg_temp.check(:'main');
+SELECT pg_advisory_unlock(1952804449, 1635083369);
 
 -- ---- verify: who may ------------------------------------------------------------------
 SELECT bool_and(ok) AS all_mains_ok, count(*) FILTER (WHERE main_id = :main_id) AS listed
@@ -184,18 +224,20 @@ SELECT tenancy.audit_purge('acc_1_000000000000', now());
 SELECT tenancy.audit_purge(:'main', :'cut');
 SELECT tenancy.audit_purge(:'main', :'cut') AS purged_again;
 SELECT tenancy.audit_seal() >= 0 AS sealed;
-SELECT min(c.chain_pos) AS first_pos, max(c.chain_pos) AS last_pos, count(*) AS entries, count(c.entry_id) AS chained
-FROM tenancy.audit_log l LEFT JOIN tenancy.audit_chain c ON c.main_id = l.main_id AND c.entry_id = l.id
+-- Whole blocks were purged: blocks 1 and 2 (all older than the cut).
+SELECT min(c.pos) AS first_pos, max(c.pos) AS last_pos, count(*) AS entries, count(c.id) AS chained
+FROM tenancy.audit_log l LEFT JOIN pg_temp.chained c ON c.main_id = l.main_id AND c.xid = l.xid AND c.id = l.id
 WHERE l.main_id = :main_id;
 SELECT action, actor_kind, change ->> 'purged_through_position' AS through, change ->> 'entries' AS purged,
        change ->> 'checkpoint_hash' = encode(h.base_hash, 'hex') AS checkpoint_in_head
 FROM tenancy.audit_log l JOIN tenancy.audit_heads h USING (main_id)
 WHERE main_id = :main_id AND action = 'audit.purge';
 SELECT ok, entries, first_bad, reason FROM tenancy.audit_verify(:'main');
--- The checkpoint still catches an edit of the first remaining entry's link.
+-- The checkpoint still catches the first remaining block removed.
 BEGIN;
-DELETE FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, 9);
-DELETE FROM tenancy.audit_chain WHERE main_id = :main_id AND chain_pos = 9;
+DELETE FROM tenancy.audit_log l USING pg_temp.chained c
+WHERE c.main_id = :main_id AND c.pos BETWEEN :b3 AND 12 AND l.main_id = c.main_id AND l.xid = c.xid AND l.id = c.id;
+DELETE FROM tenancy.audit_chain WHERE main_id = :main_id AND first_pos = :b3;
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
 BEGIN;

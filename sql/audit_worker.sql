@@ -16,12 +16,12 @@ BEGIN
         EXIT WHEN NOT EXISTS (SELECT FROM tenancy.audit_log l
                               WHERE l.main_id = current_setting('audit_test.main_id')::bigint
                                 AND NOT EXISTS (SELECT FROM tenancy.audit_chain c
-                                                WHERE c.main_id = l.main_id AND c.entry_id = l.id));
+                                                WHERE c.main_id = l.main_id AND l.id = ANY (c.entry_ids)));
         PERFORM pg_sleep(0.1);
     END LOOP;
 END $$;
-SELECT count(*) FILTER (WHERE c.entry_id IS NULL) AS unsealed, min(c.chain_pos) AS first_pos,
+SELECT count(*) FILTER (WHERE c.first_pos IS NULL) AS unsealed, min(c.first_pos) AS first_pos,
        bool_and(c.sealed_at IS NOT NULL) AS all_sealed
-FROM tenancy.audit_log l LEFT JOIN tenancy.audit_chain c ON c.main_id = l.main_id AND c.entry_id = l.id
+FROM tenancy.audit_log l LEFT JOIN tenancy.audit_chain c ON c.main_id = l.main_id AND l.id = ANY (c.entry_ids)
 WHERE l.main_id = :main_id;
 SELECT ok, reason FROM tenancy.audit_verify(:'main');

@@ -90,8 +90,10 @@ done
 # The sealer kept up: nothing committed stays unsealed, and the chains verify.
 sleep 1
 "${PSQL[@]}" -d bench -At -c "SELECT 'audit entries: ' || count(*) || ', unsealed after the runs: ' ||
-    count(*) FILTER (WHERE c.entry_id IS NULL)
-    FROM tenancy.audit_log l LEFT JOIN tenancy.audit_chain c ON c.main_id = l.main_id AND c.entry_id = l.id"
+    count(*) FILTER (WHERE c.id IS NULL)
+    FROM tenancy.audit_log l
+    LEFT JOIN (SELECT k.main_id, u.xid, u.id FROM tenancy.audit_chain k, unnest(k.entry_xids, k.entry_ids) u(xid, id)) c
+    ON c.main_id = l.main_id AND c.xid = l.xid AND c.id = l.id"
 "${PSQL[@]}" -d bench -At -c "SELECT 'chains verified ok: ' || count(*) FILTER (WHERE ok) || ' of ' || count(*)
     FROM tenancy.audit_verify()"
 # The bound: how long after its write each entry was sealed (background sealer).
@@ -99,7 +101,8 @@ sleep 1
         round(percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::numeric, 3),
         round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 3), round(max(d)::numeric, 3))
     FROM (SELECT extract(epoch FROM c.sealed_at - l.at) AS d
-          FROM tenancy.audit_chain c JOIN tenancy.audit_log l ON l.xid = c.entry_xid AND l.id = c.entry_id) s"
+          FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+          JOIN tenancy.audit_log l ON l.xid = u.xid AND l.id = u.id) s"
 echo "# CPU time of one backend per row (bench/audit_overhead/cpu_per_row.py):"
 PGDATABASE=bench /usr/bin/python3 "$HERE/cpu_per_row.py" || echo "cpu_per_row.py failed (needs python3-psycopg2)"
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

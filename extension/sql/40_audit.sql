@@ -7,12 +7,11 @@
 --
 -- The sealer (tenancy.audit_seal(), run every ~200 ms by the background
 -- worker or by the gateway) links committed entries into one SHA-256 chain
--- per main account:
---     hash = SHA-256(prev_hash || canonical payload of the entry)
--- writing one narrow row per entry into audit_chain (position, entry id,
--- hash) and moving the main account's chain head (audit_heads), whose last
--- position and hash are MACed with a server key no client role can read, so a
--- truncated tail or a rewritten chain is detected by audit_verify().
+-- per main account, one block per round (audit_chain: the entries' positions,
+-- ids and digests, and a hash linking the block to the one before), and moves
+-- the main account's chain head (audit_heads), whose last position and hash
+-- are MACed with a server key no client role can read, so a truncated tail or
+-- a rewritten chain is detected by audit_verify().
 --
 -- Finding the entries to seal without a queue: the sealer records the MVCC
 -- snapshot its round ran in (audit_sealer.snap). The next round takes exactly
@@ -53,19 +52,29 @@ CREATE TABLE tenancy.audit_log (
 -- indexes by main account (audit_trail).
 CREATE INDEX audit_log_xid ON tenancy.audit_log (xid, id);
 
--- The chain: one row per sealed entry, written by the sealer only.
--- hash = SHA-256(hash at chain_pos - 1 || _audit_payload(entry, chain_pos, sealed_at)).
--- entry_xid/entry_id locate the entry; account_path is copied for readers.
+-- The chain: one block per main account and sealing round (at most 4096
+-- entries), written by the sealer only. A block lists its entries in chain
+-- order (positions first_pos .. first_pos + n - 1) by (xid, id), with each
+-- entry's 32-byte digest (_audit_entry_digest), and links to the block before:
+--     hash = SHA-256(previous block's hash || _audit_block_link(first_pos, sealed_at, digests))
+-- One narrow row and one index entry per block instead of per entry: the
+-- sealer's cost per entry is reading and digesting it (measured in
+-- bench/RESULTS.md). A changed entry no longer matches its digest; a changed,
+-- removed or inserted block breaks the links; a cut tail no longer matches the
+-- MACed head.
 CREATE TABLE tenancy.audit_chain (
     main_id bigint NOT NULL,
-    chain_pos bigint NOT NULL,
-    entry_xid bigint NOT NULL,
-    entry_id bigint NOT NULL,
-    account_path tenancy.account_path,
+    first_pos bigint NOT NULL,
+    n integer NOT NULL,
+    entry_xids bigint[] NOT NULL,
+    entry_ids bigint[] NOT NULL,
+    digests bytea NOT NULL,
     hash bytea NOT NULL,
     sealed_at timestamptz NOT NULL,
-    PRIMARY KEY (main_id, chain_pos)
+    PRIMARY KEY (main_id, first_pos)
 );
+-- Digests are random bytes: do not try to compress them.
+ALTER TABLE tenancy.audit_chain ALTER COLUMN digests SET STORAGE EXTERNAL;
 
 -- One chain head per main account. base_*: the checkpoint left by
 -- audit_purge (entries up to base_pos were purged); last_*: the end of the
@@ -100,8 +109,8 @@ INSERT INTO tenancy.audit_keys VALUES (1, tenancy._random_bytes(32));
 CREATE FUNCTION tenancy._audit_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'tenancy_audit_trigger' LANGUAGE C;
 -- The chain as a running aggregate, used as a window function over one main
--- account's new entries in id order: the first row starts from `start` (the
--- head's last hash), each row's value is its hash.
+-- account's new blocks: the first row starts from `start` (the head's last
+-- hash), each row's value is its block's hash.
 CREATE FUNCTION tenancy._audit_chain_step(state bytea, start bytea, payload bytea) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_audit_chain_step' LANGUAGE C IMMUTABLE;
 CREATE AGGREGATE tenancy._audit_chain_agg(start bytea, payload bytea) (
@@ -133,25 +142,16 @@ REVOKE ALL ON FUNCTION tenancy._audit_trigger(),
 -- The canonical serialisation (audit.cpp), independent of settings (DateStyle,
 -- TimeZone): every field length-prefixed, numbers and times as 8-byte
 -- big-endian integers, the path in its binary form, jsonb as its normalised
--- text. A chain step hashes the previous hash followed by
---   _audit_link(_audit_entry_digest(entry fields), chain_pos, sealed_at)
--- (the digest lets the sealer sort 32 bytes per entry instead of the row);
--- _audit_payload(all fields) gives the same bytes in one call.
+-- text, hashed into one 32-byte digest per entry. A block's link binds the
+-- concatenated digests to the block's first position and sealing time.
 CREATE FUNCTION tenancy._audit_entry_digest(main_id bigint, id bigint, account_path tenancy.account_path,
         at timestamptz, actor_kind text, actor_id text, credential_id bigint, action text, target text,
         row_key jsonb, change jsonb) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_audit_entry_digest' LANGUAGE C IMMUTABLE;
-CREATE FUNCTION tenancy._audit_link(digest bytea, chain_pos bigint, sealed_at timestamptz) RETURNS bytea
-    AS 'MODULE_PATHNAME', 'tenancy_audit_link' LANGUAGE C IMMUTABLE;
-CREATE FUNCTION tenancy._audit_payload(main_id bigint, id bigint, chain_pos bigint,
-        account_path tenancy.account_path, at timestamptz, actor_kind text, actor_id text,
-        credential_id bigint, action text, target text, row_key jsonb, change jsonb,
-        sealed_at timestamptz) RETURNS bytea
-    AS 'MODULE_PATHNAME', 'tenancy_audit_payload' LANGUAGE C IMMUTABLE;
+CREATE FUNCTION tenancy._audit_block_link(first_pos bigint, sealed_at timestamptz, digests bytea) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'tenancy_audit_block_link' LANGUAGE C IMMUTABLE;
 REVOKE ALL ON FUNCTION tenancy._audit_entry_digest(bigint, bigint, tenancy.account_path, timestamptz, text, text,
-    bigint, text, text, jsonb, jsonb), tenancy._audit_link(bytea, bigint, timestamptz),
-    tenancy._audit_payload(bigint, bigint, bigint, tenancy.account_path, timestamptz, text, text, bigint, text,
-        text, jsonb, jsonb, timestamptz) FROM PUBLIC;
+    bigint, text, text, jsonb, jsonb), tenancy._audit_block_link(bigint, timestamptz, bytea) FROM PUBLIC;
 
 CREATE FUNCTION tenancy._audit_head_mac(h tenancy.audit_heads) RETURNS bytea
     LANGUAGE sql STABLE
@@ -178,7 +178,7 @@ DECLARE
     prev pg_snapshot;
     new_snap pg_snapshot;
     lower_xid bigint;
-    n integer;
+    sealed bigint;
     ts timestamptz := clock_timestamp();
     zero bytea := '\x0000000000000000000000000000000000000000000000000000000000000000';
 BEGIN
@@ -195,42 +195,55 @@ BEGIN
     -- This round seals exactly the entries committed as of this snapshot and
     -- not as of the previous one (an entry committing meanwhile waits a round).
     new_snap := pg_current_snapshot();
-    -- One statement: chain the new entries of every main account (one sort,
-    -- by main account and id), write their chain rows, move the heads.
-    WITH chained AS (
-        SELECT e.main_id, e.pos, e.xid, e.id, e.account_path, e.pos = e.last_pos AS is_last,
-               tenancy._audit_chain_agg(e.start, tenancy._audit_link(e.digest, e.pos, ts))
-                   OVER (PARTITION BY e.main_id ORDER BY e.id ROWS UNBOUNDED PRECEDING) AS hash
-        FROM (SELECT d.*, coalesce(h.last_pos, 0) + row_number() OVER (PARTITION BY d.main_id ORDER BY d.id) AS pos,
-                     coalesce(h.last_pos, 0) + count(*) OVER (PARTITION BY d.main_id) AS last_pos,
-                     coalesce(h.last_hash, zero) AS start
-              FROM (SELECT l.main_id, l.id, l.xid, l.account_path,
-                           tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind,
-                               l.actor_id, l.credential_id, l.action, l.target, l.row_key, l.change) AS digest
-                    FROM tenancy.audit_log l
-                    WHERE l.xid >= lower_xid AND tenancy._audit_entry_is_new(l.xid, prev, new_snap)) d
-              LEFT JOIN tenancy.audit_heads h ON h.main_id = d.main_id) e
+    -- One statement: the new entries of every main account, in (xid, id)
+    -- order, cut into blocks of at most 4096 per main account, each block
+    -- chained to the one before; then the block rows and the moved heads.
+    WITH fresh AS (
+        SELECT l.main_id, l.xid, l.id,
+               tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
+                   l.credential_id, l.action, l.target, l.row_key, l.change) AS digest,
+               (row_number() OVER (PARTITION BY l.main_id ORDER BY l.xid, l.id) - 1) / 4096 AS block
+        FROM tenancy.audit_log l
+        WHERE l.xid >= lower_xid AND tenancy._audit_entry_is_new(l.xid, prev, new_snap)
+    ), blocks AS (
+        -- The three aggregates consume one row stream: the arrays and the
+        -- digests always list the entries in the same order (verification
+        -- relies on that, not on the order being by id).
+        SELECT f.main_id, f.block, count(*)::integer AS n, array_agg(f.xid) AS xids, array_agg(f.id) AS ids,
+               string_agg(f.digest, ''::bytea) AS digests
+        FROM (SELECT * FROM fresh ORDER BY main_id, block, xid, id) f
+        GROUP BY f.main_id, f.block
+    ), placed AS (
+        SELECT b.*, coalesce(h.last_pos, 0) + sum(b.n) OVER w - b.n + 1 AS first_pos,
+               coalesce(h.last_pos, 0) + sum(b.n) OVER (PARTITION BY b.main_id) AS last_pos,
+               coalesce(h.last_hash, zero) AS start
+        FROM blocks b LEFT JOIN tenancy.audit_heads h ON h.main_id = b.main_id
+        WINDOW w AS (PARTITION BY b.main_id ORDER BY b.block)
+    ), chained AS (
+        SELECT p.*, tenancy._audit_chain_agg(p.start, tenancy._audit_block_link(p.first_pos, ts, p.digests))
+                        OVER (PARTITION BY p.main_id ORDER BY p.block ROWS UNBOUNDED PRECEDING) AS hash
+        FROM placed p
     ), linked AS (
-        INSERT INTO tenancy.audit_chain (main_id, chain_pos, entry_xid, entry_id, account_path, hash, sealed_at)
-        SELECT c.main_id, c.pos, c.xid, c.id, c.account_path, c.hash, ts FROM chained c
-        RETURNING 1
+        INSERT INTO tenancy.audit_chain (main_id, first_pos, n, entry_xids, entry_ids, digests, hash, sealed_at)
+        SELECT c.main_id, c.first_pos, c.n, c.xids, c.ids, c.digests, c.hash, ts FROM chained c
+        RETURNING audit_chain.n
     ), moved AS (
         -- Heads move only under the sealers' lock (audit_purge takes it too).
         INSERT INTO tenancy.audit_heads AS x (main_id, last_pos, last_hash, mac, updated_at)
-        SELECT t.main_id, t.pos, t.hash,
-               tenancy._audit_head_mac(ROW(t.main_id, 0, zero, t.pos, t.hash, NULL, NULL)::tenancy.audit_heads), ts
-        FROM chained t WHERE t.is_last
+        SELECT t.main_id, t.last_pos, t.hash,
+               tenancy._audit_head_mac(ROW(t.main_id, 0, zero, t.last_pos, t.hash, NULL, NULL)::tenancy.audit_heads), ts
+        FROM chained t WHERE t.first_pos + t.n - 1 = t.last_pos
         ON CONFLICT (main_id) DO UPDATE
         SET last_pos = excluded.last_pos, last_hash = excluded.last_hash, updated_at = ts,
             mac = tenancy._audit_head_mac(ROW(x.main_id, x.base_pos, x.base_hash, excluded.last_pos,
                                               excluded.last_hash, NULL, NULL)::tenancy.audit_heads)
     )
-    SELECT count(*) INTO n FROM linked;
-    IF n = 0 THEN
+    SELECT coalesce(sum(k.n), 0) INTO sealed FROM linked k;
+    IF sealed = 0 THEN
         RETURN 0;  -- the recorded snapshot still finds everything new
     END IF;
     UPDATE tenancy.audit_sealer s SET snap = new_snap, sealed_at = ts;
-    RETURN n;
+    RETURN sealed;
 END $$;
 
 -- ---- verification -------------------------------------------------------------------
@@ -255,6 +268,7 @@ CREATE FUNCTION tenancy._audit_verify_main(m bigint, check_outside boolean DEFAU
     AS $$
 DECLARE
     h tenancy.audit_heads;
+    blk record;
     e record;
     expect_pos bigint;
     prev bytea;
@@ -277,40 +291,58 @@ BEGIN
         reason := format('chain head of main account %s: signature invalid (head rewritten without the key)', m);
         RETURN;
     END IF;
-    -- Set-based: each position's hash recomputed from the stored hash before
-    -- it; the first position with a gap, a missing entry or a wrong hash.
+    -- Set-based, first the blocks: each one must start where the one before
+    -- ended, be well-formed and link to the stored hash before it.
+    SELECT r.* INTO blk FROM (
+        SELECT c.first_pos, c.n, c.expect_pos,
+               CASE WHEN c.first_pos < c.expect_pos
+                        THEN format('positions %s to %s appear twice (entries inserted into the chain)',
+                                    c.first_pos, c.expect_pos - 1)
+                    WHEN c.first_pos > c.expect_pos
+                        THEN format('positions %s to %s missing (entries deleted with their chain)',
+                                    c.expect_pos, c.first_pos - 1)
+                    WHEN c.n < 1 OR cardinality(c.entry_xids) IS DISTINCT FROM c.n
+                         OR cardinality(c.entry_ids) IS DISTINCT FROM c.n OR length(c.digests) <> 32 * c.n
+                        THEN format('block at position %s is malformed (chain altered)', c.first_pos)
+                    WHEN c.hash IS DISTINCT FROM tenancy._audit_chain_step(NULL, c.prev_hash,
+                             tenancy._audit_block_link(c.first_pos, c.sealed_at, c.digests))
+                        THEN format('block at positions %s to %s: hash mismatch (chain altered, or its predecessor altered)',
+                                    c.first_pos, c.first_pos + c.n - 1) END AS reason
+        FROM (SELECT x.*, coalesce(lag(x.first_pos + x.n) OVER w, h.base_pos + 1) AS expect_pos,
+                     coalesce(lag(x.hash) OVER w, h.base_hash) AS prev_hash
+              FROM tenancy.audit_chain x WHERE x.main_id = m
+              WINDOW w AS (ORDER BY x.first_pos)) c) r
+    WHERE r.reason IS NOT NULL
+    ORDER BY r.first_pos LIMIT 1;
+    -- Then every entry before that block: present, and matching its digest.
     SELECT r.* INTO e FROM (
-        SELECT c.chain_pos, c.entry_id, c.hash, l.id IS NULL AS missing,
-               h.base_pos + row_number() OVER (ORDER BY c.chain_pos) AS expect_pos,
-               lag(c.hash, 1, h.base_hash) OVER (ORDER BY c.chain_pos) AS prev_hash,
-               CASE WHEN l.id IS NOT NULL THEN
-                   tenancy._audit_payload(m, l.id, c.chain_pos, l.account_path, l.at, l.actor_kind, l.actor_id,
-                       l.credential_id, l.action, l.target, l.row_key, l.change, c.sealed_at) END AS payload
+        SELECT c.first_pos + u.k - 1 AS pos, u.id, l.id IS NULL AS missing
         FROM tenancy.audit_chain c
+        CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k)
         LEFT JOIN LATERAL (SELECT x.* FROM tenancy.audit_log x
-                           WHERE x.xid = c.entry_xid AND x.id = c.entry_id AND x.main_id = c.main_id
-                           LIMIT 1) l ON true
-        WHERE c.main_id = m) r
-    WHERE CASE WHEN r.chain_pos <> r.expect_pos OR r.missing THEN true
-               ELSE r.hash IS DISTINCT FROM tenancy._audit_chain_step(NULL, r.prev_hash, r.payload) END
-    ORDER BY r.chain_pos LIMIT 1;
-    IF FOUND THEN
+                           WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = m LIMIT 1) l ON true
+        WHERE c.main_id = m AND (blk.first_pos IS NULL OR c.first_pos < least(blk.first_pos, blk.expect_pos))
+          AND (l.id IS NULL
+               OR tenancy._audit_entry_digest(m, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
+                      l.credential_id, l.action, l.target, l.row_key, l.change)
+                  IS DISTINCT FROM substring(c.digests FROM (u.k::integer - 1) * 32 + 1 FOR 32))) r
+    ORDER BY r.pos LIMIT 1;
+    IF e.pos IS NOT NULL THEN
         ok := false;
-        first_bad := least(e.chain_pos, e.expect_pos);
-        reason := CASE
-            WHEN e.chain_pos < e.expect_pos
-                THEN format('entry %s: position %s appears twice (inserted entry)', e.entry_id, e.chain_pos)
-            WHEN e.chain_pos > e.expect_pos
-                THEN format('position %s missing (deleted entry); next is entry %s at position %s',
-                            e.expect_pos, e.entry_id, e.chain_pos)
-            WHEN e.missing
-                THEN format('entry %s at position %s is missing (deleted entry)', e.entry_id, e.chain_pos)
-            ELSE format('entry %s at position %s: hash mismatch (entry altered, moved, or its predecessor altered)',
-                        e.entry_id, e.chain_pos) END;
+        first_bad := e.pos;
+        reason := CASE WHEN e.missing
+            THEN format('entry %s at position %s is missing (deleted entry)', e.id, e.pos)
+            ELSE format('entry %s at position %s: digest mismatch (entry altered, or entries swapped)', e.id, e.pos) END;
         RETURN;
     END IF;
-    SELECT count(*) INTO entries FROM tenancy.audit_chain c WHERE c.main_id = m;
-    SELECT c.hash INTO prev FROM tenancy.audit_chain c WHERE c.main_id = m ORDER BY c.chain_pos DESC LIMIT 1;
+    IF blk.first_pos IS NOT NULL THEN
+        ok := false;
+        first_bad := least(blk.first_pos, blk.expect_pos);
+        reason := blk.reason;
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(c.n), 0) INTO entries FROM tenancy.audit_chain c WHERE c.main_id = m;
+    SELECT c.hash INTO prev FROM tenancy.audit_chain c WHERE c.main_id = m ORDER BY c.first_pos DESC LIMIT 1;
     expect_pos := h.base_pos + entries + 1;
     prev := coalesce(prev, h.base_hash);
     IF expect_pos - 1 <> h.last_pos OR prev IS DISTINCT FROM h.last_hash THEN
@@ -345,8 +377,8 @@ CREATE FUNCTION tenancy._audit_outside_chain() RETURNS TABLE (main_id bigint, ov
     AS $$
     SELECT l.main_id, count(*) FROM tenancy.audit_log l
     WHERE l.at < now() - tenancy._audit_seal_bound()
-      AND NOT EXISTS (SELECT FROM tenancy.audit_chain c
-                      WHERE c.main_id = l.main_id AND c.entry_xid = l.xid AND c.entry_id = l.id)
+      AND NOT EXISTS (SELECT FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+                      WHERE c.main_id = l.main_id AND u.xid = l.xid AND u.id = l.id)
     GROUP BY l.main_id
 $$;
 REVOKE ALL ON FUNCTION tenancy._audit_outside_chain() FROM PUBLIC;
@@ -406,12 +438,18 @@ BEGIN
     -- A subaccount verifies the whole main chain (its entries are in it) but
     -- learns only about its own subtree: its entry count, and the bad
     -- position only if that entry is its own.
-    SELECT c.account_path INTO bad_path FROM tenancy.audit_chain c
-    WHERE c.main_id = a.main_id AND c.chain_pos = v.first_bad;
+    SELECT l.account_path INTO bad_path
+    FROM tenancy.audit_chain c
+    JOIN tenancy.audit_log l ON l.main_id = c.main_id AND l.xid = c.entry_xids[v.first_bad - c.first_pos + 1]
+                            AND l.id = c.entry_ids[v.first_bad - c.first_pos + 1]
+    WHERE c.main_id = a.main_id AND c.first_pos <= v.first_bad
+    ORDER BY c.first_pos DESC LIMIT 1;
     RETURN QUERY
     SELECT v.ok,
            (SELECT count(*) FROM tenancy.audit_chain c
-            WHERE c.main_id = a.main_id AND c.account_path OPERATOR(tenancy.<@) a.path),
+            CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+            JOIN tenancy.audit_log l ON l.main_id = c.main_id AND l.xid = u.xid AND l.id = u.id
+            WHERE c.main_id = a.main_id AND l.account_path OPERATOR(tenancy.<@) a.path),
            CASE WHEN bad_path OPERATOR(tenancy.<@) a.path THEN v.first_bad END,
            CASE WHEN v.ok OR bad_path OPERATOR(tenancy.<@) a.path THEN v.reason
                 ELSE 'the main account''s chain has a bad entry outside this account''s subtree' END,
@@ -500,26 +538,33 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    -- A prefix of the chain: up to the last entry older than `before`.
-    SELECT c.chain_pos, c.hash INTO cut FROM tenancy.audit_chain c
-    JOIN tenancy.audit_log l ON l.xid = c.entry_xid AND l.id = c.entry_id AND l.main_id = c.main_id
-    WHERE c.main_id = m AND l.at < before
-    ORDER BY c.chain_pos DESC LIMIT 1;
-    IF cut.chain_pos IS NULL OR cut.chain_pos <= h.base_pos THEN
+    -- A prefix of the chain in whole blocks (the checkpoint is a block's
+    -- hash): up to the block before the first one holding an entry at or
+    -- after `before`.
+    SELECT c.first_pos + c.n - 1 AS last_pos, c.first_pos, c.hash INTO cut FROM tenancy.audit_chain c
+    WHERE c.main_id = m AND c.first_pos < coalesce((
+        SELECT min(k.first_pos) FROM tenancy.audit_chain k
+        WHERE k.main_id = m AND EXISTS (
+            SELECT FROM unnest(k.entry_xids, k.entry_ids) u(xid, id)
+            JOIN tenancy.audit_log l ON l.xid = u.xid AND l.id = u.id AND l.main_id = m
+            WHERE l.at >= before)), 9223372036854775807)
+    ORDER BY c.first_pos DESC LIMIT 1;
+    IF cut.last_pos IS NULL OR cut.last_pos <= h.base_pos THEN
         RETURN 0;
     END IF;
-    DELETE FROM tenancy.audit_log l USING tenancy.audit_chain c
-    WHERE c.main_id = m AND c.chain_pos <= cut.chain_pos
-      AND l.xid = c.entry_xid AND l.id = c.entry_id AND l.main_id = m;
+    DELETE FROM tenancy.audit_log l
+    USING tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+    WHERE c.main_id = m AND c.first_pos <= cut.first_pos
+      AND l.xid = u.xid AND l.id = u.id AND l.main_id = m;
     GET DIAGNOSTICS deleted = ROW_COUNT;
-    DELETE FROM tenancy.audit_chain c WHERE c.main_id = m AND c.chain_pos <= cut.chain_pos;
-    h.base_pos := cut.chain_pos;
+    DELETE FROM tenancy.audit_chain c WHERE c.main_id = m AND c.first_pos <= cut.first_pos;
+    h.base_pos := cut.last_pos;
     h.base_hash := cut.hash;
     UPDATE tenancy.audit_heads x SET base_pos = h.base_pos, base_hash = h.base_hash,
         mac = tenancy._audit_head_mac(h), updated_at = clock_timestamp()
     WHERE x.main_id = m;
     PERFORM tenancy._audit_record(m, CASE WHEN m <> 0 THEN (m::text)::tenancy.account_path END, 'audit.purge', 'tenancy.audit_log',
-        jsonb_build_object('purged_through_position', cut.chain_pos, 'checkpoint_hash', encode(cut.hash, 'hex'),
+        jsonb_build_object('purged_through_position', cut.last_pos, 'checkpoint_hash', encode(cut.hash, 'hex'),
                            'entries', deleted, 'before', before));
     RETURN deleted;
 END $$;
@@ -568,21 +613,26 @@ CREATE POLICY subtree_read ON tenancy.audit_log FOR SELECT
            AND account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())
            AND (SELECT tenancy.may('audit', 'read')));
 GRANT SELECT ON tenancy.audit_log TO tenancy_app, tenancy_admin;
-CREATE POLICY subtree_read ON tenancy.audit_chain FOR SELECT
-    USING (main_id = (SELECT tenancy.current_main_id())
-           AND account_path OPERATOR(tenancy.<@) (SELECT tenancy.current_path())
-           AND (SELECT tenancy.may('audit', 'read')));
+-- A block mixes the main account's subtrees: readers get it only through
+-- audit_trail, which shows the entries audit_log's policy lets them see.
+CREATE POLICY main_read ON tenancy.audit_chain FOR SELECT
+    USING (main_id = (SELECT tenancy.current_main_id()) AND (SELECT tenancy.may('audit', 'read')));
 
--- The indexed way to read the log: sealed entries with their chain position
--- and hash, through the chain's (main_id, chain_pos) key. The view runs as
--- tenancy_owner, under both tables' policies, so a reader sees exactly what
--- audit_log's policy shows it (minus the last ~0.5 s not yet sealed).
--- audit_log itself stays readable, but has no index by account.
+-- The indexed way to read the log: sealed entries with their chain position,
+-- digest and block, through the chain's (main_id, first_pos) key. The view
+-- runs as tenancy_owner, under both tables' policies, so a reader sees
+-- exactly what audit_log's policy shows it (minus the last ~0.5 s not yet
+-- sealed). For the newest entries first, order by block_pos DESC, chain_pos
+-- DESC: the blocks come in key order. audit_log itself stays readable, but
+-- has no index by account.
 CREATE VIEW tenancy.audit_trail WITH (security_barrier) AS
-SELECT c.main_id, c.chain_pos, l.id, l.account_path, l.at, l.actor_kind, l.actor_id, l.credential_id,
-       l.action, l.target, l.row_key, l.change, c.hash, c.sealed_at
+SELECT c.main_id, c.first_pos + u.k - 1 AS chain_pos, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
+       l.credential_id, l.action, l.target, l.row_key, l.change,
+       substring(c.digests FROM (u.k::integer - 1) * 32 + 1 FOR 32) AS digest,
+       c.first_pos AS block_pos, c.hash AS block_hash, c.sealed_at
 FROM tenancy.audit_chain c
-JOIN tenancy.audit_log l ON l.xid = c.entry_xid AND l.id = c.entry_id AND l.main_id = c.main_id;
+CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k)
+JOIN tenancy.audit_log l ON l.xid = u.xid AND l.id = u.id AND l.main_id = c.main_id;
 ALTER VIEW tenancy.audit_trail OWNER TO tenancy_owner;
 REVOKE ALL ON tenancy.audit_trail FROM PUBLIC;
 GRANT SELECT ON tenancy.audit_trail TO tenancy_app;

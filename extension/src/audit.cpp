@@ -697,20 +697,6 @@ void entry_digest(FunctionCallInfo fcinfo, const int (&args)[11], unsigned char 
     SHA256(reinterpret_cast<const unsigned char *>(out.data()), out.size(), digest);
 }
 
-// What one chain step hashes after the previous hash: the entry's digest
-// bound to its position and sealing time.
-bytea *link_payload(const unsigned char *digest, int64 chain_pos, bool has_sealed_at,
-                    TimestampTz sealed_at) {
-    std::string out = "tenancy-audit-v2";
-    put_be(out, static_cast<uint64>(chain_pos), 8);
-    out.push_back(has_sealed_at ? '\1' : '\0');
-    put_be(out, has_sealed_at ? static_cast<uint64>(sealed_at) : 0, 8);
-    out.append(reinterpret_cast<const char *>(digest), kHashSize);
-    return pg_call([&] {
-        return hash_datum(reinterpret_cast<const unsigned char *>(out.data()), out.size());
-    });
-}
-
 // _audit_entry_digest(main_id, id, account_path, at, actor_kind, actor_id,
 //                     credential_id, action, target, row_key, change)
 Datum audit_entry_digest(FunctionCallInfo fcinfo) {
@@ -722,33 +708,28 @@ Datum audit_entry_digest(FunctionCallInfo fcinfo) {
     PG_RETURN_BYTEA_P(pg_call([&] { return hash_datum(digest, kHashSize); }));
 }
 
-// _audit_link(digest, chain_pos, sealed_at)
-Datum audit_link(FunctionCallInfo fcinfo) {
-    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "digest and chain_pos are required");
-    bytea *digest = reinterpret_cast<bytea *>(pg_call([&] { return PG_GETARG_BYTEA_PP(0); }));
-    if (VARSIZE_ANY_EXHDR(digest) != kHashSize)
-        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "digest must be 32 bytes");
-    bool has_sealed_at = !PG_ARGISNULL(2);
-    PG_RETURN_BYTEA_P(link_payload(reinterpret_cast<const unsigned char *>(VARDATA_ANY(digest)),
-                                   PG_GETARG_INT64(1), has_sealed_at,
-                                   has_sealed_at ? PG_GETARG_TIMESTAMPTZ(2) : 0));
-}
-
-// _audit_payload(main_id, id, chain_pos, account_path, at, actor_kind,
-//   actor_id, credential_id, action, target, row_key, change, sealed_at):
-// the same bytes as _audit_link(_audit_entry_digest(...), chain_pos, sealed_at).
-Datum audit_payload(FunctionCallInfo fcinfo) {
-    static const int kArgs[11] = {0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11};
-    if (PG_NARGS() != 13)
-        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy._audit_payload: wrong arguments");
-    if (PG_ARGISNULL(2))
-        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "chain_pos is required");
-    unsigned char digest[kHashSize];
-    entry_digest(fcinfo, kArgs, digest);
-    bool has_sealed_at = !PG_ARGISNULL(12);
-    PG_RETURN_BYTEA_P(link_payload(digest, PG_GETARG_INT64(2), has_sealed_at,
-                                   has_sealed_at ? PG_GETARG_TIMESTAMPTZ(12) : 0));
+// _audit_block_link(first_pos, sealed_at, digests): what a chain step hashes
+// after the previous block's hash: the block's entry digests bound to its
+// first position, its size and its sealing time.
+Datum audit_block_link(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                       "first_pos, sealed_at and digests must not be NULL");
+    int64 first_pos = PG_GETARG_INT64(0);
+    TimestampTz sealed_at = PG_GETARG_TIMESTAMPTZ(1);
+    bytea *digests = reinterpret_cast<bytea *>(pg_call([&] { return PG_GETARG_BYTEA_PP(2); }));
+    size_t len = VARSIZE_ANY_EXHDR(digests);
+    if (len == 0 || len % kHashSize != 0)
+        throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                       "digests must be one or more 32-byte SHA-256 digests");
+    std::string out = "tenancy-audit-block-v3";
+    put_be(out, static_cast<uint64>(first_pos), 8);
+    put_be(out, len / kHashSize, 8);
+    put_be(out, static_cast<uint64>(sealed_at), 8);
+    out.append(VARDATA_ANY(digests), len);
+    PG_RETURN_BYTEA_P(pg_call([&] {
+        return hash_datum(reinterpret_cast<const unsigned char *>(out.data()), out.size());
+    }));
 }
 
 Datum hmac_sha256(FunctionCallInfo fcinfo) {
@@ -796,14 +777,9 @@ Datum tenancy_audit_entry_digest(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_entry_digest(fcinfo); });
 }
 
-PG_FUNCTION_INFO_V1(tenancy_audit_link);
-Datum tenancy_audit_link(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::audit_link(fcinfo); });
-}
-
-PG_FUNCTION_INFO_V1(tenancy_audit_payload);
-Datum tenancy_audit_payload(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::audit_payload(fcinfo); });
+PG_FUNCTION_INFO_V1(tenancy_audit_block_link);
+Datum tenancy_audit_block_link(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_block_link(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_hmac_sha256);
