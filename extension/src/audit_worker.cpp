@@ -9,9 +9,12 @@
 //                 every tenancy.audit_seal_interval (200 ms), or at once again
 //                 after a round that sealed 200 entries or more, each in its
 //                 own short transaction, skipping databases without the extension. It
-//                 exits after ~3 s and the launcher starts the next one, so a
-//                 sealer never holds a database open long enough to make
-//                 DROP DATABASE fail (it waits 5 s for other sessions).
+//                 exits once 3 s have passed without a round that sealed
+//                 anything (at most after 60 s) and the launcher starts the
+//                 next one: a database without audited writes is never held
+//                 open long enough to make DROP DATABASE fail (it waits 5 s
+//                 for other sessions), while a busy one does not pay a new
+//                 backend's start-up (~25 ms CPU measured) every 3 s.
 //
 // This file is C-style code on purpose: every function here may ereport, so no
 // C++ object with a destructor lives in any of its frames.
@@ -46,7 +49,8 @@ char *audit_databases = nullptr;
 int seal_interval_ms = 200;
 
 constexpr int kMaxDatabases = 16;
-constexpr long kSealerLifetimeMs = 3000;
+constexpr long kSealerIdleExitMs = 3000;
+constexpr long kSealerMaxLifetimeMs = 60000;
 constexpr long kRetryDelayMs = 5000;
 constexpr int64 kBusyRound = 200;  // entries
 
@@ -118,7 +122,7 @@ void launcher_round() {
             pfree(s->handle);
             s->handle = nullptr;
             // A sealer that stopped well before its lifetime failed: back off.
-            if (!TimestampDifferenceExceeds(s->started_at, now, kSealerLifetimeMs - 500))
+            if (!TimestampDifferenceExceeds(s->started_at, now, kSealerIdleExitMs - 500))
                 s->retry_at = TimestampTzPlusMilliseconds(now, kRetryDelayMs);
         }
         if (now >= s->retry_at)
@@ -212,8 +216,13 @@ void tenancy_audit_sealer_main(Datum arg) {
     memcpy(dbname, MyBgworkerEntry->bgw_extra, BGW_EXTRALEN);
     dbname[BGW_EXTRALEN - 1] = '\0';
     BackgroundWorkerInitializeConnection(dbname, NULL, 0);
-    TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kSealerLifetimeMs);
-    while (GetCurrentTimestamp() < until) {
+    TimestampTz started = GetCurrentTimestamp();
+    TimestampTz last_sealed = started;
+    for (;;) {
+        TimestampTz now = GetCurrentTimestamp();
+        if (TimestampDifferenceExceeds(last_sealed, now, kSealerIdleExitMs) ||
+            TimestampDifferenceExceeds(started, now, kSealerMaxLifetimeMs))
+            break;
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
@@ -221,7 +230,10 @@ void tenancy_audit_sealer_main(Datum arg) {
         }
         // A busy round means writers outpace the interval (a loaded machine,
         // a backlog): seal again at once rather than let the delay grow.
-        if (seal_once() >= kBusyRound)
+        int64 sealed = seal_once();
+        if (sealed > 0)
+            last_sealed = GetCurrentTimestamp();
+        if (sealed >= kBusyRound)
             continue;
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, seal_interval_ms,
                         PG_WAIT_EXTENSION);
