@@ -233,3 +233,24 @@ CREATE TABLE public.audit_misuse (x int);
 CREATE TRIGGER t AFTER INSERT ON public.audit_misuse FOR EACH ROW EXECUTE FUNCTION tenancy._audit_trigger();
 INSERT INTO public.audit_misuse VALUES (1);
 DROP TABLE public.audit_misuse;
+
+-- Indexes a DBA adds to the log are maintained: a plain one on the direct
+-- write path, one with an expression through the executor.
+CREATE INDEX audit_log_test_at ON tenancy.audit_log (main_id, at);
+SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'test.plain_index', 't', NULL) > 0 AS written;
+CREATE INDEX audit_log_test_expr ON tenancy.audit_log (lower(action));
+SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'Test.Expr_Index', 't', NULL) > 0 AS written;
+BEGIN;
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+SELECT count(*) AS by_plain_index FROM tenancy.audit_log
+WHERE main_id = :main_id AND at > now() - interval '1 hour' AND action LIKE 'test.plain%';
+SELECT count(*) AS by_expression_index FROM tenancy.audit_log WHERE lower(action) = 'test.expr_index';
+SELECT (SELECT count(*) FROM tenancy.audit_log WHERE lower(action) = 'test.expr_index')
+     = (SELECT count(*) FROM tenancy.audit_log l WHERE l.xid > 0 AND l.action = 'Test.Expr_Index') AS expr_index_complete;
+SELECT pg_temp.plan_of(format('SELECT count(*) FROM tenancy.audit_log WHERE main_id = %s AND at > now() - interval ''1 hour''', :main_id))
+           LIKE '%audit_log_test_at%' AS plain_index_used,
+       pg_temp.plan_of('SELECT count(*) FROM tenancy.audit_log WHERE lower(action) = ''test.expr_index''')
+           LIKE '%audit_log_test_expr%' AS expression_index_used;
+ROLLBACK;
+DROP INDEX tenancy.audit_log_test_at, tenancy.audit_log_test_expr;

@@ -15,12 +15,16 @@
 #include "context.hpp"
 
 extern "C" {
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -76,6 +80,11 @@ struct EntryData {
 // audited row would otherwise pay two catalog lookups.
 Oid cached_log_relid = InvalidOid;
 Oid cached_seq_relid = InvalidOid;
+// The log is a heap whose indexes are all on plain columns (as created): an
+// entry is then written like a catalog row, heap_insert and index_insert,
+// without an executor state per entry. An index with expressions or a
+// predicate (a DBA's addition) sends entries through the executor.
+bool cached_log_direct = false;
 bool invalidation_registered = false;
 
 void forget_log_relation(Datum, Oid relid) {
@@ -112,9 +121,48 @@ void lookup_log_relation() {
                     (errcode(ERRCODE_INTERNAL_ERROR),
                      errmsg("tenancy.audit_log has an unexpected shape (column %d)", i + 1)));
     }
+    bool direct = rel->rd_rel->relam == HEAP_TABLE_AM_OID;
+    List *indexes = RelationGetIndexList(rel);
+    ListCell *lc;
+    foreach (lc, indexes) {
+        Relation idx = index_open(lfirst_oid(lc), AccessShareLock);
+        if (!heap_attisnull(idx->rd_indextuple, Anum_pg_index_indexprs, NULL) ||
+            !heap_attisnull(idx->rd_indextuple, Anum_pg_index_indpred, NULL) ||
+            !idx->rd_index->indimmediate || idx->rd_index->indisexclusion)
+            direct = false;
+        index_close(idx, AccessShareLock);
+    }
+    list_free(indexes);
     table_close(rel, AccessShareLock);
     cached_log_relid = relid;
     cached_seq_relid = seqid;
+    cached_log_direct = direct;
+}
+
+// heap_insert and one index_insert per index, keys taken from the entry's
+// values (the log's indexes are plain columns: cached_log_direct).
+void insert_entry_direct(Relation rel, HeapTuple tuple, const Datum *values, const bool *nulls) {
+    heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
+    List *indexes = RelationGetIndexList(rel);
+    ListCell *lc;
+    foreach (lc, indexes) {
+        Relation idx = index_open(lfirst_oid(lc), RowExclusiveLock);
+        IndexInfo *info = BuildIndexInfo(idx);
+        Datum keys[INDEX_MAX_KEYS];
+        bool key_nulls[INDEX_MAX_KEYS];
+        for (int k = 0; k < info->ii_NumIndexAttrs; k++) {
+            AttrNumber att = info->ii_IndexAttrNumbers[k];
+            if (att <= 0 || att > kAuditColumns)
+                ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                                errmsg("tenancy.audit_log has an unexpected index")));
+            keys[k] = values[att - 1];
+            key_nulls[k] = nulls[att - 1];
+        }
+        index_insert(idx, keys, key_nulls, &tuple->t_self, rel,
+                     idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
+        index_close(idx, NoLock);
+    }
+    list_free(indexes);
 }
 
 // Inserts one entry; returns its id. May ereport: call via pg_call.
@@ -180,6 +228,12 @@ int64 insert_entry(const EntryData *e) {
         nulls[11] = true;
 
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
+    if (cached_log_direct) {
+        insert_entry_direct(rel, tuple, values, nulls);
+        table_close(rel, NoLock);
+        heap_freetuple(tuple);
+        return id;
+    }
     ResultRelInfo *rri = makeNode(ResultRelInfo);
     InitResultRelInfo(rri, rel, 1, NULL, 0);
     ExecOpenIndices(rri, false);
