@@ -79,6 +79,8 @@ SELECT 'Child agent', a.path FROM tenancy.accounts a WHERE a.public_id = :'child
 SELECT tenancy.create_account(:'main', 'New parent') AS new_parent \gset
 SELECT tenancy.move_account(:'child', :'new_parent');
 COMMIT;
+-- (An insert's image leaves out the row's account columns: they are the
+-- entry's own account_path and main_id. The move's update shows the path.)
 SELECT target, action, change -> 'new' ? 'path' AS path_changed
 FROM tenancy.audit_log WHERE main_id = :main_id ORDER BY id OFFSET :entries_before_move;
 

@@ -394,7 +394,8 @@ std::string qualified_name(Relation rel) {
 }
 
 // {"old": {...}, "new": {...}, "redacted": [...]}: for an update only the
-// changed columns. Returns false when an update changed nothing worth a trace
+// changed columns; for an insert or delete every column but the account
+// columns (main_id and the path column, which the entry records itself). Returns false when an update changed nothing worth a trace
 // (nothing, or only the row's account columns, which an account move cascades:
 // the move itself is recorded on tenancy.accounts).
 bool build_change(std::string &out, TupleDesc desc, HeapTuple oldt, HeapTuple newt,
@@ -429,6 +430,11 @@ bool build_change(std::string &out, TupleDesc desc, HeapTuple oldt, HeapTuple ne
                 meaningful = true;
         } else {
             meaningful = true;
+            // An inserted or deleted row's account columns are the entry's
+            // own main_id and account_path: not repeated in the image (a
+            // smaller entry; the log's cost is mostly its bytes).
+            if (std::strcmp(name, path_col) == 0 || std::strcmp(name, "main_id") == 0)
+                continue;
         }
         if (is_secret_column(name)) {
             if ((oldt && !old_null) || (newt && !new_null)) {
