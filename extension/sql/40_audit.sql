@@ -208,15 +208,17 @@ BEGIN
     -- not as of the previous one (an entry committing meanwhile waits a round).
     new_snap := pg_current_snapshot();
     -- One statement: the new entries of every main account in (xid, id)
-    -- order (the index's), one block each (cut at 4096 entries), each block
-    -- chained to the one before; then the block rows and the moved heads.
+    -- order, one block each (cut at 4096 entries), each block chained to the
+    -- one before; then the block rows and the moved heads.
     WITH fresh AS (
+        -- One sort, of narrow rows (the digest is taken before it), by main
+        -- account then (xid, id): the grouping below reads it in that order.
         SELECT l.main_id, l.xid, l.id,
                tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
                    l.credential_id, l.action, l.target, l.row_key, l.change) AS digest
         FROM tenancy.audit_log l
         WHERE l.xid >= lower_xid AND tenancy._audit_entry_is_new(l.xid, prev, new_snap)
-        ORDER BY l.xid, l.id
+        ORDER BY l.main_id, l.xid, l.id
     ), grouped AS (
         -- The three aggregates consume one row stream: the arrays and the
         -- digests always list the entries in the same order (verification
