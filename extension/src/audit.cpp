@@ -395,9 +395,9 @@ std::string qualified_name(Relation rel) {
 
 // {"old": {...}, "new": {...}, "redacted": [...]}: for an update only the
 // changed columns; for an insert or delete every column but the account
-// columns (main_id and the path column, which the entry records itself). Returns false when an update changed nothing worth a trace
-// (nothing, or only the row's account columns, which an account move cascades:
-// the move itself is recorded on tenancy.accounts).
+// columns (main_id and the path column, which the entry records itself). Returns false when an
+// update changed nothing worth a trace (nothing, or only the row's account columns, which an
+// account move cascades: the move itself is recorded on tenancy.accounts).
 bool build_change(std::string &out, TupleDesc desc, HeapTuple oldt, HeapTuple newt,
                   const char *path_col) {
     std::string old_obj, new_obj, redacted;

@@ -2,10 +2,17 @@
 // background sealer (audit_worker.cpp).
 #pragma once
 
+#include <cstdint>
+
 namespace tenancy {
 
 // Called from _PG_init: defines tenancy.audit_databases and, when loaded from
 // shared_preload_libraries, registers the sealer background worker.
 void audit_init();
+
+// Called by the sealer after a round (audit_log_space.cpp): keeps about two
+// rounds' worth of empty pages in the log's free space map. May ereport; call
+// inside a transaction.
+void audit_log_preextend(std::int64_t sealed_last_round);
 
 }  // namespace tenancy

@@ -149,6 +149,7 @@ int64 seal_once() {
             Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
             sealed = isnull ? 0 : DatumGetInt64(d);
         }
+        tenancy::audit_log_preextend(sealed);
     }
     SPI_finish();
     PopActiveSnapshot();
