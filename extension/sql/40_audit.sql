@@ -55,6 +55,10 @@ CREATE INDEX audit_log_xid ON tenancy.audit_log (xid, id);
 -- the log is young autovacuum re-analyses it often (jsonb statistics nearly
 -- doubled the cost of ANALYZE, measured).
 ALTER TABLE tenancy.audit_log ALTER COLUMN row_key SET STATISTICS 0, ALTER COLUMN change SET STATISTICS 0;
+-- The sealer keeps empty pages ahead of the writers (audit_log_space.cpp);
+-- VACUUM must not cut them off the end, which takes an ACCESS EXCLUSIVE lock
+-- that stalls every audited write meanwhile.
+ALTER TABLE tenancy.audit_log SET (vacuum_truncate = false);
 
 -- The chain: one block per main account and sealing round (at most 4096
 -- entries), written by the sealer only. A block lists its entries in chain
