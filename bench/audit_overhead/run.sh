@@ -11,9 +11,12 @@
 # difference is the audit alone). Rows spread over 100 main accounts.
 #
 # The machine is shared: each configuration runs the four variants
-# interleaved, ROUNDS times, and keeps each variant's best run.
+# interleaved, ROUNDS times, and prints each variant's best run and the ratio
+# of bests, and in brackets the median over rounds of the variant's ratio to
+# the "none" run of the same round (steadier when the machine's speed drifts).
 #
 #   bench/audit_overhead/run.sh [seconds per run, default 4] [rounds, default 3]
+#   SYNC="off" OPS="insert" CLIENTS="8" bench/audit_overhead/run.sh 4 7   # a subset
 # Needs the extension installed in $PG_CONFIG's server (make install).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,25 +66,30 @@ tps_of() {  # script clients sync
     sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1
 }
 
-declare -A TPS
+declare -A TPS PAIRED
 variants=(none ours plpgsql chain)
-echo "# audit overhead, best of $ROUNDS interleaved runs of ${SECONDS_PER_RUN}s, $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-for sync in off on; do
-    for op in insert update; do
-        for clients in 1 8; do
-            for v in "${variants[@]}"; do TPS[$v]=0; done
+echo "# audit overhead, $ROUNDS interleaved rounds of ${SECONDS_PER_RUN}s, $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# per variant: best tps, ratio of bests, and [median of the per-round ratios to that round's none]"
+for sync in ${SYNC:-off on}; do
+    for op in ${OPS:-insert update}; do
+        for clients in ${CLIENTS:-1 8}; do
+            for v in "${variants[@]}"; do TPS[$v]=0; PAIRED[$v]=""; done
             for ((round = 1; round <= ROUNDS; round++)); do
                 for v in "${variants[@]}"; do
                     variant "$v"
                     "${PSQL[@]}" -d bench -c "CHECKPOINT" >/dev/null
                     t=$(tps_of "$op" "$clients" "$sync")
+                    [ "$v" = none ] && none_now=$t
                     TPS[$v]=$(awk -v a="$t" -v b="${TPS[$v]}" 'BEGIN { print (a > b ? a : b) }')
+                    PAIRED[$v]+=" $(awk -v a="$t" -v b="$none_now" 'BEGIN { printf "%.4f", (b > 0 ? a / b : 0) }')"
                 done
             done
             line=$(printf '%-6s %-3s c=%-2s' "$op" "$sync" "$clients")
             for v in "${variants[@]}"; do
                 ratio=$(awk -v a="${TPS[$v]}" -v b="${TPS[none]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-                line+=$(printf '  %s %8.0f (%sx)' "$v" "${TPS[$v]}" "$ratio")
+                median=$(tr ' ' '\n' <<<"${PAIRED[$v]}" | sed '/^$/d' | sort -n |
+                         awk '{ x[NR] = $1 } END { printf "%.2f", (NR % 2 ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2) }')
+                line+=$(printf '  %s %8.0f (%sx) [%s]' "$v" "${TPS[$v]}" "$ratio" "$median")
             done
             echo "$line"
         done
