@@ -238,6 +238,7 @@ CREATE FUNCTION tenancy.act_as(account text) RETURNS text
 DECLARE
     target tenancy.accounts := tenancy._find_account(account);
     kind text := tenancy._context_field('principal_kind');
+    target_main bigint;
     switched_to text;
     switched_from text := tenancy._context_field('account');
 BEGIN
@@ -258,17 +259,15 @@ BEGIN
             RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
                 HINT = 'A user can act in the accounts they are a member of and their descendants.';
         END IF;
-        switched_to := tenancy._establish(kind, target.main_id,
-                                          tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
-        PERFORM tenancy._audit_context_switch(target, switched_from);
-        RETURN switched_to;
+        target_main := target.main_id;
+    ELSE
+        IF target.id IS NULL OR NOT (target.path <@ tenancy._home_path()) THEN
+            RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
+                HINT = 'Only the credential''s account and its descendants can be acted in.';
+        END IF;
+        target_main := tenancy._context_field('main_id')::bigint;
     END IF;
-    IF target.id IS NULL OR NOT (target.path <@ tenancy._home_path()) THEN
-        RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
-            HINT = 'Only the credential''s account and its descendants can be acted in.';
-    END IF;
-    switched_to := tenancy._establish(kind,
-                                      tenancy._context_field('main_id')::bigint,
+    switched_to := tenancy._establish(kind, target_main,
                                       tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
     PERFORM tenancy._audit_context_switch(target, switched_from);
     RETURN switched_to;

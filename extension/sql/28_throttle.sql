@@ -16,9 +16,6 @@ CREATE FUNCTION tenancy._throttle_check(login_key text) RETURNS boolean
 -- shows attempts whose own entries a rollback discarded).
 CREATE FUNCTION tenancy._throttle_count(login_key text) RETURNS integer
     AS 'MODULE_PATHNAME', 'tenancy_throttle_count' LANGUAGE C VOLATILE STRICT;
--- Counts one failure.
-CREATE FUNCTION tenancy._throttle_failure(login_key text) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'tenancy_throttle_failure' LANGUAGE C VOLATILE STRICT;
 -- Forgets the key's failures (after a success).
 CREATE FUNCTION tenancy._throttle_success(login_key text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'tenancy_throttle_success' LANGUAGE C VOLATILE STRICT;
@@ -31,5 +28,5 @@ CREATE FUNCTION tenancy._throttle_rewind(by interval) RETURNS bigint
     AS 'MODULE_PATHNAME', 'tenancy_throttle_rewind' LANGUAGE C VOLATILE STRICT;
 
 REVOKE ALL ON FUNCTION tenancy._throttle_attempt(text), tenancy._throttle_check(text), tenancy._throttle_count(text),
-    tenancy._throttle_failure(text), tenancy._throttle_success(text), tenancy._throttle_available(),
+    tenancy._throttle_success(text), tenancy._throttle_available(),
     tenancy._throttle_rewind(interval) FROM PUBLIC;

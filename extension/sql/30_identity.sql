@@ -302,66 +302,68 @@ CREATE FUNCTION tenancy._audit_login_name(typed text) RETURNS text
                 ELSE '(not an email)' END
 $$;
 
--- A failed user login: one entry in every main account the user is a member
--- of (at the user's highest membership there, so its owner reads it), or in
--- the installation's chain (main_id 0, DBA only) for an unknown email.
--- recent_failures: the shared counter's failures in the window, this one
--- included; it also counts attempts whose own entries a rollback discarded.
-CREATE FUNCTION tenancy._audit_login_failure(user_id bigint, typed_email text, reason text)
+-- One login.failure entry at each path given (one per main account), or one in
+-- the installation's chain (main_id 0, DBA only) with detail_if_none when
+-- there is none. The actor is anonymous: no credential was verified.
+CREATE FUNCTION tenancy._audit_login_failure_at(places tenancy.account_path[], typed_email text, detail jsonb,
+                                                detail_if_none jsonb)
     RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    r record;
-    n integer := 0;
-    detail jsonb := jsonb_strip_nulls(jsonb_build_object('login', 'user', 'reason', reason,
-        'recent_failures', tenancy._throttle_count(format('user:%s', lower(coalesce(typed_email, ''))))));
+    p tenancy.account_path;
 BEGIN
-    FOR r IN SELECT DISTINCT ON (m.main_id) m.main_id, m.account_path
-             FROM tenancy.memberships m WHERE m.user_id = _audit_login_failure.user_id
-             ORDER BY m.main_id, tenancy.nlevel(m.account_path), m.account_id LOOP
-        PERFORM tenancy._audit_record(r.main_id, r.account_path, 'login.failure',
+    FOREACH p IN ARRAY coalesce(places, '{}') LOOP
+        PERFORM tenancy._audit_record(tenancy.root_id(p), p, 'login.failure',
                                       tenancy._audit_login_name(typed_email), detail, 'anonymous');
-        n := n + 1;
     END LOOP;
-    IF n = 0 THEN
+    IF coalesce(cardinality(places), 0) = 0 THEN
         PERFORM tenancy._audit_record(0, NULL, 'login.failure', tenancy._audit_login_name(typed_email),
-                                      detail, 'anonymous');
+                                      detail_if_none, 'anonymous');
     END IF;
 END $$;
+
+-- A failed user login: in every main account the user is a member of (at the
+-- user's highest membership there, so its owner reads it), or in the
+-- installation's chain for an unknown email. recent_failures: the shared
+-- counter's failures in the window, this one included; it also counts
+-- attempts whose own entries a rollback discarded.
+CREATE FUNCTION tenancy._audit_login_failure(user_id bigint, typed_email text, reason text)
+    RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+    SELECT tenancy._audit_login_failure_at(
+        ARRAY(SELECT DISTINCT ON (m.main_id) m.account_path
+              FROM tenancy.memberships m WHERE m.user_id = _audit_login_failure.user_id
+              ORDER BY m.main_id, tenancy.nlevel(m.account_path), m.account_id),
+        typed_email, d, d)
+    FROM (SELECT jsonb_strip_nulls(jsonb_build_object('login', 'user', 'reason', reason,
+              'recent_failures', tenancy._throttle_count(format('user:%s', lower(coalesce(typed_email, '')))))) AS d) x
+$$;
 
 -- A failed sub-user login: in every main account owned by the main account
 -- email typed, or in the installation's chain if it names none.
 CREATE FUNCTION tenancy._audit_sub_login_failure(main_account_email text, typed_email text, reason text)
     RETURNS void
-    LANGUAGE plpgsql VOLATILE
+    LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-DECLARE
-    r record;
-    n integer := 0;
-    recent integer := tenancy._throttle_count(format('sub:%s:%s', lower(coalesce(main_account_email, '')),
-                                                     lower(coalesce(typed_email, ''))));
-BEGIN
-    FOR r IN SELECT a.main_id, a.path FROM tenancy.users o
-             JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
-             JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.main_id
-             WHERE lower(o.email) = lower(main_account_email)
-             ORDER BY a.main_id LOOP
-        PERFORM tenancy._audit_record(r.main_id, r.path, 'login.failure',
-                                      tenancy._audit_login_name(typed_email),
-            jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'reason', reason, 'recent_failures', recent)),
-            'anonymous');
-        n := n + 1;
-    END LOOP;
-    IF n = 0 THEN
-        PERFORM tenancy._audit_record(0, NULL, 'login.failure', tenancy._audit_login_name(typed_email),
-            jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'reason', 'unknown_main_account',
-                'main_account_email', tenancy._audit_login_name(main_account_email), 'recent_failures', recent)),
-            'anonymous');
-    END IF;
-END $$;
+    SELECT tenancy._audit_login_failure_at(
+        ARRAY(SELECT a.path FROM tenancy.users o
+              JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
+              JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.main_id
+              WHERE lower(o.email) = lower(main_account_email)
+              ORDER BY a.main_id),
+        typed_email,
+        jsonb_strip_nulls(d || jsonb_build_object('reason', reason)),
+        d || jsonb_build_object('reason', 'unknown_main_account',
+                                'main_account_email', tenancy._audit_login_name(main_account_email)))
+    FROM (SELECT jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'recent_failures',
+              tenancy._throttle_count(format('sub:%s:%s', lower(coalesce(main_account_email, '')),
+                                             lower(coalesce(typed_email, '')))))) AS d) x
+$$;
 
 -- An event of a session's principal in account (main_id, account_id); the
 -- installation's chain if that account is gone.
@@ -1133,6 +1135,7 @@ REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(), tenancy._enqueue_email(bigi
     tenancy._check_password(text), tenancy._check_email(text),
     tenancy._throttle_enter(text), tenancy._record_failure(text), tenancy._clear_failures(text),
     tenancy._login_failed(), tenancy._audit_login_name(text),
+    tenancy._audit_login_failure_at(tenancy.account_path[], text, jsonb, jsonb),
     tenancy._audit_login_failure(bigint, text, text), tenancy._audit_sub_login_failure(text, text, text),
     tenancy._audit_session_event(tenancy.sessions, text, text, jsonb),
     tenancy._new_session(text, bigint, bigint, bigint, bigint, bigint, boolean),

@@ -11,6 +11,8 @@
 // C-style code (no C++ object with a destructor) run inside pg_call.
 #include "audit.hpp"
 
+#include "account_path_codec.hpp"
+
 #include "boundary.hpp"
 #include "context.hpp"
 
@@ -580,19 +582,6 @@ std::string arg_text(FunctionCallInfo fcinfo, int n) {
     return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
-// The first label (the main account id) of an account_path payload.
-bool path_root(const struct varlena *v, int64 &root) {
-    const unsigned char *p = reinterpret_cast<const unsigned char *>(VARDATA_ANY(v));
-    size_t len = VARSIZE_ANY_EXHDR(v);
-    if (len < 2 || p[0] < 1 || p[0] > 8 || len < static_cast<size_t>(1 + p[0]))
-        return false;
-    uint64 value = 0;
-    for (int i = 1; i <= p[0]; i++)
-        value = (value << 8) | p[i];
-    root = static_cast<int64>(value);
-    return true;
-}
-
 // _audit_record(main_id, account_path, action, target, detail
 //               [, actor_kind, actor_id, credential_id]).
 // main_id 0 with a NULL path is the installation's own chain (logins that
@@ -608,12 +597,15 @@ Datum audit_record(FunctionCallInfo fcinfo) {
             throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
                            "the installation's chain (main_id 0) takes no account_path");
     } else {
-        int64 root = 0;
+        uint64_t root = 0;
         if (PG_ARGISNULL(1))
             throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "account_path is required");
         path = reinterpret_cast<struct varlena *>(
             pg_call([&] { return PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(1)); }));
-        if (!path_root(path, root) || root != main_id)
+        // The path's first label is its main account.
+        if (path::decode_label(reinterpret_cast<const uint8_t *>(VARDATA_ANY(path)),
+                               VARSIZE_ANY_EXHDR(path), 0, &root) == 0 ||
+            root != static_cast<uint64_t>(main_id))
             throw SqlError(
                 ERRCODE_INVALID_PARAMETER_VALUE,
                 "account_path does not lie under main account " + std::to_string(main_id));
@@ -793,8 +785,8 @@ Datum audit_block_link(FunctionCallInfo fcinfo) {
 }
 
 Datum hmac_sha256(FunctionCallInfo fcinfo) {
-    bytea *key = PG_GETARG_BYTEA_PP(0);
-    text *data = PG_GETARG_TEXT_PP(1);
+    bytea *key = reinterpret_cast<bytea *>(pg_call([&] { return PG_GETARG_BYTEA_PP(0); }));
+    text *data = reinterpret_cast<text *>(pg_call([&] { return PG_GETARG_TEXT_PP(1); }));
     if (VARSIZE_ANY_EXHDR(key) < 16)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "HMAC key too short");
     unsigned char mac[EVP_MAX_MD_SIZE];

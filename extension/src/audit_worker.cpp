@@ -156,11 +156,17 @@ int64 seal_once() {
             Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
             sealed = isnull ? 0 : DatumGetInt64(d);
         }
-        tenancy::audit_log_preextend(sealed);
     }
     SPI_finish();
     PopActiveSnapshot();
     CommitTransactionCommand();
+    // Pages ahead of the writers, in a transaction of their own: nothing
+    // there can roll the round back.
+    if (sealed > 0) {
+        StartTransactionCommand();
+        tenancy::audit_log_preextend(sealed);
+        CommitTransactionCommand();
+    }
     pgstat_report_stat(false);
     pgstat_report_activity(STATE_IDLE, NULL);
     return sealed;

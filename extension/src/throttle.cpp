@@ -110,9 +110,9 @@ Entry *find_entry(const unsigned char *digest, bool create) {
     Entry *victim = &set[0];
     TimestampTz victim_newest = newest(set[0]);
     for (int w = 0; w < kWays; ++w) {
-        if (memcmp(set[w].digest, digest, kDigestSize) == 0 && newest(set[w]) != 0)
-            return &set[w];
         TimestampTz n = newest(set[w]);
+        if (n != 0 && memcmp(set[w].digest, digest, kDigestSize) == 0)
+            return &set[w];
         if (n < victim_newest) {
             victim = &set[w];
             victim_newest = n;
@@ -144,7 +144,7 @@ void key_digest(FunctionCallInfo fcinfo, unsigned char *digest) {
         throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
 }
 
-enum class Op { Attempt, Check, Count, Failure, Success };
+enum class Op { Attempt, Check, Count, Success };
 
 // Runs op on the key's entry under the lock. No C++ object lives in here, and
 // nothing between acquire and release can raise (on an error elsewhere the
@@ -176,9 +176,6 @@ int locked_op(Op op, const unsigned char *digest) {
                 result = e == nullptr ? 0 : live_failures(*e, now);
                 break;
             }
-            case Op::Failure:
-                record_failure(find_entry(digest, true), now);
-                break;
             case Op::Success: {
                 Entry *e = find_entry(digest, false);
                 if (e != nullptr)
@@ -255,12 +252,6 @@ Datum tenancy_throttle_check(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_throttle_count);
 Datum tenancy_throttle_count(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::run(fcinfo, tenancy::Op::Count); });
-}
-
-// _throttle_failure(key): counts one failure, throttled or not.
-PG_FUNCTION_INFO_V1(tenancy_throttle_failure);
-Datum tenancy_throttle_failure(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::run(fcinfo, tenancy::Op::Failure); });
 }
 
 // _throttle_success(key): forgets the key's failures.
