@@ -69,6 +69,37 @@ SELECT action, row_key ? 'id' AS keyed,
        change #- '{new,main_id}' #- '{new,account_path}' #- '{old,main_id}' #- '{old,account_path}' AS change
 FROM tenancy.audit_log WHERE target = 'public.audit_agents' ORDER BY id;
 
+-- Column values become JSON by type: booleans and numbers as such (NaN and
+-- infinities as strings), json and jsonb nested, everything else as its
+-- text output; a composite key is the key object.
+CREATE DOMAIN public.audit_label AS text CHECK (VALUE <> '');
+CREATE TABLE public.audit_types (
+    k1 integer, k2 text,
+    b boolean, i2 smallint, i8 bigint, n numeric, n_nan numeric, n_inf numeric,
+    f4 real, f8 double precision, f8_big double precision, f8_inf double precision, f8_nan double precision,
+    t text, vc varchar(20), ch char(4), d public.audit_label, j json, js jsonb, js_scalar jsonb, js_null jsonb,
+    ts timestamptz, by bytea, u uuid, arr integer[], nothing text,
+    PRIMARY KEY (k1, k2)
+);
+SELECT tenancy.protect('public.audit_types', 'agents');
+SET TIME ZONE 'UTC';
+INSERT INTO public.audit_types (account_path, k1, k2, b, i2, i8, n, n_nan, n_inf, f4, f8, f8_big, f8_inf, f8_nan,
+                                t, vc, ch, d, j, js, js_scalar, js_null, ts, by, u, arr)
+SELECT a.path, 7, 'k', true, -3, 9223372036854775807, 12.340, 'NaN', '-Infinity', 1.5, 0.1, 1e20, 'Infinity', 'NaN',
+       E'quote " backslash \\ tab \t nl \n bell \x07 é', 'short', 'ab', 'label',
+       '{"z": [1, {"y": null}], "a": "x"}', '{"b": [true, 2.50], "a": {}}', '"just a string"', 'null',
+       '2026-11-23 10:00:00+00', '\xdead', '00000000-0000-0000-0000-000000000001', '{1,NULL,3}'
+FROM tenancy.accounts a WHERE a.public_id = :'main';
+UPDATE public.audit_types SET f8 = -2.5e-7, js = '[1, "two"]', nothing = 'now set', b = false;
+RESET TIME ZONE;
+SELECT action, row_key, jsonb_pretty(change) AS change
+FROM tenancy.audit_log WHERE target = 'public.audit_types' ORDER BY id;
+-- The stored images are jsonb that round-trips through its own text.
+SELECT bool_and(change = change::text::jsonb AND row_key = row_key::text::jsonb) AS round_trips
+FROM tenancy.audit_log WHERE target = 'public.audit_types';
+DROP TABLE public.audit_types;
+DROP DOMAIN public.audit_label;
+
 -- Moving rows of an account along with it is recorded once, on accounts.
 SELECT count(*) AS entries_before_move FROM tenancy.audit_log WHERE main_id = :main_id \gset
 BEGIN;

@@ -6,15 +6,17 @@
 // no SPI, no plan, no permission or RLS check (no client role holds any write
 // privilege on tenancy.audit_log; the extension writes on its own authority).
 //
-// Boundary: the JSON of the change is built in C++ (std::string); every
-// PostgreSQL call that can ereport goes through pg_call; insert_entry() is
-// C-style code (no C++ object with a destructor) run inside pg_call.
+// Boundary: every PostgreSQL call that can ereport goes through pg_call;
+// insert_entry() and the change builders (audit_change.cpp) are C-style code
+// (no C++ object with a destructor) run inside pg_call.
 #include "audit.hpp"
 
 #include "account_path_codec.hpp"
+#include "audit_change.hpp"
 
 #include "boundary.hpp"
 #include "context.hpp"
+#include "sha256.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -46,7 +48,6 @@ extern "C" {
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/sha.h>
 
 #include <cctype>
 #include <cstring>
@@ -59,7 +60,7 @@ const RequestContext *current_context();  // context.cpp
 namespace {
 
 constexpr int kAuditColumns = 12;
-constexpr size_t kHashSize = SHA256_DIGEST_LENGTH;
+constexpr size_t kHashSize = kSha256Size;
 
 // Plain data for insert_entry(): pointers into strings owned by the caller.
 struct EntryData {
@@ -70,11 +71,9 @@ struct EntryData {
     bool has_credential;
     int64 credential_id;
     const char *action;
-    const char *target;        // may be null
-    const char *row_key_json;  // may be null
-    const char *change_json;   // may be null (used when !has_change_jsonb)
-    bool has_change_jsonb;
-    Datum change_jsonb;
+    const char *target;  // may be null
+    Datum row_key;       // jsonb, 0: none
+    Datum change;        // jsonb, 0: none
 };
 
 // The log's relation and sequence, looked up once per backend and forgotten
@@ -218,16 +217,10 @@ int64 insert_entry(const EntryData *e) {
         values[9] = CStringGetTextDatum(e->target);
     else
         nulls[9] = true;
-    if (e->row_key_json)
-        values[10] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->row_key_json));
-    else
-        nulls[10] = true;
-    if (e->has_change_jsonb)
-        values[11] = e->change_jsonb;
-    else if (e->change_json)
-        values[11] = DirectFunctionCall1(jsonb_in, CStringGetDatum(e->change_json));
-    else
-        nulls[11] = true;
+    values[10] = e->row_key;
+    nulls[10] = e->row_key == 0;
+    values[11] = e->change;
+    nulls[11] = e->change == 0;
 
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
     if (cached_log_direct) {
@@ -286,98 +279,6 @@ Actor current_actor() {
     return a;
 }
 
-// Column names that may hold credentials: never copied into the log.
-bool is_secret_column(const char *name) {
-    std::string n(name);
-    for (char &ch : n)
-        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return n.find("hash") != std::string::npos || n.find("secret") != std::string::npos ||
-           n.find("token") != std::string::npos || n.compare(0, 8, "password") == 0;
-}
-
-void append_json_string(std::string &out, const char *s) {
-    static const char kHex[] = "0123456789abcdef";
-    out.push_back('"');
-    for (const unsigned char *p = reinterpret_cast<const unsigned char *>(s); *p; ++p) {
-        unsigned char ch = *p;
-        switch (ch) {
-            case '"':
-                out += "\\\"";
-                break;
-            case '\\':
-                out += "\\\\";
-                break;
-            case '\n':
-                out += "\\n";
-                break;
-            case '\r':
-                out += "\\r";
-                break;
-            case '\t':
-                out += "\\t";
-                break;
-            default:
-                if (ch < 0x20) {
-                    out += "\\u00";
-                    out.push_back(kHex[ch >> 4]);
-                    out.push_back(kHex[ch & 15]);
-                } else {
-                    out.push_back(static_cast<char>(ch));
-                }
-        }
-    }
-    out.push_back('"');
-}
-
-// A JSON number literal? (Output of float/numeric can be NaN or Infinity.)
-bool is_json_number(const char *s) {
-    const char *p = s;
-    if (*p == '-')
-        ++p;
-    if (!std::isdigit(static_cast<unsigned char>(*p)))
-        return false;
-    for (; *p; ++p)
-        if (!std::isdigit(static_cast<unsigned char>(*p)) && *p != '.' && *p != 'e' && *p != 'E' &&
-            *p != '+' && *p != '-')
-            return false;
-    return true;
-}
-
-void append_json_value(std::string &out, Datum value, bool isnull, Oid typid) {
-    if (isnull) {
-        out += "null";
-        return;
-    }
-    switch (typid) {
-        case BOOLOID:
-            out += DatumGetBool(value) ? "true" : "false";
-            return;
-        case INT2OID:
-            out += std::to_string(DatumGetInt16(value));
-            return;
-        case INT4OID:
-            out += std::to_string(DatumGetInt32(value));
-            return;
-        case INT8OID:
-            out += std::to_string(DatumGetInt64(value));
-            return;
-        default:
-            break;
-    }
-    Oid output_fn = InvalidOid;
-    bool is_varlena = false;
-    pg_call([&] { getTypeOutputInfo(typid, &output_fn, &is_varlena); });
-    const char *text = pg_call([&] { return OidOutputFunctionCall(output_fn, value); });
-    if (typid == JSONOID || typid == JSONBOID) {
-        out += text;
-    } else if ((typid == NUMERICOID || typid == FLOAT4OID || typid == FLOAT8OID) &&
-               is_json_number(text)) {
-        out += text;
-    } else {
-        append_json_string(out, text);
-    }
-}
-
 int find_column(TupleDesc desc, const char *name) {
     for (int i = 0; i < desc->natts; i++) {
         Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -392,118 +293,6 @@ std::string qualified_name(Relation rel) {
     std::string out = nsp ? nsp : "?";
     out += '.';
     out += RelationGetRelationName(rel);
-    return out;
-}
-
-// {"old": {...}, "new": {...}, "redacted": [...]}: for an update only the
-// changed columns; for an insert or delete every column but the account
-// columns (main_id and the path column, which the entry records itself). Returns false when an
-// update changed nothing worth a trace (nothing, or only the row's account columns, which an
-// account move cascades: the move itself is recorded on tenancy.accounts).
-bool build_change(std::string &out, TupleDesc desc, HeapTuple oldt, HeapTuple newt,
-                  const char *path_col) {
-    std::string old_obj, new_obj, redacted;
-    bool meaningful = false;
-    bool follows_account = std::strcmp(path_col, "path") != 0;
-    for (int i = 0; i < desc->natts; i++) {
-        Form_pg_attribute att = TupleDescAttr(desc, i);
-        if (att->attisdropped)
-            continue;
-        const char *name = NameStr(att->attname);
-        bool old_null = true, new_null = true;
-        Datum old_v = 0, new_v = 0;
-        if (oldt)
-            old_v = heap_getattr(oldt, i + 1, desc, &old_null);
-        if (newt)
-            new_v = heap_getattr(newt, i + 1, desc, &new_null);
-        if (oldt && newt) {
-            bool same = old_null == new_null &&
-                        (old_null || datumIsEqual(old_v, new_v, att->attbyval, att->attlen));
-            if (same)
-                continue;
-            bool account_column = follows_account && (std::strcmp(name, path_col) == 0 ||
-                                                      std::strcmp(name, "main_id") == 0 ||
-                                                      std::strcmp(name, "account_id") == 0);
-            // Bookkeeping timestamps alone are not a configuration change.
-            bool bookkeeping = std::strcmp(name, "last_used_at") == 0 ||
-                               std::strcmp(name, "last_login_at") == 0 ||
-                               std::strcmp(name, "updated_at") == 0;
-            if (!account_column && !bookkeeping)
-                meaningful = true;
-        } else {
-            meaningful = true;
-            // An inserted or deleted row's account columns are the entry's
-            // own main_id and account_path: not repeated in the image (a
-            // smaller entry; the log's cost is mostly its bytes).
-            if (std::strcmp(name, path_col) == 0 || std::strcmp(name, "main_id") == 0)
-                continue;
-        }
-        if (is_secret_column(name)) {
-            if ((oldt && !old_null) || (newt && !new_null)) {
-                if (!redacted.empty())
-                    redacted += ',';
-                append_json_string(redacted, name);
-            }
-            continue;
-        }
-        if (oldt) {
-            if (!old_obj.empty())
-                old_obj += ',';
-            append_json_string(old_obj, name);
-            old_obj += ':';
-            append_json_value(old_obj, old_v, old_null, att->atttypid);
-        }
-        if (newt) {
-            if (!new_obj.empty())
-                new_obj += ',';
-            append_json_string(new_obj, name);
-            new_obj += ':';
-            append_json_value(new_obj, new_v, new_null, att->atttypid);
-        }
-    }
-    out = "{";
-    bool first = true;
-    if (oldt) {
-        out += "\"old\":{" + old_obj + "}";
-        first = false;
-    }
-    if (newt) {
-        if (!first)
-            out += ',';
-        out += "\"new\":{" + new_obj + "}";
-        first = false;
-    }
-    if (!redacted.empty())
-        out += ",\"redacted\":[" + redacted + "]";
-    out += '}';
-    return meaningful;
-}
-
-// The primary key of the row as a JSON object, or empty without a key.
-std::string build_row_key(Relation rel, HeapTuple tuple) {
-    Bitmapset *pk =
-        pg_call([&] { return RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY); });
-    if (pk == nullptr)
-        return {};
-    TupleDesc desc = RelationGetDescr(rel);
-    std::string out = "{";
-    int member = -1;
-    bool first = true;
-    while ((member = bms_next_member(pk, member)) >= 0) {
-        int attnum = member + FirstLowInvalidHeapAttributeNumber;
-        if (attnum <= 0 || attnum > desc->natts)
-            continue;
-        Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
-        bool isnull = true;
-        Datum v = heap_getattr(tuple, attnum, desc, &isnull);
-        if (!first)
-            out += ',';
-        first = false;
-        append_json_string(out, NameStr(att->attname));
-        out += ':';
-        append_json_value(out, v, isnull, att->atttypid);
-    }
-    out += '}';
     return out;
 }
 
@@ -542,8 +331,9 @@ Datum audit_row(FunctionCallInfo fcinfo) {
                        std::string("table ") + RelationGetRelationName(rel) + " has no \"" +
                            path_col + "\" or \"main_id\" column to audit");
 
-    std::string change;
-    if (!build_change(change, desc, oldt, newt, path_col))
+    Datum change = pg_call(
+        [&] { return PointerGetDatum(audit_change::build_change(desc, oldt, newt, path_col)); });
+    if (change == 0)
         return PointerGetDatum(nullptr);
 
     // An update is recorded where the row was before it (an account moved away
@@ -558,7 +348,9 @@ Datum audit_row(FunctionCallInfo fcinfo) {
         throw SqlError(ERRCODE_DATATYPE_MISMATCH,
                        "column main_id of an audited table must be bigint");
 
-    std::string row_key = build_row_key(rel, newt ? newt : oldt);
+    HeapTuple key_tuple = newt ? newt : oldt;
+    Datum row_key =
+        pg_call([&] { return PointerGetDatum(audit_change::build_row_key(rel, key_tuple)); });
     std::string target = qualified_name(rel);
     Actor actor = current_actor();
 
@@ -571,8 +363,8 @@ Datum audit_row(FunctionCallInfo fcinfo) {
     e.credential_id = actor.credential_id;
     e.action = action;
     e.target = target.c_str();
-    e.row_key_json = row_key.empty() ? nullptr : row_key.c_str();
-    e.change_json = change.c_str();
+    e.row_key = row_key;
+    e.change = change;
     pg_call([&] { return insert_entry(&e); });
     return PointerGetDatum(nullptr);
 }
@@ -644,8 +436,7 @@ Datum audit_record(FunctionCallInfo fcinfo) {
     e.credential_id = actor.credential_id;
     e.action = action.c_str();
     e.target = has_target ? target.c_str() : nullptr;
-    e.has_change_jsonb = !PG_ARGISNULL(4);
-    e.change_jsonb = e.has_change_jsonb ? PG_GETARG_DATUM(4) : 0;
+    e.change = PG_ARGISNULL(4) ? 0 : PG_GETARG_DATUM(4);
     int64 id = pg_call([&] { return insert_entry(&e); });
     return Int64GetDatum(id);
 }
@@ -687,7 +478,8 @@ Datum audit_chain_step(FunctionCallInfo fcinfo) {
     std::string input(VARDATA_ANY(prev), kHashSize);
     input.append(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
     unsigned char digest[kHashSize];
-    SHA256(reinterpret_cast<const unsigned char *>(input.data()), input.size(), digest);
+    if (!sha256(input.data(), input.size(), digest))
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "SHA-256 failed");
     bytea *out = pg_call([&] { return hash_datum(digest, kHashSize); });
     PG_RETURN_BYTEA_P(out);
 }
@@ -746,7 +538,8 @@ void entry_digest(FunctionCallInfo fcinfo, const int (&args)[11], unsigned char 
             }
         }
     }
-    SHA256(reinterpret_cast<const unsigned char *>(out.data()), out.size(), digest);
+    if (!sha256(out.data(), out.size(), digest))
+        throw SqlError(ERRCODE_INTERNAL_ERROR, "SHA-256 failed");
 }
 
 // _audit_entry_digest(main_id, id, account_path, at, actor_kind, actor_id,

@@ -3,6 +3,7 @@
 // so a memory-hard hash would only cost throughput), compared in constant time.
 #include "boundary.hpp"
 #include "id_format.hpp"
+#include "sha256.hpp"
 
 extern "C" {
 #include "catalog/pg_type.h"
@@ -11,15 +12,16 @@ extern "C" {
 }
 
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <sodium.h>
 
 #include <string>
 
 namespace {
 
-void sha256(const char *data, size_t len, unsigned char digest[SHA256_DIGEST_LENGTH]) {
-    SHA256(reinterpret_cast<const unsigned char *>(data), len, digest);
+// Plain C caller (no C++ object in this frame): may ereport.
+void sha256_or_error(const char *data, size_t len, unsigned char *digest) {
+    if (!tenancy::sha256(data, len, digest))
+        ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
 }
 
 }  // namespace
@@ -30,10 +32,10 @@ extern "C" {
 PG_FUNCTION_INFO_V1(tenancy_secret_hash);
 Datum tenancy_secret_hash(PG_FUNCTION_ARGS) {
     text *secret = PG_GETARG_TEXT_PP(0);
-    bytea *out = (bytea *)palloc(VARHDRSZ + SHA256_DIGEST_LENGTH);
-    SET_VARSIZE(out, VARHDRSZ + SHA256_DIGEST_LENGTH);
-    sha256(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret),
-           reinterpret_cast<unsigned char *>(VARDATA(out)));
+    bytea *out = (bytea *)palloc(VARHDRSZ + tenancy::kSha256Size);
+    SET_VARSIZE(out, VARHDRSZ + tenancy::kSha256Size);
+    sha256_or_error(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret),
+                    reinterpret_cast<unsigned char *>(VARDATA(out)));
     PG_RETURN_BYTEA_P(out);
 }
 
@@ -43,10 +45,10 @@ PG_FUNCTION_INFO_V1(tenancy_secret_equal);
 Datum tenancy_secret_equal(PG_FUNCTION_ARGS) {
     text *secret = PG_GETARG_TEXT_PP(0);
     bytea *stored = PG_GETARG_BYTEA_PP(1);
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    sha256(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
-    bool equal = VARSIZE_ANY_EXHDR(stored) == SHA256_DIGEST_LENGTH &&
-                 CRYPTO_memcmp(digest, VARDATA_ANY(stored), SHA256_DIGEST_LENGTH) == 0;
+    unsigned char digest[tenancy::kSha256Size];
+    sha256_or_error(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
+    bool equal = VARSIZE_ANY_EXHDR(stored) == tenancy::kSha256Size &&
+                 CRYPTO_memcmp(digest, VARDATA_ANY(stored), tenancy::kSha256Size) == 0;
     sodium_memzero(digest, sizeof digest);
     PG_RETURN_BOOL(equal);
 }

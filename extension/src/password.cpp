@@ -4,8 +4,7 @@
 // libsodium's INTERACTIVE preset (t=2, 64 MiB) costs about 4x the time and
 // 64 MiB per concurrent login in a backend; see README "Crypto primitives".
 #include "boundary.hpp"
-
-#include <openssl/evp.h>
+#include "sha256.hpp"
 #include <sodium.h>
 
 #include <algorithm>
@@ -208,9 +207,8 @@ Datum tenancy_random_token(PG_FUNCTION_ARGS) {
 
 namespace tenancy {
 namespace {
-void sha256_of(const char *data, size_t len, unsigned char (&digest)[32]) {
-    unsigned int digest_len = 0;
-    if (EVP_Digest(data, len, digest, &digest_len, EVP_sha256(), nullptr) != 1 || digest_len != 32)
+void sha256_of(const char *data, size_t len, unsigned char (&digest)[kSha256Size]) {
+    if (!sha256(data, len, digest))
         throw SqlError(ERRCODE_INTERNAL_ERROR, "SHA-256 failed");
 }
 }  // namespace
