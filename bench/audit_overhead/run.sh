@@ -46,6 +46,14 @@ export PGHOST=$CLUSTER PGPORT=$PORT PGUSER=postgres
 PSQL=("$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
 "${PSQL[@]}" -d bench -f "$WORK/setup.sql" >/dev/null
+# A server that has run for a while has touched all of its shared memory; a
+# fresh one takes a page fault the first time each buffer is used, which here
+# would fall on whichever variant allocates new pages first and most (the
+# audited ones). Fill every buffer once (one row per page), then drop it.
+"${PSQL[@]}" -d bench -c "CREATE TABLE public.warm_buffers (pad text) WITH (fillfactor = 10, autovacuum_enabled = false)" \
+    -c "INSERT INTO public.warm_buffers SELECT repeat('x', 700)
+        FROM generate_series(1, (SELECT setting::int FROM pg_settings WHERE name = 'shared_buffers'))" \
+    -c "DROP TABLE public.warm_buffers"
 
 variant() {  # enable exactly one audit trigger (or none)
     local sql="ALTER TABLE bench.items DISABLE TRIGGER tenancy_audit;
@@ -111,6 +119,18 @@ sleep 1
     FROM (SELECT extract(epoch FROM c.sealed_at - l.at) AS d
           FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
           JOIN tenancy.audit_log l ON l.xid = u.xid AND l.id = u.id) s"
+# The same in steady state: without each run's first 1.5 s, when a sealer is
+# started afresh (the other variants' runs leave it idle, and an idle sealer
+# exits after 1 s) on cores the writers already saturate.
+"${PSQL[@]}" -d bench -At -c "SELECT format('sealed after, steady state (s): p50 %s, p99 %s, max %s (%s entries)',
+        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::numeric, 3),
+        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 3), round(max(d)::numeric, 3), count(*))
+    FROM (SELECT extract(epoch FROM c.sealed_at - l.at) AS d, l.at,
+                 max(l.at) FILTER (WHERE l.gap) OVER (ORDER BY l.at) AS run_start
+          FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+          JOIN (SELECT x.xid, x.id, x.at, coalesce(x.at - lag(x.at) OVER (ORDER BY x.at) > interval '1 s', true) AS gap
+                FROM tenancy.audit_log x) l ON l.xid = u.xid AND l.id = u.id) s
+    WHERE s.at >= s.run_start + interval '1.5 s'"
 echo "# CPU time of one backend per row (bench/audit_overhead/cpu_per_row.py):"
 PGDATABASE=bench /usr/bin/python3 "$HERE/cpu_per_row.py" || echo "cpu_per_row.py failed (needs python3-psycopg2)"
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
