@@ -34,9 +34,7 @@ extern "C" {
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
-#include "nodes/bitmapset.h"
 #include "utils/array.h"
-#include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/fmgrprotos.h"
@@ -49,7 +47,6 @@ extern "C" {
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include <cctype>
 #include <cstring>
 #include <string>
 
