@@ -125,18 +125,20 @@ INSERT INTO tenancy.audit_keys VALUES (1, tenancy._random_bytes(32));
 
 CREATE FUNCTION tenancy._audit_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'tenancy_audit_trigger' LANGUAGE C;
--- The chain as a running aggregate, used as a window function over one main
--- account's new blocks: the first row starts from `start` (the head's last
--- hash), each row's value is its block's hash.
+-- One step of the chain as verification recomputes it: SHA-256(state ||
+-- payload), a NULL state standing for `start`.
 CREATE FUNCTION tenancy._audit_chain_step(state bytea, start bytea, payload bytea) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_audit_chain_step' LANGUAGE C IMMUTABLE;
-CREATE AGGREGATE tenancy._audit_chain_agg(start bytea, payload bytea) (
-    SFUNC = tenancy._audit_chain_step,
-    STYPE = bytea
-);
--- The sealer's per-row test: committed as of snapshot cur, not as of prev.
-CREATE FUNCTION tenancy._audit_entry_is_new(xid bigint, prev pg_snapshot, cur pg_snapshot) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'tenancy_audit_entry_is_new' LANGUAGE C STABLE;
+-- The sealer's round (audit_seal.cpp): the entries committed as of snapshot
+-- cur and not as of prev, with xid >= lower_xid, digested, grouped per main
+-- account into blocks of at most 4096 in (xid, id) order, each chained to
+-- the one before from the main account's head. last_pos is where the head
+-- moves (on the row whose block ends there). Writes nothing.
+CREATE FUNCTION tenancy._audit_seal_blocks(lower_xid bigint, prev pg_snapshot, cur pg_snapshot,
+                                           sealed_at timestamptz)
+    RETURNS TABLE (main_id bigint, first_pos bigint, n integer, entry_xids bigint[], entry_ids bigint[],
+                   digests bytea, hash bytea, last_pos bigint)
+    AS 'MODULE_PATHNAME', 'tenancy_audit_seal_blocks' LANGUAGE C VOLATILE;
 CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_hmac_sha256' LANGUAGE C IMMUTABLE STRICT;
 -- Internal writer for events that are not row changes (login, context switch,
@@ -151,8 +153,8 @@ CREATE FUNCTION tenancy._audit_record(main_id bigint, account_path tenancy.accou
                                       credential_id bigint DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'tenancy_audit_record' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION tenancy._audit_trigger(),
-    tenancy._audit_chain_step(bytea, bytea, bytea), tenancy._audit_chain_agg(bytea, bytea),
-    tenancy._audit_entry_is_new(bigint, pg_snapshot, pg_snapshot),
+    tenancy._audit_chain_step(bytea, bytea, bytea),
+    tenancy._audit_seal_blocks(bigint, pg_snapshot, pg_snapshot, timestamptz),
     tenancy._hmac_sha256(bytea, text),
     tenancy._audit_record(bigint, tenancy.account_path, text, text, jsonb, text, text, bigint) FROM PUBLIC;
 
@@ -193,8 +195,7 @@ REVOKE ALL ON FUNCTION tenancy._audit_head_mac(tenancy.audit_heads),
 CREATE FUNCTION tenancy.audit_seal() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
-    SET plan_cache_mode = force_custom_plan
-    SET work_mem = '64MB'  -- a round after an outage sorts its batch in memory
+    SET work_mem = '64MB'  -- a round after an outage keeps its blocks in memory
     AS $$
 DECLARE
     prev pg_snapshot;
@@ -217,54 +218,27 @@ BEGIN
     -- This round seals exactly the entries committed as of this snapshot and
     -- not as of the previous one (an entry committing meanwhile waits a round).
     new_snap := pg_current_snapshot();
-    -- One statement: the new entries of every main account in (xid, id)
-    -- order, one block each (cut at 4096 entries), each block chained to the
-    -- one before; then the block rows and the moved heads.
-    WITH fresh AS (
-        -- One sort, of narrow rows (the digest is taken before it), by main
-        -- account then (xid, id): the grouping below reads it in that order.
-        SELECT l.main_id, l.xid, l.id,
-               tenancy._audit_entry_digest(l.main_id, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
-                   l.credential_id, l.action, l.target, l.row_key, l.change) AS digest
-        FROM tenancy.audit_log l
-        WHERE l.xid >= lower_xid AND tenancy._audit_entry_is_new(l.xid, prev, new_snap)
-        ORDER BY l.main_id, l.xid, l.id
-    ), grouped AS (
-        -- The three aggregates consume one row stream: the arrays and the
-        -- digests always list the entries in the same order (verification
-        -- relies on that, not on the order being by id).
-        SELECT f.main_id, count(*)::integer AS n, array_agg(f.xid) AS xids, array_agg(f.id) AS ids,
-               string_agg(f.digest, ''::bytea) AS digests
-        FROM fresh f GROUP BY f.main_id
-    ), blocks AS (
-        SELECT g.main_id, p.part, least(g.n - p.part * 4096, 4096) AS n,
-               g.xids[p.part * 4096 + 1 : (p.part + 1) * 4096] AS xids,
-               g.ids[p.part * 4096 + 1 : (p.part + 1) * 4096] AS ids,
-               substring(g.digests FROM p.part * 4096 * 32 + 1 FOR 4096 * 32) AS digests
-        FROM grouped g CROSS JOIN LATERAL generate_series(0, (g.n - 1) / 4096) p(part)
-    ), placed AS (
-        SELECT b.*, coalesce(h.last_pos, 0) + (b.part * 4096) + 1 AS first_pos,
-               coalesce(h.last_pos, 0) + sum(b.n) OVER (PARTITION BY b.main_id) AS last_pos,
-               coalesce(h.last_hash, zero) AS start,
-               coalesce(h.base_pos, 0) AS base_pos, coalesce(h.base_hash, zero) AS base_hash
-        FROM blocks b LEFT JOIN tenancy.audit_heads h ON h.main_id = b.main_id
-    ), chained AS (
-        SELECT p.*, tenancy._audit_chain_agg(p.start, tenancy._audit_block_link(p.first_pos, ts, p.digests))
-                        OVER (PARTITION BY p.main_id ORDER BY p.part ROWS UNBOUNDED PRECEDING) AS hash
-        FROM placed p
+    -- One statement: the blocks of every main account's new entries
+    -- (_audit_seal_blocks, in C), then the block rows and the moved heads.
+    WITH blocks AS MATERIALIZED (
+        SELECT * FROM tenancy._audit_seal_blocks(lower_xid, prev, new_snap, ts)
     ), linked AS (
         INSERT INTO tenancy.audit_chain (main_id, first_pos, n, entry_xids, entry_ids, digests, hash, sealed_at)
-        SELECT c.main_id, c.first_pos, c.n, c.xids, c.ids, c.digests, c.hash, ts FROM chained c
+        SELECT b.main_id, b.first_pos, b.n, b.entry_xids, b.entry_ids, b.digests, b.hash, ts FROM blocks b
         RETURNING audit_chain.n
     ), moved AS (
         -- Heads move only under the sealers' lock (audit_purge takes it too),
-        -- so the base read above is still the head's.
+        -- so the base read here is still the head's.
         INSERT INTO tenancy.audit_heads AS x (main_id, base_pos, base_hash, last_pos, last_hash, mac, updated_at)
         SELECT t.main_id, t.base_pos, t.base_hash, t.last_pos, t.hash,
                tenancy._audit_head_mac(ROW(t.main_id, t.base_pos, t.base_hash, t.last_pos, t.hash, NULL, NULL)::tenancy.audit_heads,
                                        k.secret), ts
-        FROM chained t CROSS JOIN tenancy.audit_keys k
-        WHERE k.id = 1 AND t.first_pos + t.n - 1 = t.last_pos
+        FROM (SELECT b.main_id, b.last_pos, b.hash, coalesce(h.base_pos, 0) AS base_pos,
+                     coalesce(h.base_hash, zero) AS base_hash
+              FROM blocks b LEFT JOIN tenancy.audit_heads h ON h.main_id = b.main_id
+              WHERE b.first_pos + b.n - 1 = b.last_pos) t
+        CROSS JOIN tenancy.audit_keys k
+        WHERE k.id = 1
         ON CONFLICT (main_id) DO UPDATE
         SET last_pos = excluded.last_pos, last_hash = excluded.last_hash, mac = excluded.mac, updated_at = ts
     )

@@ -13,6 +13,7 @@
 
 #include "account_path_codec.hpp"
 #include "audit_change.hpp"
+#include "audit_digest.hpp"
 
 #include "boundary.hpp"
 #include "context.hpp"
@@ -53,6 +54,24 @@ extern "C" {
 namespace tenancy {
 
 const RequestContext *current_context();  // context.cpp
+
+// The writer and the sealer read and form entries by column position.
+void audit_log_check_shape(Relation rel) {
+    static const Oid kTypes[] = {INT8OID, INT8OID, INT8OID, InvalidOid, TIMESTAMPTZOID, TEXTOID,
+                                 TEXTOID, INT8OID, TEXTOID, TEXTOID,    JSONBOID,       JSONBOID};
+    constexpr int kColumns = sizeof kTypes / sizeof kTypes[0];
+    TupleDesc desc = RelationGetDescr(rel);
+    if (desc->natts != kColumns)
+        ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                        errmsg("tenancy.audit_log has an unexpected shape")));
+    for (int i = 0; i < kColumns; i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        if (att->attisdropped || (kTypes[i] != InvalidOid && att->atttypid != kTypes[i]))
+            ereport(ERROR,
+                    (errcode(ERRCODE_INTERNAL_ERROR),
+                     errmsg("tenancy.audit_log has an unexpected shape (column %d)", i + 1)));
+    }
+}
 
 namespace {
 
@@ -95,9 +114,6 @@ void forget_log_relation(Datum, Oid relid) {
 // Checks the log's shape (columns and types) once per lookup: the writer
 // below forms its tuples by position.
 void lookup_log_relation() {
-    static const Oid kTypes[kAuditColumns] = {INT8OID,        INT8OID, INT8OID,  InvalidOid,
-                                              TIMESTAMPTZOID, TEXTOID, TEXTOID,  INT8OID,
-                                              TEXTOID,        TEXTOID, JSONBOID, JSONBOID};
     if (!invalidation_registered) {
         CacheRegisterRelcacheCallback(forget_log_relation, (Datum)0);
         invalidation_registered = true;
@@ -108,17 +124,7 @@ void lookup_log_relation() {
     if (!OidIsValid(relid) || !OidIsValid(seqid))
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("tenancy.audit_log is missing")));
     Relation rel = table_open(relid, AccessShareLock);
-    TupleDesc desc = RelationGetDescr(rel);
-    if (desc->natts != kAuditColumns)
-        ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
-                        errmsg("tenancy.audit_log has an unexpected shape")));
-    for (int i = 0; i < kAuditColumns; i++) {
-        Form_pg_attribute att = TupleDescAttr(desc, i);
-        if (att->attisdropped || (kTypes[i] != InvalidOid && att->atttypid != kTypes[i]))
-            ereport(ERROR,
-                    (errcode(ERRCODE_INTERNAL_ERROR),
-                     errmsg("tenancy.audit_log has an unexpected shape (column %d)", i + 1)));
-    }
+    audit_log_check_shape(rel);
     bool direct = rel->rd_rel->relam == HEAP_TABLE_AM_OID;
     List *indexes = RelationGetIndexList(rel);
     ListCell *lc;
@@ -445,25 +451,9 @@ bytea *hash_datum(const unsigned char *digest, size_t len) {
     return out;
 }
 
-// _audit_entry_is_new(xid, prev, cur): did the writer of an entry commit as
-// of snapshot cur but not as of prev (NULL: the sealer never ran)? The
-// sealer's per-row test, without the xid8 text casts SQL would need.
-Datum audit_entry_is_new(FunctionCallInfo fcinfo) {
-    if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
-        throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "xid and the current snapshot are required");
-    Datum xid = PG_GETARG_DATUM(0);  // bigint and xid8 are both 8 bytes by value
-    Datum cur = PG_GETARG_DATUM(2);
-    bool is_new = pg_call([&] {
-        if (!DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, xid, cur)))
-            return false;
-        return PG_ARGISNULL(1) ||
-               !DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, xid, PG_GETARG_DATUM(1)));
-    });
-    PG_RETURN_BOOL(is_new);
-}
-
-// One step of the running chain aggregate: SHA-256(state || payload), where
-// the first step's state is `start` (the head's last hash).
+// One step of the chain, as verification recomputes it: SHA-256(state ||
+// payload), where a NULL state stands for `start` (the hash before the first
+// block). The sealer (audit_seal.cpp) hashes the same bytes.
 Datum audit_chain_step(FunctionCallInfo fcinfo) {
     if (PG_ARGISNULL(2) || (PG_ARGISNULL(0) && PG_ARGISNULL(1)))
         throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "start and payload must not be NULL");
@@ -481,73 +471,22 @@ Datum audit_chain_step(FunctionCallInfo fcinfo) {
     PG_RETURN_BYTEA_P(out);
 }
 
-// The canonical serialisation of an entry's fields (what the chain hashes):
-// per field a presence byte, then a 4-byte big-endian length and the bytes.
-// Numbers and timestamps as 8-byte big-endian integers, the path as its
-// binary encoding, jsonb as its (normalised) text: nothing depends on a setting.
-enum class FieldKind { Int8, Path, Text, Jsonb };
-
-void put_be(std::string &out, uint64 v, int bytes) {
-    for (int i = bytes - 1; i >= 0; i--)
-        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-// The entry's own fields, serialised and hashed: what the chain commits to.
-// `args` are the argument positions of main_id, id, account_path, at,
-// actor_kind, actor_id, credential_id, action, target, row_key, change.
-void entry_digest(FunctionCallInfo fcinfo, const int (&args)[11], unsigned char *digest) {
-    static const FieldKind kFields[11] = {FieldKind::Int8,  FieldKind::Int8, FieldKind::Path,
-                                          FieldKind::Int8,  FieldKind::Text, FieldKind::Text,
-                                          FieldKind::Int8,  FieldKind::Text, FieldKind::Text,
-                                          FieldKind::Jsonb, FieldKind::Jsonb};
-    std::string out = "tenancy-audit-entry-v2";
-    for (int f = 0; f < 11; f++) {
-        int i = args[f];
-        if (PG_ARGISNULL(i)) {
-            out.push_back('\0');
-            continue;
-        }
-        out.push_back('\1');
-        Datum d = PG_GETARG_DATUM(i);
-        switch (kFields[f]) {
-            case FieldKind::Int8:  // bigint and timestamptz are both int64
-                put_be(out, 8, 4);
-                put_be(out, static_cast<uint64>(DatumGetInt64(d)), 8);
-                break;
-            case FieldKind::Path:
-            case FieldKind::Text: {
-                struct varlena *v = reinterpret_cast<struct varlena *>(
-                    pg_call([&] { return PG_DETOAST_DATUM_PACKED(d); }));
-                size_t len = VARSIZE_ANY_EXHDR(v);
-                put_be(out, len, 4);
-                out.append(VARDATA_ANY(v), len);
-                break;
-            }
-            case FieldKind::Jsonb: {
-                const char *text = pg_call([&] {
-                    Jsonb *jb = DatumGetJsonbP(d);
-                    return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-                });
-                size_t len = std::strlen(text);
-                put_be(out, len, 4);
-                out.append(text, len);
-                break;
-            }
-        }
-    }
-    if (!sha256(out.data(), out.size(), digest))
-        throw SqlError(ERRCODE_INTERNAL_ERROR, "SHA-256 failed");
-}
-
 // _audit_entry_digest(main_id, id, account_path, at, actor_kind, actor_id,
 //                     credential_id, action, target, row_key, change)
 Datum audit_entry_digest(FunctionCallInfo fcinfo) {
-    static const int kArgs[11] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-    if (PG_NARGS() != 11)
+    if (PG_NARGS() != audit_digest::kEntryFields)
         throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy._audit_entry_digest: wrong arguments");
-    unsigned char digest[kHashSize];
-    entry_digest(fcinfo, kArgs, digest);
-    PG_RETURN_BYTEA_P(pg_call([&] { return hash_datum(digest, kHashSize); }));
+    Datum values[audit_digest::kEntryFields];
+    bool nulls[audit_digest::kEntryFields];
+    for (int i = 0; i < audit_digest::kEntryFields; i++) {
+        nulls[i] = PG_ARGISNULL(i);
+        values[i] = nulls[i] ? 0 : PG_GETARG_DATUM(i);
+    }
+    return pg_call([&] {
+        unsigned char digest[kHashSize];
+        audit_digest::entry_digest(values, nulls, makeStringInfo(), digest);
+        return PointerGetDatum(hash_datum(digest, kHashSize));
+    });
 }
 
 // _audit_block_link(first_pos, sealed_at, digests): what a chain step hashes
@@ -564,14 +503,14 @@ Datum audit_block_link(FunctionCallInfo fcinfo) {
     if (len == 0 || len % kHashSize != 0)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
                        "digests must be one or more 32-byte SHA-256 digests");
-    std::string out = "tenancy-audit-block-v3";
-    put_be(out, static_cast<uint64>(first_pos), 8);
-    put_be(out, len / kHashSize, 8);
-    put_be(out, static_cast<uint64>(sealed_at), 8);
-    out.append(VARDATA_ANY(digests), len);
-    PG_RETURN_BYTEA_P(pg_call([&] {
-        return hash_datum(reinterpret_cast<const unsigned char *>(out.data()), out.size());
-    }));
+    return pg_call([&] {
+        StringInfo link = makeStringInfo();
+        audit_digest::append_block_link(
+            link, first_pos, sealed_at,
+            reinterpret_cast<const unsigned char *>(VARDATA_ANY(digests)), len / kHashSize);
+        return PointerGetDatum(
+            hash_datum(reinterpret_cast<const unsigned char *>(link->data), link->len));
+    });
 }
 
 Datum hmac_sha256(FunctionCallInfo fcinfo) {
@@ -602,11 +541,6 @@ Datum tenancy_audit_trigger(PG_FUNCTION_ARGS) {
 PG_FUNCTION_INFO_V1(tenancy_audit_record);
 Datum tenancy_audit_record(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_record(fcinfo); });
-}
-
-PG_FUNCTION_INFO_V1(tenancy_audit_entry_is_new);
-Datum tenancy_audit_entry_is_new(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::audit_entry_is_new(fcinfo); });
 }
 
 PG_FUNCTION_INFO_V1(tenancy_audit_chain_step);

@@ -4,6 +4,11 @@
 
 #include <cstdint>
 
+extern "C" {
+#include "postgres.h"
+#include "utils/relcache.h"
+}
+
 namespace tenancy {
 
 // Called from _PG_init: defines tenancy.audit_databases and, when loaded from
@@ -14,5 +19,9 @@ void audit_init();
 // rounds' worth of empty pages in the log's free space map. May ereport; call
 // inside a transaction.
 void audit_log_preextend(std::int64_t sealed_last_round);
+
+// Errors unless tenancy.audit_log has the columns and types the writer and
+// the sealer (audit_seal.cpp) read and form entries by. C-style: may ereport.
+void audit_log_check_shape(Relation rel);
 
 }  // namespace tenancy
