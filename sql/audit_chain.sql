@@ -244,3 +244,25 @@ BEGIN;
 UPDATE tenancy.audit_heads h SET base_pos = 7 WHERE h.main_id = :main_id;
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
+
+-- ---- a round larger than a block -----------------------------------------------------
+-- 5,000 entries of one main account in one round: blocks of 4,096 and 904,
+-- in (xid, id) order, linked, the head at the end; the chain verifies.
+SELECT pg_advisory_lock(1952804449, 1635083369);
+SELECT tenancy.audit_seal() >= 0 AS sealed;
+SELECT last_pos AS before_bulk FROM tenancy.audit_heads WHERE main_id = :main_id \gset
+SELECT count(tenancy._audit_record(:main_id, :'main_path', 'test.bulk', format('b%s', g), jsonb_build_object('n', g)))
+FROM generate_series(1, 5000) g;
+SELECT tenancy.audit_seal() AS sealed_bulk;
+SELECT first_pos - :before_bulk AS offset, n, entry_ids = (SELECT array_agg(x ORDER BY x) FROM unnest(entry_ids) x) AS in_id_order
+FROM tenancy.audit_chain WHERE main_id = :main_id AND first_pos > :before_bulk ORDER BY first_pos;
+SELECT last_pos - :before_bulk AS head_moved FROM tenancy.audit_heads WHERE main_id = :main_id;
+SELECT ok, first_bad, reason FROM tenancy.audit_verify(:'main');
+-- The sealer reads new entries through the log's xid index: without it, a
+-- clear error and nothing sealed.
+BEGIN;
+SELECT tenancy._audit_record(:main_id, :'main_path', 'test.noindex', 'x', NULL) > 0 AS written;
+DROP INDEX tenancy.audit_log_xid;
+SELECT tenancy.audit_seal();
+ROLLBACK;
+SELECT pg_advisory_unlock(1952804449, 1635083369);
