@@ -27,8 +27,11 @@
 -- old ancestors). Entries stay in their main account's chain forever (also
 -- after a promotion).
 
--- Cached per backend: ids need only be unique (the chain orders entries).
-CREATE SEQUENCE tenancy.audit_seq CACHE 64;
+-- Ids need only be unique (the chain orders entries): one nextval reserves
+-- the next 64 ids for the writing backend (audit.cpp), so consecutive entries
+-- of a backend are numbered in order and a nextval is paid once per 64.
+-- Altering this sequence while entries are written can repeat ids.
+CREATE SEQUENCE tenancy.audit_seq INCREMENT BY 64 CACHE 1;
 
 CREATE TABLE tenancy.audit_log (
     main_id bigint NOT NULL,

@@ -30,6 +30,7 @@ extern "C" {
 #include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -42,6 +43,7 @@ extern "C" {
 #include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 }
 
@@ -92,22 +94,42 @@ struct EntryData {
     Datum change;        // jsonb, 0: none
 };
 
-// The log's relation and sequence, looked up once per backend and forgotten
-// on any relcache invalidation of them (DROP EXTENSION, ALTER TABLE): every
-// audited row would otherwise pay two catalog lookups.
+// The log's relation, sequence and indexes, looked up once per backend and
+// forgotten on any relcache invalidation of them (DROP EXTENSION, ALTER
+// TABLE, CREATE INDEX): every audited row would otherwise pay catalog
+// lookups and an IndexInfo per index.
 Oid cached_log_relid = InvalidOid;
 Oid cached_seq_relid = InvalidOid;
-// The log is a heap whose indexes are all on plain columns (as created): an
-// entry is then written like a catalog row, heap_insert and index_insert,
-// without an executor state per entry. An index with expressions or a
-// predicate (a DBA's addition) sends entries through the executor.
+// The log is a heap whose indexes are all btrees on plain columns (as
+// created): an entry is then written like a catalog row, heap_insert and
+// index_insert, without an executor state per entry. Any other index (a
+// DBA's, with expressions or a predicate, or of another access method) sends
+// entries through the executor.
 bool cached_log_direct = false;
+constexpr int kMaxDirectIndexes = 8;
+struct LogIndex {
+    Oid oid;
+    bool unique;
+    IndexInfo *info;  // key columns; btinsert reads nothing else of it
+};
+LogIndex cached_indexes[kMaxDirectIndexes];
+int cached_index_count = 0;
+MemoryContext log_cache_context = nullptr;  // the IndexInfos
 bool invalidation_registered = false;
+
+// Entry ids: tenancy.audit_seq counts in steps of its increment (64), and
+// one nextval reserves that many ids for this backend: ids need only be
+// unique (the chain orders entries), and a nextval per entry was ~1,600
+// instructions (sequence lock, relation open, permission check).
+int64 id_next = 0;
+int64 id_end = 0;
+int64 cached_id_block = 1;
 
 void forget_log_relation(Datum, Oid relid) {
     if (relid == InvalidOid || relid == cached_log_relid || relid == cached_seq_relid) {
         cached_log_relid = InvalidOid;
         cached_seq_relid = InvalidOid;
+        id_next = id_end = 0;  // a reserved range belongs to the sequence as it was
     }
 }
 
@@ -123,17 +145,41 @@ void lookup_log_relation() {
     Oid seqid = get_relname_relid("audit_seq", nsp);
     if (!OidIsValid(relid) || !OidIsValid(seqid))
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("tenancy.audit_log is missing")));
+    HeapTuple seq = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqid));
+    if (!HeapTupleIsValid(seq))
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("tenancy.audit_seq is missing")));
+    int64 increment = reinterpret_cast<Form_pg_sequence>(GETSTRUCT(seq))->seqincrement;
+    ReleaseSysCache(seq);
+
+    if (log_cache_context == nullptr)
+        log_cache_context =
+            AllocSetContextCreate(CacheMemoryContext, "tenancy audit log", ALLOCSET_SMALL_SIZES);
+    MemoryContextReset(log_cache_context);
     Relation rel = table_open(relid, AccessShareLock);
     audit_log_check_shape(rel);
     bool direct = rel->rd_rel->relam == HEAP_TABLE_AM_OID;
+    int count = 0;
     List *indexes = RelationGetIndexList(rel);
     ListCell *lc;
     foreach (lc, indexes) {
         Relation idx = index_open(lfirst_oid(lc), AccessShareLock);
-        if (!heap_attisnull(idx->rd_indextuple, Anum_pg_index_indexprs, NULL) ||
+        if (idx->rd_rel->relam != BTREE_AM_OID ||
+            !heap_attisnull(idx->rd_indextuple, Anum_pg_index_indexprs, NULL) ||
             !heap_attisnull(idx->rd_indextuple, Anum_pg_index_indpred, NULL) ||
-            !idx->rd_index->indimmediate || idx->rd_index->indisexclusion)
+            !idx->rd_index->indimmediate || idx->rd_index->indisexclusion ||
+            count == kMaxDirectIndexes) {
             direct = false;
+        } else {
+            MemoryContext outer = MemoryContextSwitchTo(log_cache_context);
+            IndexInfo *info = BuildIndexInfo(idx);
+            MemoryContextSwitchTo(outer);
+            for (int k = 0; k < info->ii_NumIndexAttrs; k++) {
+                AttrNumber att = info->ii_IndexAttrNumbers[k];
+                if (att <= 0 || att > kAuditColumns)
+                    direct = false;
+            }
+            cached_indexes[count++] = {RelationGetRelid(idx), idx->rd_index->indisunique, info};
+        }
         index_close(idx, AccessShareLock);
     }
     list_free(indexes);
@@ -141,32 +187,37 @@ void lookup_log_relation() {
     cached_log_relid = relid;
     cached_seq_relid = seqid;
     cached_log_direct = direct;
+    cached_index_count = count;
+    cached_id_block = increment > 0 ? increment : 1;
+    id_next = id_end = 0;
+}
+
+int64 next_entry_id() {
+    if (id_next >= id_end) {
+        id_next = nextval_internal(cached_seq_relid, false);
+        id_end = id_next + cached_id_block;
+    }
+    return id_next++;
 }
 
 // heap_insert and one index_insert per index, keys taken from the entry's
-// values (the log's indexes are plain columns: cached_log_direct).
+// values (the log's indexes are btrees on plain columns: cached_log_direct).
 void insert_entry_direct(Relation rel, HeapTuple tuple, const Datum *values, const bool *nulls) {
     heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
-    List *indexes = RelationGetIndexList(rel);
-    ListCell *lc;
-    foreach (lc, indexes) {
-        Relation idx = index_open(lfirst_oid(lc), RowExclusiveLock);
-        IndexInfo *info = BuildIndexInfo(idx);
+    for (int i = 0; i < cached_index_count; i++) {
+        const LogIndex *li = &cached_indexes[i];
+        Relation idx = index_open(li->oid, RowExclusiveLock);
         Datum keys[INDEX_MAX_KEYS];
         bool key_nulls[INDEX_MAX_KEYS];
-        for (int k = 0; k < info->ii_NumIndexAttrs; k++) {
-            AttrNumber att = info->ii_IndexAttrNumbers[k];
-            if (att <= 0 || att > kAuditColumns)
-                ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
-                                errmsg("tenancy.audit_log has an unexpected index")));
+        for (int k = 0; k < li->info->ii_NumIndexAttrs; k++) {
+            AttrNumber att = li->info->ii_IndexAttrNumbers[k];
             keys[k] = values[att - 1];
             key_nulls[k] = nulls[att - 1];
         }
         index_insert(idx, keys, key_nulls, &tuple->t_self, rel,
-                     idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
+                     li->unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, li->info);
         index_close(idx, NoLock);
     }
-    list_free(indexes);
 }
 
 // Inserts one entry; returns its id. May ereport: call via pg_call.
@@ -184,7 +235,6 @@ int64 insert_entry(const EntryData *e) {
         lookup_log_relation();
         rel = table_open(cached_log_relid, RowExclusiveLock);
     }
-    Oid seqid = cached_seq_relid;
     TupleDesc desc = RelationGetDescr(rel);
     if (desc->natts != kAuditColumns) {
         table_close(rel, RowExclusiveLock);
@@ -195,7 +245,7 @@ int64 insert_entry(const EntryData *e) {
     Datum values[kAuditColumns];
     bool nulls[kAuditColumns];
     memset(nulls, 0, sizeof nulls);
-    int64 id = nextval_internal(seqid, false);
+    int64 id = next_entry_id();
     values[0] = Int64GetDatum(e->main_id);
     values[1] = Int64GetDatum(id);
     // The sealer finds new entries by their top-level transaction.
@@ -248,6 +298,46 @@ int64 insert_entry(const EntryData *e) {
     return id;
 }
 
+// The audited table's "schema.table" and the session user's name, kept per
+// backend (a catalog lookup per audited row otherwise) and forgotten when a
+// relation, schema or role changes (a rename).
+Oid cached_target_relid = InvalidOid;
+std::string cached_target;
+Oid cached_user_oid = InvalidOid;
+std::string cached_user_name;
+bool name_callbacks_registered = false;
+
+void forget_target(Datum, Oid relid) {
+    if (relid == InvalidOid || relid == cached_target_relid)
+        cached_target_relid = InvalidOid;
+}
+void forget_names(Datum, int, uint32) {
+    cached_target_relid = InvalidOid;
+    cached_user_oid = InvalidOid;
+}
+
+void register_name_callbacks() {
+    if (name_callbacks_registered)
+        return;
+    pg_call([] {
+        CacheRegisterRelcacheCallback(forget_target, (Datum)0);
+        CacheRegisterSyscacheCallback(NAMESPACEOID, forget_names, (Datum)0);
+        CacheRegisterSyscacheCallback(AUTHOID, forget_names, (Datum)0);
+    });
+    name_callbacks_registered = true;
+}
+
+const std::string &session_user_name() {
+    register_name_callbacks();
+    Oid user = GetSessionUserId();
+    if (cached_user_oid != user) {
+        const char *name = pg_call([&] { return GetUserNameFromId(user, true); });
+        cached_user_name = name ? name : "?";
+        cached_user_oid = user;
+    }
+    return cached_user_name;
+}
+
 struct Actor {
     std::string kind;
     std::string id;
@@ -276,8 +366,7 @@ Actor current_actor() {
     } else {
         // Outside any context: the DBA (or a superuser) acting directly.
         a.kind = "dba";
-        const char *name = pg_call([] { return GetUserNameFromId(GetSessionUserId(), true); });
-        a.id = name ? name : "?";
+        a.id = session_user_name();
     }
     return a;
 }
@@ -291,12 +380,16 @@ int find_column(TupleDesc desc, const char *name) {
     return 0;
 }
 
-std::string qualified_name(Relation rel) {
-    const char *nsp = pg_call([&] { return get_namespace_name(RelationGetNamespace(rel)); });
-    std::string out = nsp ? nsp : "?";
-    out += '.';
-    out += RelationGetRelationName(rel);
-    return out;
+const std::string &qualified_name(Relation rel) {
+    register_name_callbacks();
+    if (cached_target_relid != RelationGetRelid(rel)) {
+        const char *nsp = pg_call([&] { return get_namespace_name(RelationGetNamespace(rel)); });
+        cached_target = nsp ? nsp : "?";
+        cached_target += '.';
+        cached_target += RelationGetRelationName(rel);
+        cached_target_relid = RelationGetRelid(rel);
+    }
+    return cached_target;
 }
 
 Datum audit_row(FunctionCallInfo fcinfo) {
@@ -354,7 +447,7 @@ Datum audit_row(FunctionCallInfo fcinfo) {
     HeapTuple key_tuple = newt ? newt : oldt;
     Datum row_key =
         pg_call([&] { return PointerGetDatum(audit_change::build_row_key(rel, key_tuple)); });
-    std::string target = qualified_name(rel);
+    const std::string &target = qualified_name(rel);
     Actor actor = current_actor();
 
     EntryData e{};
