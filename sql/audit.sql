@@ -287,3 +287,31 @@ SELECT pg_temp.plan_of(format('SELECT count(*) FROM tenancy.audit_log WHERE main
            LIKE '%audit_log_test_expr%' AS expression_index_used;
 ROLLBACK;
 DROP INDEX tenancy.audit_log_test_at, tenancy.audit_log_test_expr;
+-- An index of another access method also goes through the executor; an
+-- index created after this session cached the log's indexes is maintained.
+CREATE INDEX audit_log_test_hash ON tenancy.audit_log USING hash (target);
+SELECT tenancy._audit_record(:main_id, (:main_id)::text::tenancy.account_path, 'test.hash_index', 'hash-t', NULL) > 0 AS written;
+BEGIN;
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+SELECT count(*) AS by_hash_index FROM tenancy.audit_log WHERE target = 'hash-t';
+SELECT pg_temp.plan_of('SELECT count(*) FROM tenancy.audit_log WHERE target = ''hash-t''')
+           LIKE '%audit_log_test_hash%' AS hash_index_used;
+ROLLBACK;
+DROP INDEX tenancy.audit_log_test_hash;
+
+-- The writer keeps the target's name and reserves ids per backend: a
+-- renamed table or schema is named anew at once, and one backend's entries
+-- are numbered in order.
+CREATE SCHEMA audit_names;
+CREATE TABLE audit_names.renamed (id bigint PRIMARY KEY, name text);
+SELECT tenancy.protect('audit_names.renamed', 'agents');
+INSERT INTO audit_names.renamed (id, name, account_path) VALUES (1, 'a', (:main_id)::text::tenancy.account_path);
+ALTER TABLE audit_names.renamed RENAME TO renamed_table;
+INSERT INTO audit_names.renamed_table (id, name, account_path) VALUES (2, 'b', (:main_id)::text::tenancy.account_path);
+ALTER SCHEMA audit_names RENAME TO audit_names_2;
+INSERT INTO audit_names_2.renamed_table (id, name, account_path) VALUES (3, 'c', (:main_id)::text::tenancy.account_path);
+SELECT row_key ->> 'id' AS row, target FROM tenancy.audit_log WHERE target LIKE 'audit_names%' ORDER BY id;
+SELECT array_agg(id ORDER BY id) = array_agg(id ORDER BY row_key ->> 'id') AS ids_in_write_order
+FROM tenancy.audit_log WHERE target LIKE 'audit_names%';
+DROP SCHEMA audit_names_2 CASCADE;
