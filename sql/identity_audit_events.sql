@@ -242,3 +242,59 @@ RESET ROLE;
 -- the DBA reads the installation's chain: the failures that named no account
 SELECT actor_kind, action, target, change ->> 'reason' AS reason, account_path IS NULL AS no_account
 FROM tenancy.audit_log WHERE main_id = 0 AND target LIKE '%evt.test' ORDER BY id;
+
+-- ---- provisioning: sub-users and invitations are row changes on the log -------------------
+-- Created, activated, edited, password changed by the sub-user, deactivated,
+-- deleted; an invitation sent and accepted. A login's bookkeeping (last
+-- login time) is not an entry; hashes are only named under "redacted".
+SELECT idtest.mark() AS m \gset
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'alpha_tok') IS NOT NULL AS authenticated;
+SELECT tenancy.create_sub_user('pat@evt.test', 'Pat', 'Lee', 'pat-temp-1') AS pat \gset
+SELECT tenancy.activate_sub_user(:'pat');
+SELECT tenancy.update_sub_user(:'pat', name => 'Patricia', visible => false);
+SELECT tenancy.invite(:'alpha', 'quinn@evt.test', 'viewer') IS NOT NULL AS invited;
+COMMIT;
+RESET ROLE;
+SELECT idtest.mailed_password('pat@evt.test') AS pat_pw \gset
+SELECT substring(body from '(tni_\S+)') AS quinn_inv FROM tenancy.outbox WHERE recipient = 'quinn@evt.test' \gset
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.login_sub_user('alpha@evt.test', 'pat@evt.test', :'pat_pw') IS NOT NULL AS pat_login;
+SELECT tenancy.change_password(:'pat_pw', 'pat-own-pass-1');
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'alpha_tok') IS NOT NULL AS authenticated;
+SELECT tenancy.deactivate_sub_user(:'pat');
+SELECT tenancy.delete_sub_user(:'pat');
+COMMIT;
+RESET ROLE;
+-- Accepting happens before any credential: as the application's own login
+-- role (not the DBA), its changes are the anonymous caller's.
+SET SESSION AUTHORIZATION tenancy_app;
+BEGIN;
+SELECT tenancy.accept_invitation(:'quinn_inv', 'Quinn', 'quinn-pass-1') IS NOT NULL AS accepted;
+COMMIT;
+RESET SESSION AUTHORIZATION;
+SELECT l.action, l.target, l.actor_kind || CASE WHEN l.actor_kind IN ('dba', 'anonymous') THEN ':' || l.actor_id ELSE '' END AS actor,
+       (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(coalesce(l.change -> 'new', l.change -> 'old')) k) AS columns,
+       l.change -> 'redacted' AS redacted
+FROM tenancy.audit_log l
+WHERE l.id > :m AND l.target IN ('tenancy.sub_users', 'tenancy.invitations', 'tenancy.memberships') ORDER BY l.id;
+SELECT count(*) AS provisioning_entries_with_secrets FROM tenancy.audit_log l
+WHERE l.id > :m AND coalesce(l.change::text, '') || coalesce(l.row_key::text, '')
+      ~ ('pat-temp-1|pat-own-pass|quinn-pass|tni_|argon2|' || :'pat_pw');
+-- The Alpha owner reads them; a sub-user does not.
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'alpha_tok') IS NOT NULL AS authenticated;
+SELECT count(*) FILTER (WHERE target = 'tenancy.sub_users') AS sub_user_changes,
+       count(*) FILTER (WHERE target = 'tenancy.invitations') AS invitation_changes
+FROM tenancy.audit_log WHERE id > :m;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'sue_tok') IS NOT NULL AS authenticated;
+SELECT count(*) AS sub_user_reads FROM tenancy.audit_log WHERE id > :m;
+COMMIT;
+RESET ROLE;

@@ -596,6 +596,12 @@ REVOKE ALL ON FUNCTION tenancy._audit_attach(regclass, text) FROM PUBLIC;
 SELECT tenancy._audit_attach('tenancy.accounts', 'path');
 SELECT tenancy._audit_attach('tenancy.memberships');
 SELECT tenancy._audit_attach('tenancy.api_keys');
+-- Provisioning within an account: sub-users (created, activated, edited,
+-- deactivated, deleted; password hashes only named under "redacted", last
+-- login bookkeeping not recorded) and invitations (sent, accepted, revoked;
+-- the token hash only named).
+SELECT tenancy._audit_attach('tenancy.sub_users');
+SELECT tenancy._audit_attach('tenancy.invitations');
 SELECT tenancy._audit_attach(p.tbl) FROM tenancy.protected_tables p;
 
 -- ---- ownership and access --------------------------------------------------------------

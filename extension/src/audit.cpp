@@ -39,6 +39,7 @@ extern "C" {
 #include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/acl.h"
 #include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
@@ -305,6 +306,7 @@ Oid cached_target_relid = InvalidOid;
 std::string cached_target;
 Oid cached_user_oid = InvalidOid;
 std::string cached_user_name;
+bool cached_user_is_dba = false;
 bool name_callbacks_registered = false;
 
 void forget_target(Datum, Oid relid) {
@@ -323,19 +325,28 @@ void register_name_callbacks() {
         CacheRegisterRelcacheCallback(forget_target, (Datum)0);
         CacheRegisterSyscacheCallback(NAMESPACEOID, forget_names, (Datum)0);
         CacheRegisterSyscacheCallback(AUTHOID, forget_names, (Datum)0);
+        CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, forget_names, (Datum)0);
     });
     name_callbacks_registered = true;
 }
 
-const std::string &session_user_name() {
+// The session user outside any context: its name, and whether it is the
+// DBA (a superuser, or has the privileges of tenancy_admin). Any other role
+// changes audited rows outside a context only through the extension's
+// functions that run before a credential exists (accept_invitation): its
+// entries say `anonymous`, not `dba`.
+void refresh_session_user() {
     register_name_callbacks();
     Oid user = GetSessionUserId();
-    if (cached_user_oid != user) {
-        const char *name = pg_call([&] { return GetUserNameFromId(user, true); });
-        cached_user_name = name ? name : "?";
-        cached_user_oid = user;
-    }
-    return cached_user_name;
+    if (cached_user_oid == user)
+        return;
+    const char *name = pg_call([&] { return GetUserNameFromId(user, true); });
+    cached_user_name = name ? name : "?";
+    cached_user_is_dba = pg_call([&] {
+        Oid admin = get_role_oid("tenancy_admin", true);
+        return superuser_arg(user) || (OidIsValid(admin) && has_privs_of_role(user, admin));
+    });
+    cached_user_oid = user;
 }
 
 struct Actor {
@@ -364,9 +375,11 @@ Actor current_actor() {
         a.has_credential = true;
         a.credential_id = c->credential_id;
     } else {
-        // Outside any context: the DBA (or a superuser) acting directly.
-        a.kind = "dba";
-        a.id = session_user_name();
+        // Outside any context: the DBA acting directly, or a client role
+        // before it has presented a credential.
+        refresh_session_user();
+        a.kind = cached_user_is_dba ? "dba" : "anonymous";
+        a.id = cached_user_name;
     }
     return a;
 }
