@@ -38,8 +38,8 @@ CREATE OR REPLACE FUNCTION idtest.events(after bigint)
            regexp_replace(l.change::text, '(acc|key|sub|inv)_[0-9]+_[0-9a-f]+', '\1_X', 'g')
     FROM tenancy.audit_log l
     WHERE l.id > after
-      AND l.action IN ('login.success', 'login.failure', 'mfa.success', 'mfa.failure', 'context.switch',
-                       'api_key.use')
+      AND l.action IN ('login.success', 'login.failure', 'mfa.success', 'mfa.failure', 'mfa.enroll',
+                       'password.change', 'context.switch', 'api_key.use')
     ORDER BY l.id $$;
 REVOKE ALL ON FUNCTION idtest.events(bigint) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION idtest.mark() RETURNS bigint LANGUAGE sql AS $$
@@ -135,6 +135,8 @@ RESET ROLE;
 SELECT * FROM idtest.events(:m::bigint);
 
 -- ---- second factor -----------------------------------------------------------------
+-- Turning MFA on is an event in the session's account.
+SELECT idtest.mark() AS m \gset
 SET ROLE tenancy_app;
 BEGIN;
 SELECT tenancy.login('mo@evt.test', 'mo-pass-1') IS NOT NULL AS mo_login;
@@ -142,6 +144,7 @@ SELECT substring(tenancy.enroll_mfa() from 'secret=([A-Z2-7]+)') AS secret \gset
 SELECT array_length(tenancy.confirm_mfa(tenancy.totp(:'secret')), 1) AS recovery_codes;
 COMMIT;
 RESET ROLE;
+SELECT * FROM idtest.events(:m::bigint);
 UPDATE tenancy.users SET mfa_last_step = NULL WHERE email = 'mo@evt.test';
 SELECT idtest.mark() AS m \gset
 SET ROLE tenancy_app;
@@ -152,6 +155,17 @@ BEGIN;
 SELECT tenancy.authenticate(:'mo_tok') IS NOT NULL AS authenticated;
 SELECT tenancy.verify_mfa('000000') AS wrong_code;
 SELECT tenancy.verify_mfa(tenancy.totp(:'secret')) AS right_code;
+COMMIT;
+RESET ROLE;
+SELECT * FROM idtest.events(:m::bigint);
+
+-- A user's password change is an event too (a user row belongs to no
+-- account); the passwords are nowhere in it.
+SELECT idtest.mark() AS m \gset
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.login('ivy@evt.test', 'ivy-pass-1') IS NOT NULL AS ivy_login;
+SELECT tenancy.change_password('ivy-pass-1', 'ivy-pass-2');
 COMMIT;
 RESET ROLE;
 SELECT * FROM idtest.events(:m::bigint);
@@ -206,7 +220,8 @@ SELECT * FROM idtest.events(:m::bigint);
 
 -- ---- never a secret ----------------------------------------------------------------------
 SELECT count(*) AS entries_with_secrets FROM tenancy.audit_log l
-WHERE l.action IN ('login.success', 'login.failure', 'mfa.success', 'mfa.failure', 'context.switch', 'api_key.use')
+WHERE l.action IN ('login.success', 'login.failure', 'mfa.success', 'mfa.failure', 'mfa.enroll', 'password.change',
+                   'context.switch', 'api_key.use')
   -- (public ids of accounts and keys left out: a 6-digit code could occur in their hex)
   AND regexp_replace(coalesce(l.target, '') || coalesce(l.change::text, '') || coalesce(l.actor_id, ''),
                      '(acc|key|sub|inv)_[0-9]+_[0-9a-f]+', '', 'g')

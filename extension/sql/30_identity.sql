@@ -611,6 +611,10 @@ BEGIN
         UPDATE tenancy.users u SET password_hash = tenancy.hash_password(new_password),
                                    must_change_password = false
         WHERE u.id = s.user_id;
+        -- A user row belongs to no account: the change is an event in the
+        -- session's account (a sub-user's is an entry on tenancy.sub_users).
+        PERFORM tenancy._audit_session_event(s, 'password.change',
+            (SELECT lower(u.email) FROM tenancy.users u WHERE u.id = s.user_id), NULL);
     ELSE
         UPDATE tenancy.sub_users su SET password_hash = tenancy.hash_password(new_password),
                                         must_change_password = false, temp_password_expires_at = NULL
@@ -1023,6 +1027,8 @@ BEGIN
     INSERT INTO tenancy.mfa_recovery_codes (user_id, code_hash)
     SELECT u.id, tenancy._secret_hash(c) FROM unnest(codes) AS c;
     UPDATE tenancy.users x SET mfa_enabled = true, mfa_last_step = step WHERE x.id = u.id;
+    PERFORM tenancy._audit_session_event(s, 'mfa.enroll', lower(u.email),
+                                         jsonb_build_object('recovery_codes', cardinality(codes)));
     RETURN codes;
 END $$;
 
