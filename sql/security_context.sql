@@ -222,3 +222,12 @@ SELECT p.oid::regprocedure AS unpinned_security_definer
 FROM pg_proc p
 WHERE p.pronamespace = 'tenancy'::regnamespace AND p.prosecdef
   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search\_path=%');
+-- Internal functions (a leading underscore) that a client role may execute:
+-- exactly these, each on purpose (they read or resume the caller's own
+-- context, or verify under its own checks); every other one, the audit
+-- sealer's and writer's among them, is revoked from PUBLIC.
+SELECT p.oid::regprocedure::text AS client_executable_internal
+FROM pg_proc p
+WHERE p.pronamespace = 'tenancy'::regnamespace AND p.proname LIKE '\_%'
+  AND (has_function_privilege('tenancy_app', p.oid, 'execute') OR has_function_privilege('public', p.oid, 'execute'))
+ORDER BY 1;
