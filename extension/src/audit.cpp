@@ -125,12 +125,14 @@ bool invalidation_registered = false;
 int64 id_next = 0;
 int64 id_end = 0;
 int64 cached_id_block = 1;
+bool batch_desc_stale = true;  // the batches' copy of the log's descriptor
 
 void forget_log_relation(Datum, Oid relid) {
     if (relid == InvalidOid || relid == cached_log_relid || relid == cached_seq_relid) {
         cached_log_relid = InvalidOid;
         cached_seq_relid = InvalidOid;
         id_next = id_end = 0;  // a reserved range belongs to the sequence as it was
+        batch_desc_stale = true;
     }
 }
 
@@ -201,28 +203,9 @@ int64 next_entry_id() {
     return id_next++;
 }
 
-// heap_insert and one index_insert per index, keys taken from the entry's
-// values (the log's indexes are btrees on plain columns: cached_log_direct).
-void insert_entry_direct(Relation rel, HeapTuple tuple, const Datum *values, const bool *nulls) {
-    heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
-    for (int i = 0; i < cached_index_count; i++) {
-        const LogIndex *li = &cached_indexes[i];
-        Relation idx = index_open(li->oid, RowExclusiveLock);
-        Datum keys[INDEX_MAX_KEYS];
-        bool key_nulls[INDEX_MAX_KEYS];
-        for (int k = 0; k < li->info->ii_NumIndexAttrs; k++) {
-            AttrNumber att = li->info->ii_IndexAttrNumbers[k];
-            keys[k] = values[att - 1];
-            key_nulls[k] = nulls[att - 1];
-        }
-        index_insert(idx, keys, key_nulls, &tuple->t_self, rel,
-                     li->unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, li->info);
-        index_close(idx, NoLock);
-    }
-}
-
-// Inserts one entry; returns its id. May ereport: call via pg_call.
-int64 insert_entry(const EntryData *e) {
+// Opens the log for writing, looked up (and its shape checked) again if an
+// invalidation concerned it.
+Relation open_log() {
     if (RecoveryInProgress() || XactReadOnly)
         ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
                         errmsg("cannot write an audit entry in a read-only transaction")));
@@ -236,19 +219,24 @@ int64 insert_entry(const EntryData *e) {
         lookup_log_relation();
         rel = table_open(cached_log_relid, RowExclusiveLock);
     }
-    TupleDesc desc = RelationGetDescr(rel);
-    if (desc->natts != kAuditColumns) {
+    if (RelationGetDescr(rel)->natts != kAuditColumns) {
         table_close(rel, RowExclusiveLock);
         ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
                         errmsg("tenancy.audit_log has an unexpected shape")));
     }
+    return rel;
+}
 
+// The entry's tuple, in the current memory context, its id reserved now.
+// `desc` is the log's (checked shape: tuples formed with any checked
+// descriptor of the log are alike).
+HeapTuple form_entry(TupleDesc desc, const EntryData *e, int64 *id) {
     Datum values[kAuditColumns];
     bool nulls[kAuditColumns];
     memset(nulls, 0, sizeof nulls);
-    int64 id = next_entry_id();
+    *id = next_entry_id();
     values[0] = Int64GetDatum(e->main_id);
-    values[1] = Int64GetDatum(id);
+    values[1] = Int64GetDatum(*id);
     // The sealer finds new entries by their top-level transaction.
     values[2] =
         Int64GetDatum(static_cast<int64>(U64FromFullTransactionId(GetTopFullTransactionId())));
@@ -275,28 +263,232 @@ int64 insert_entry(const EntryData *e) {
     nulls[10] = e->row_key == 0;
     values[11] = e->change;
     nulls[11] = e->change == 0;
+    return heap_form_tuple(desc, values, nulls);
+}
 
-    HeapTuple tuple = heap_form_tuple(desc, values, nulls);
+constexpr int kBatchFlushAt = 1000;  // entries: bounds the buffer of a bulk statement
+
+// Slots for heap_multi_insert, made once per backend: a slot made and dropped
+// per entry cost ~8k instructions (each pins the relation's descriptor in the
+// resource owner). Their descriptor is an unpinned copy of the log's; a
+// slot here only carries a heap tuple.
+TupleTableSlot *multi_slots[kBatchFlushAt];
+int multi_slots_made = 0;
+TupleDesc multi_slots_desc = nullptr;
+
+TupleTableSlot **batch_slots(int n) {
+    if (n > kBatchFlushAt)
+        ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("audit batch too large")));
+    MemoryContext outer = MemoryContextSwitchTo(TopMemoryContext);
+    if (multi_slots_desc == nullptr) {
+        Relation rel = table_open(cached_log_relid, AccessShareLock);
+        multi_slots_desc = CreateTupleDescCopy(RelationGetDescr(rel));
+        table_close(rel, AccessShareLock);
+    }
+    for (; multi_slots_made < n; multi_slots_made++)
+        multi_slots[multi_slots_made] =
+            MakeSingleTupleTableSlot(multi_slots_desc, &TTSOpsHeapTuple);
+    MemoryContextSwitchTo(outer);
+    return multi_slots;
+}
+
+// Writes entries to the open log. Direct path (the log's indexes are btrees
+// on plain columns: cached_log_direct): one heap_multi_insert, which fills a
+// page per WAL record, then index_insert per entry and index. Otherwise each
+// entry through the executor's insert and index maintenance.
+void write_entries(Relation rel, HeapTuple *tuples, int n) {
+    TupleDesc desc = RelationGetDescr(rel);
     if (cached_log_direct) {
-        insert_entry_direct(rel, tuple, values, nulls);
-        table_close(rel, NoLock);
-        heap_freetuple(tuple);
-        return id;
+        TupleTableSlot **slots = nullptr;
+        if (n == 1) {
+            heap_insert(rel, tuples[0], GetCurrentCommandId(true), 0, NULL);
+        } else {
+            slots = batch_slots(n);
+            for (int i = 0; i < n; i++)
+                ExecStoreHeapTuple(tuples[i], slots[i], false);
+            heap_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
+        }
+        for (int x = 0; x < cached_index_count; x++) {
+            const LogIndex *li = &cached_indexes[x];
+            Relation idx = index_open(li->oid, RowExclusiveLock);
+            for (int i = 0; i < n; i++) {
+                Datum keys[INDEX_MAX_KEYS];
+                bool key_nulls[INDEX_MAX_KEYS];
+                for (int k = 0; k < li->info->ii_NumIndexAttrs; k++)
+                    keys[k] = heap_getattr(tuples[i], li->info->ii_IndexAttrNumbers[k], desc,
+                                           &key_nulls[k]);
+                // heap_multi_insert reports each entry's place in its slot.
+                ItemPointer tid = slots == nullptr ? &tuples[0]->t_self : &slots[i]->tts_tid;
+                index_insert(idx, keys, key_nulls, tid, rel,
+                             li->unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, li->info);
+            }
+            index_close(idx, NoLock);
+        }
+        if (slots != nullptr)
+            for (int i = 0; i < n; i++)
+                ExecClearTuple(slots[i]);
+        return;
     }
     ResultRelInfo *rri = makeNode(ResultRelInfo);
     InitResultRelInfo(rri, rel, 1, NULL, 0);
     ExecOpenIndices(rri, false);
     EState *estate = CreateExecutorState();
     TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
-    ExecStoreHeapTuple(tuple, slot, false);
-    simple_table_tuple_insert(rel, slot);
-    ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+    for (int i = 0; i < n; i++) {
+        ExecStoreHeapTuple(tuples[i], slot, false);
+        simple_table_tuple_insert(rel, slot);
+        ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+        ExecClearTuple(slot);
+    }
     ExecDropSingleTupleTableSlot(slot);
     ExecCloseIndices(rri);
     FreeExecutorState(estate);
+}
+
+// Inserts one entry now; returns its id. May ereport: call via pg_call.
+int64 insert_entry(const EntryData *e) {
+    Relation rel = open_log();
+    int64 id = 0;
+    HeapTuple tuple = form_entry(RelationGetDescr(rel), e, &id);
+    write_entries(rel, &tuple, 1);
     table_close(rel, NoLock);
     heap_freetuple(tuple);
     return id;
+}
+
+// ---- statement batches ---------------------------------------------------------
+//
+// The row trigger's entries of one statement are written together when the
+// statement's executor finishes (its AFTER triggers have all fired then):
+// one heap_multi_insert fills a log page per WAL record, and the log is
+// opened once per statement instead of once per row. A statement of one row
+// writes its one entry as before.
+//
+// An entry is buffered only where that is exactly as safe as writing it at
+// once: while this module's ExecutorFinish hook runs a statement at that
+// nesting depth, and in the subtransaction the statement finishes in. The
+// buffer is written (or, on an error, dropped with the statement's own
+// changes) before the hook returns. Everything else writes at once: events,
+// COPY and other firings outside an executor's finish, triggers fired inside
+// a subtransaction an exception block opened, the first statement of a
+// backend that loads the module from its own trigger.
+constexpr int kMaxBatchDepth = 16;
+
+struct Batch {
+    SubTransactionId subxid;
+    int n;
+    int capacity;
+    HeapTuple *tuples;
+    MemoryContext context;  // the tuples; reset at each write
+};
+
+Batch batches[kMaxBatchDepth + 1];
+int finish_depth = 0;
+TupleDesc batch_desc = nullptr;  // a checked copy of the log's, for forming
+ExecutorFinish_hook_type previous_executor_finish = nullptr;
+
+Batch *current_batch() {
+    if (finish_depth < 1 || finish_depth > kMaxBatchDepth)
+        return nullptr;
+    Batch *b = &batches[finish_depth];
+    return b->subxid == GetCurrentSubTransactionId() ? b : nullptr;
+}
+
+// Forgets the buffered entries (the array lives in the batch's context too).
+void drop_batch(Batch *b) {
+    b->n = 0;
+    b->capacity = 0;
+    b->tuples = nullptr;
+    if (b->context != nullptr)
+        MemoryContextReset(b->context);
+}
+
+void write_batch(Batch *b) {
+    if (b->n == 0)
+        return;
+    Relation rel = open_log();
+    write_entries(rel, b->tuples, b->n);
+    table_close(rel, NoLock);
+    drop_batch(b);
+}
+
+// The row trigger's write: into the statement's batch, or at once.
+void record_entry(const EntryData *e) {
+    Batch *b = current_batch();
+    if (b == nullptr) {
+        insert_entry(e);
+        return;
+    }
+    if (RecoveryInProgress() || XactReadOnly)
+        ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+                        errmsg("cannot write an audit entry in a read-only transaction")));
+    if (!OidIsValid(cached_log_relid) || batch_desc == nullptr || batch_desc_stale) {
+        lookup_log_relation();
+        batch_desc_stale = false;
+        MemoryContext outer = MemoryContextSwitchTo(TopMemoryContext);
+        TupleDesc fresh = nullptr;
+        Relation rel = table_open(cached_log_relid, AccessShareLock);
+        fresh = CreateTupleDescCopy(RelationGetDescr(rel));
+        table_close(rel, AccessShareLock);
+        MemoryContextSwitchTo(outer);
+        if (batch_desc != nullptr)
+            FreeTupleDesc(batch_desc);
+        batch_desc = fresh;
+    }
+    if (b->context == nullptr)
+        b->context =
+            AllocSetContextCreate(TopMemoryContext, "tenancy audit batch", ALLOCSET_DEFAULT_SIZES);
+    MemoryContext outer = MemoryContextSwitchTo(b->context);
+    if (b->n == b->capacity) {
+        b->capacity = b->capacity == 0 ? 16 : b->capacity * 2;
+        b->tuples =
+            b->tuples == nullptr
+                ? static_cast<HeapTuple *>(palloc(b->capacity * sizeof(HeapTuple)))
+                : static_cast<HeapTuple *>(repalloc(b->tuples, b->capacity * sizeof(HeapTuple)));
+    }
+    int64 id = 0;
+    b->tuples[b->n++] = form_entry(batch_desc, e, &id);
+    MemoryContextSwitchTo(outer);
+    if (b->n >= kBatchFlushAt)
+        write_batch(b);
+}
+
+// C-style on purpose (no C++ object in this frame): the statement may
+// ereport through it.
+void executor_finish(QueryDesc *query, ExecutorFinish_hook_type previous) {
+    Batch *b = finish_depth < kMaxBatchDepth ? &batches[finish_depth + 1] : nullptr;
+    finish_depth++;
+    if (b != nullptr) {
+        b->subxid = GetCurrentSubTransactionId();
+        b->n = 0;
+    }
+    PG_TRY();
+    {
+        if (previous)
+            previous(query);
+        else
+            standard_ExecutorFinish(query);
+        if (b != nullptr)
+            write_batch(b);
+    }
+    PG_CATCH();
+    {
+        // After an error the entries go with the statement's own changes.
+        if (b != nullptr) {
+            drop_batch(b);
+            b->subxid = InvalidSubTransactionId;
+        }
+        finish_depth--;
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+    if (b != nullptr)
+        b->subxid = InvalidSubTransactionId;
+    finish_depth--;
+}
+
+void audit_executor_finish(QueryDesc *query) {
+    executor_finish(query, previous_executor_finish);
 }
 
 // The audited table's "schema.table" and the session user's name, kept per
@@ -474,7 +666,7 @@ Datum audit_row(FunctionCallInfo fcinfo) {
     e.target = target.c_str();
     e.row_key = row_key;
     e.change = change;
-    pg_call([&] { return insert_entry(&e); });
+    pg_call([&] { record_entry(&e); });
     return PointerGetDatum(nullptr);
 }
 
@@ -635,6 +827,12 @@ Datum hmac_sha256(FunctionCallInfo fcinfo) {
 }
 
 }  // namespace
+
+void audit_batch_init() {
+    previous_executor_finish = ExecutorFinish_hook;
+    ExecutorFinish_hook = audit_executor_finish;
+}
+
 }  // namespace tenancy
 
 extern "C" {

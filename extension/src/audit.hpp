@@ -20,6 +20,10 @@ void audit_init();
 // inside a transaction.
 void audit_log_preextend(std::int64_t sealed_last_round);
 
+// Called from _PG_init: installs the ExecutorFinish hook that writes a
+// statement's audit entries together (audit.cpp, "statement batches").
+void audit_batch_init();
+
 // Errors unless tenancy.audit_log has the columns and types the writer and
 // the sealer (audit_seal.cpp) read and form entries by. C-style: may ereport.
 void audit_log_check_shape(Relation rel);

@@ -23,6 +23,7 @@ void _PG_init(void) {
     // Before context_init(): it reserves the "tenancy." prefix, which would
     // drop a tenancy.audit_* value read from postgresql.conf before the load.
     tenancy::audit_init();
+    tenancy::audit_batch_init();
     tenancy::context_init();
     tenancy::throttle_init();
 }
