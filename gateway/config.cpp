@@ -35,6 +35,8 @@ const IntOption kIntOptions[] = {
     {"--threads", "TENANCY_THREADS", &Config::threads, 1, 1024},
     {"--statement-timeout-ms", "TENANCY_STATEMENT_TIMEOUT_MS", &Config::statement_timeout_ms, 100,
      3600000},
+    {"--audit-seal-interval-ms", "TENANCY_AUDIT_SEAL_INTERVAL_MS", &Config::audit_seal_interval_ms,
+     0, 60000},
 };
 
 ConfigResult fail(std::string message) {
@@ -102,6 +104,8 @@ std::string usage_text() {
            "(default 16)\n"
            "  --statement-timeout-ms N   TENANCY_STATEMENT_TIMEOUT_MS bound on one statement "
            "(default 5000)\n"
+           "  --audit-seal-interval-ms N TENANCY_AUDIT_SEAL_INTERVAL_MS call tenancy.audit_seal() "
+           "this often (default 0: never; the extension's background sealer does it)\n"
            "  --help                     print this help and exit\n";
 }
 

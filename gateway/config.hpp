@@ -20,6 +20,9 @@ struct Config {
     // Bound on one statement (and on connecting) so a hung database cannot
     // hold a worker forever.
     int statement_timeout_ms = 5000;
+    // Calls tenancy.audit_seal() this often (audit_sealer.hpp); 0: never
+    // (the extension's background sealer does it).
+    int audit_seal_interval_ms = 0;
 };
 
 struct ConfigResult {

@@ -3,6 +3,7 @@
 // Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the database
 // stays unreachable at start or the port cannot be bound, 2 on bad
 // configuration.
+#include "audit_sealer.hpp"
 #include "config.hpp"
 #include "db_pool.hpp"
 #include "http_server.hpp"
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <thread>
 
 using namespace tenancy::gateway;
@@ -99,10 +101,13 @@ int main(int argc, char **argv) {
     HttpServer server(config);
     register_health_routes(server, pool);
     std::thread signals(signal_loop, &server, set);
+    std::unique_ptr<AuditSealer> sealer;
     auto finish = [&](int code) {
         g_main_done = true;
         pthread_kill(signals.native_handle(), SIGUSR1);
         signals.join();
+        if (sealer)
+            sealer->stop();
         pool.close();
         return code;
     };
@@ -120,11 +125,15 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "tenancy-gateway: %s\n", error.c_str());
         return finish(1);
     }
+    if (config.audit_seal_interval_ms > 0)
+        sealer = std::make_unique<AuditSealer>(
+            pool, std::chrono::milliseconds(config.audit_seal_interval_ms));
     log_event("info", "listening",
               {{"listen", config.listen},
                {"port", config.port},
                {"pool_size", config.pool_size},
-               {"threads", config.threads}});
+               {"threads", config.threads},
+               {"audit_seal_interval_ms", config.audit_seal_interval_ms}});
     if (!g_stop_requested)
         server.run();  // returns after stop(), in-flight requests done
     int code = finish(0);

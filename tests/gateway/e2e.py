@@ -131,6 +131,38 @@ def main():
         assert status == 200, (status, body)
         assert json.loads(body)["status"] == "ok", body
 
+    @case("audit_sealer_seals_without_the_background_worker")
+    def _():
+        # This cluster does not preload tenancy: no background sealer runs,
+        # entries stay outside the chain until a gateway started with
+        # --audit-seal-interval-ms seals them.
+        def psql(sql, db="sealer_e2e"):
+            return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", CLUSTER,
+                                   "-p", str(pg_port), "-U", "postgres", "-d", db, "-c", sql],
+                                  check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+        unsealed_sql = ("SELECT count(*) FROM tenancy.audit_log l WHERE NOT EXISTS ("
+                        "SELECT FROM tenancy.audit_chain c, unnest(c.entry_xids, c.entry_ids) u(xid, id) "
+                        "WHERE c.main_id = l.main_id AND u.xid = l.xid AND u.id = l.id)")
+        psql("CREATE DATABASE sealer_e2e", db="postgres")
+        psql("CREATE EXTENSION tenancy")
+        psql("SELECT tenancy.create_main_account('Sealer E2E', 'owner@sealer.test', 'sealer-pass-1')")
+        time.sleep(0.5)
+        assert int(psql(unsealed_sql)) > 0, "entries were sealed without any sealer"
+        port = free_port()
+        log = os.path.join(WORK, "gw-e2e-sealer.log")
+        sealer_gw = start_gateway(["--port", str(port), "--audit-seal-interval-ms", "100",
+                                   "--database-url", conninfo.replace("dbname=postgres", "dbname=sealer_e2e")],
+                                  log=log)
+        poll(lambda: psql(unsealed_sql) == "0", 10, "every entry sealed")
+        psql("SELECT tenancy.create_main_account('Sealer E2E 2', 'owner2@sealer.test', 'sealer-pass-2')")
+        poll(lambda: psql(unsealed_sql) == "0", 10, "new entries sealed")
+        assert psql("SELECT bool_and(ok) FROM tenancy.audit_verify()") == "t"
+        sealer_gw.send_signal(signal.SIGTERM)
+        assert sealer_gw.wait(timeout=30) == 0
+        events = [json.loads(l) for l in open(log).read().splitlines()]
+        stopped = [e for e in events if e.get("msg") == "audit sealer stopped"]
+        assert stopped and stopped[0].get("sealed", 0) > 0, events[-5:]
+
     @case("unknown_route_404_problem")
     def _():
         status, headers, body = request(http_port, "/no/such/route")

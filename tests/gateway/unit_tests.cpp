@@ -134,6 +134,21 @@ void config_cases() {
         CHECK_EQ(r.config.listen, std::string("::1"));
         CHECK_EQ(r.config.pool_size, 5);
     });
+    run_case("config_audit_seal_interval", [] {
+        auto off = parse({}, {{"TENANCY_DATABASE_URL", "dbname=x"}});
+        CHECK_EQ(off.config.audit_seal_interval_ms, 0);
+        auto on =
+            parse({"--audit-seal-interval-ms", "250"}, {{"TENANCY_DATABASE_URL", "dbname=x"}});
+        CHECK(on.kind == ConfigResult::Kind::ok);
+        CHECK_EQ(on.config.audit_seal_interval_ms, 250);
+        auto env = parse(
+            {}, {{"TENANCY_DATABASE_URL", "dbname=x"}, {"TENANCY_AUDIT_SEAL_INTERVAL_MS", "1000"}});
+        CHECK_EQ(env.config.audit_seal_interval_ms, 1000);
+        CHECK(parse({"--audit-seal-interval-ms", "-1"}, {{"TENANCY_DATABASE_URL", "dbname=x"}})
+                  .kind == ConfigResult::Kind::error);
+        CHECK(parse({"--audit-seal-interval-ms", "60001"}, {{"TENANCY_DATABASE_URL", "dbname=x"}})
+                  .kind == ConfigResult::Kind::error);
+    });
     run_case("config_help", [] {
         auto r = parse({"--help"});
         CHECK(r.kind == ConfigResult::Kind::help);
