@@ -125,14 +125,17 @@ bool invalidation_registered = false;
 int64 id_next = 0;
 int64 id_end = 0;
 int64 cached_id_block = 1;
-bool batch_desc_stale = true;  // the batches' copy of the log's descriptor
+// An unpinned copy of the log's descriptor, made at the first lookup and
+// kept for the backend: statement batches form their entries with it and the
+// multi-insert slots carry it. The checked shape (12 columns of fixed types)
+// makes every checked descriptor of the log form the same tuples.
+TupleDesc log_desc_copy = nullptr;
 
 void forget_log_relation(Datum, Oid relid) {
     if (relid == InvalidOid || relid == cached_log_relid || relid == cached_seq_relid) {
         cached_log_relid = InvalidOid;
         cached_seq_relid = InvalidOid;
         id_next = id_end = 0;  // a reserved range belongs to the sequence as it was
-        batch_desc_stale = true;
     }
 }
 
@@ -160,6 +163,11 @@ void lookup_log_relation() {
     MemoryContextReset(log_cache_context);
     Relation rel = table_open(relid, AccessShareLock);
     audit_log_check_shape(rel);
+    if (log_desc_copy == nullptr) {
+        MemoryContext outer = MemoryContextSwitchTo(TopMemoryContext);
+        log_desc_copy = CreateTupleDescCopy(RelationGetDescr(rel));
+        MemoryContextSwitchTo(outer);
+    }
     bool direct = rel->rd_rel->relam == HEAP_TABLE_AM_OID;
     int count = 0;
     List *indexes = RelationGetIndexList(rel);
@@ -203,12 +211,16 @@ int64 next_entry_id() {
     return id_next++;
 }
 
-// Opens the log for writing, looked up (and its shape checked) again if an
-// invalidation concerned it.
-Relation open_log() {
+void require_writable() {
     if (RecoveryInProgress() || XactReadOnly)
         ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
                         errmsg("cannot write an audit entry in a read-only transaction")));
+}
+
+// Opens the log for writing, looked up (and its shape checked) again if an
+// invalidation concerned it.
+Relation open_log() {
+    require_writable();
     if (!OidIsValid(cached_log_relid))
         lookup_log_relation();
     Relation rel = table_open(cached_log_relid, RowExclusiveLock);
@@ -270,24 +282,17 @@ constexpr int kBatchFlushAt = 1000;  // entries: bounds the buffer of a bulk sta
 
 // Slots for heap_multi_insert, made once per backend: a slot made and dropped
 // per entry cost ~8k instructions (each pins the relation's descriptor in the
-// resource owner). Their descriptor is an unpinned copy of the log's; a
-// slot here only carries a heap tuple.
+// resource owner). They carry log_desc_copy, which is not pinned; a slot here
+// only carries a heap tuple. The log has been looked up (open_log) first.
 TupleTableSlot *multi_slots[kBatchFlushAt];
 int multi_slots_made = 0;
-TupleDesc multi_slots_desc = nullptr;
 
 TupleTableSlot **batch_slots(int n) {
     if (n > kBatchFlushAt)
         ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("audit batch too large")));
     MemoryContext outer = MemoryContextSwitchTo(TopMemoryContext);
-    if (multi_slots_desc == nullptr) {
-        Relation rel = table_open(cached_log_relid, AccessShareLock);
-        multi_slots_desc = CreateTupleDescCopy(RelationGetDescr(rel));
-        table_close(rel, AccessShareLock);
-    }
     for (; multi_slots_made < n; multi_slots_made++)
-        multi_slots[multi_slots_made] =
-            MakeSingleTupleTableSlot(multi_slots_desc, &TTSOpsHeapTuple);
+        multi_slots[multi_slots_made] = MakeSingleTupleTableSlot(log_desc_copy, &TTSOpsHeapTuple);
     MemoryContextSwitchTo(outer);
     return multi_slots;
 }
@@ -384,7 +389,6 @@ struct Batch {
 
 Batch batches[kMaxBatchDepth + 1];
 int finish_depth = 0;
-TupleDesc batch_desc = nullptr;  // a checked copy of the log's, for forming
 ExecutorFinish_hook_type previous_executor_finish = nullptr;
 
 Batch *current_batch() {
@@ -419,22 +423,10 @@ void record_entry(const EntryData *e) {
         insert_entry(e);
         return;
     }
-    if (RecoveryInProgress() || XactReadOnly)
-        ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-                        errmsg("cannot write an audit entry in a read-only transaction")));
-    if (!OidIsValid(cached_log_relid) || batch_desc == nullptr || batch_desc_stale) {
+    require_writable();
+    // The sequence's id and the descriptor copy come with the lookup.
+    if (!OidIsValid(cached_log_relid))
         lookup_log_relation();
-        batch_desc_stale = false;
-        MemoryContext outer = MemoryContextSwitchTo(TopMemoryContext);
-        TupleDesc fresh = nullptr;
-        Relation rel = table_open(cached_log_relid, AccessShareLock);
-        fresh = CreateTupleDescCopy(RelationGetDescr(rel));
-        table_close(rel, AccessShareLock);
-        MemoryContextSwitchTo(outer);
-        if (batch_desc != nullptr)
-            FreeTupleDesc(batch_desc);
-        batch_desc = fresh;
-    }
     if (b->context == nullptr)
         b->context =
             AllocSetContextCreate(TopMemoryContext, "tenancy audit batch", ALLOCSET_DEFAULT_SIZES);
@@ -447,7 +439,7 @@ void record_entry(const EntryData *e) {
                 : static_cast<HeapTuple *>(repalloc(b->tuples, b->capacity * sizeof(HeapTuple)));
     }
     int64 id = 0;
-    b->tuples[b->n++] = form_entry(batch_desc, e, &id);
+    b->tuples[b->n++] = form_entry(log_desc_copy, e, &id);
     MemoryContextSwitchTo(outer);
     if (b->n >= kBatchFlushAt)
         write_batch(b);
