@@ -624,26 +624,34 @@ Datum audit_row(FunctionCallInfo fcinfo) {
                        std::string("table ") + RelationGetRelationName(rel) + " has no \"" +
                            path_col + "\" or \"main_id\" column to audit");
 
-    Datum change = pg_call(
-        [&] { return PointerGetDatum(audit_change::build_change(desc, oldt, newt, path_col)); });
+    // Each image is deformed once, for the change, the account and the key.
+    audit_change::RowValues oldr{}, newr{};
+    Datum change = pg_call([&] {
+        if (oldt)
+            oldr = audit_change::deform_row(desc, oldt);
+        if (newt)
+            newr = audit_change::deform_row(desc, newt);
+        return PointerGetDatum(audit_change::build_change(desc, oldt ? &oldr : nullptr,
+                                                          newt ? &newr : nullptr, path_col));
+    });
     if (change == 0)
         return PointerGetDatum(nullptr);
 
     // An update is recorded where the row was before it (an account moved away
     // stays visible to its old ancestors).
-    HeapTuple where = oldt ? oldt : newt;
-    bool path_null = true, main_null = true;
-    Datum path = heap_getattr(where, path_att, desc, &path_null);
-    Datum main_id = heap_getattr(where, main_att, desc, &main_null);
+    const audit_change::RowValues &where = oldt ? oldr : newr;
+    bool path_null = where.nulls[path_att - 1], main_null = where.nulls[main_att - 1];
+    Datum path = where.values[path_att - 1];
+    Datum main_id = where.values[main_att - 1];
     if (path_null || main_null)
         throw SqlError(ERRCODE_NOT_NULL_VIOLATION, "audited row has no account path or main_id");
     if (TupleDescAttr(desc, main_att - 1)->atttypid != INT8OID)
         throw SqlError(ERRCODE_DATATYPE_MISMATCH,
                        "column main_id of an audited table must be bigint");
 
-    HeapTuple key_tuple = newt ? newt : oldt;
+    const audit_change::RowValues *key_row = newt ? &newr : &oldr;
     Datum row_key =
-        pg_call([&] { return PointerGetDatum(audit_change::build_row_key(rel, key_tuple)); });
+        pg_call([&] { return PointerGetDatum(audit_change::build_row_key(rel, key_row)); });
     const std::string &target = qualified_name(rel);
     Actor actor = current_actor();
 

@@ -17,7 +17,14 @@ run_pg_regress() {  # run_pg_regress LABEL MAKE-OVERRIDES...
         for diffs in regression.diffs output_iso/regression.diffs; do
             [ -f "$diffs" ] && head -150 "$diffs"
         done
-        [ "$found" = 1 ] || { tail -30 "$log"; record FAIL "$label" "could-not-run"; }
+        # A run that stopped part-way (a missing expected file, a crashed
+        # server) reports fewer tests than it has: count that as a failure.
+        local reported=$(grep -cE '\.\.\. +(ok|FAILED|failed)' "$log")
+        local failed=$(grep -cE '\.\.\. +(FAILED|failed)' "$log")
+        if [ "$found" = 0 ] || [ "$failed" = 0 ]; then
+            tail -30 "$log"
+            record FAIL "$label" "stopped-after-$reported-tests"
+        fi
     fi
 }
 rm -f regression.diffs output_iso/regression.diffs
