@@ -3,6 +3,7 @@
 // Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the database
 // stays unreachable at start or the port cannot be bound, 2 on bad
 // configuration.
+#include "api_request.hpp"
 #include "audit_sealer.hpp"
 #include "config.hpp"
 #include "db_pool.hpp"
@@ -100,6 +101,8 @@ int main(int argc, char **argv) {
 
     HttpServer server(config);
     register_health_routes(server, pool);
+    register_me_routes(server, pool);
+    register_audit_routes(server, pool);
     std::thread signals(signal_loop, &server, set);
     std::unique_ptr<AuditSealer> sealer;
     auto finish = [&](int code) {

@@ -220,6 +220,157 @@ def main():
         assert by_id["log-case-post"]["method"] == "POST"
         assert by_id["log-case-post"]["status"] == 405
 
+    # ---- /v1: authenticated requests, each recorded in the audit log ----
+    def psql(sql, db="api_e2e"):
+        return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", CLUSTER,
+                               "-p", str(pg_port), "-U", "postgres", "-d", db, "-c", sql],
+                              check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+    api = {}
+
+    def call(path, credential=None, headers=None, **kw):
+        h = dict(headers or {})
+        if credential:
+            h["Authorization"] = "Bearer " + credential
+        return request(api["port"], path, headers=h, **kw)
+
+    def api_entry(request_id):
+        """The api.request entry of a request id (as the DBA sees it), once written."""
+        out = psql("SELECT row_to_json(l)::text FROM tenancy.audit_log l "
+                   "WHERE l.action = 'api.request' AND l.change->>'request_id' = '%s'" % request_id)
+        return json.loads(out) if out else None
+
+    @case("api_me_with_an_api_key")
+    def _():
+        psql("CREATE DATABASE api_e2e", db="postgres")
+        psql("CREATE EXTENSION tenancy")
+        main = psql("SELECT tenancy.create_main_account('Api E2E', 'owner@api.test', 'api-pass-1')")
+        key = psql("SELECT tenancy.admin_create_api_key('%s', 'e2e key')" % main)
+        child = psql("BEGIN; SELECT tenancy.authenticate('%s'); "
+                     "SELECT tenancy.create_account('%s', 'Api Child'); COMMIT" % (key, main)).splitlines()[-1]
+        child_key = psql("SELECT tenancy.admin_create_api_key('%s', 'child key')" % child)
+        api.update(main=main, key=key, child=child, child_key=child_key,
+                   main_path=psql("SELECT path::text FROM tenancy.accounts WHERE public_id = '%s'" % main),
+                   child_path=psql("SELECT path::text FROM tenancy.accounts WHERE public_id = '%s'" % child))
+        api["port"] = free_port()
+        # No background sealer in this cluster: the gateway seals.
+        start_gateway(["--port", str(api["port"]), "--audit-seal-interval-ms", "100", "--pool-size", "4",
+                       "--database-url", conninfo.replace("dbname=postgres", "dbname=api_e2e")],
+                      log=LOG + ".api", err=ERR + ".api")
+        poll(lambda: request(api["port"], "/readyz")[0] == 200, 15, "api gateway ready")
+        status, headers, body = call("/v1/me", key)
+        assert status == 200, (status, body)
+        me = json.loads(body)
+        assert me["account"] == main and me["principal"]["kind"] == "api_key", me
+        assert me["role"] == "owner" and me["memberships"] == [], me
+        # A user's session: its memberships too.
+        token = psql("SELECT tenancy.login('owner@api.test', 'api-pass-1')")
+        status, _, body = call("/v1/me", token)
+        me = json.loads(body)
+        assert status == 200 and me["principal"]["kind"] == "user", (status, body)
+        assert me["memberships"] == [{"account": main, "role": "owner"}], me
+
+    @case("api_401_without_a_valid_credential")
+    def _():
+        for h in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"},
+                  {"Authorization": "Bearer not-a-key"}, {"Authorization": "Bearer " + api["key"][:-4] + "AAAA"}):
+            status, headers, body = call("/v1/me", headers=h)
+            assert status == 401, (h, status, body)
+            problem(401, headers, body, "unauthenticated")
+            assert headers.get("WWW-Authenticate") == "Bearer", headers
+        status, headers, body = call("/v1/accounts/%s/audit-log" % api["main"])
+        assert status == 401, status
+
+    @case("api_request_recorded_in_the_audit_log")
+    def _():
+        status, headers, _ = call("/v1/me", api["key"], {"X-Request-Id": "api-e2e-me-1"})
+        assert status == 200 and headers["Request-Id"] == "api-e2e-me-1"
+        e = api_entry("api-e2e-me-1")
+        assert e, "no api.request entry"
+        assert e["change"] == {"method": "GET", "route": "GET /v1/me", "status": 200,
+                               "request_id": "api-e2e-me-1"}, e
+        assert e["target"] == "GET /v1/me" and e["actor_kind"] == "api_key", e
+        assert e["account_path"] == api["main_path"], e
+
+    @case("api_refused_request_recorded_too")
+    def _():
+        status, headers, body = call("/v1/accounts/acc_nosuchaccount/audit-log", api["key"],
+                                     {"X-Request-Id": "api-e2e-404"})
+        assert status == 404, (status, body)
+        problem(404, headers, body, "not_found")
+        e = api_entry("api-e2e-404")
+        assert e and e["change"]["status"] == 404, e
+        assert e["target"] == "GET /v1/accounts/{id}/audit-log", e
+        # A refused credential has no account to be recorded in.
+        call("/v1/me", "tnc_bad", {"X-Request-Id": "api-e2e-401"})
+        assert api_entry("api-e2e-401") is None
+
+    @case("api_tenancy_account_header_acts_downward_only")
+    def _():
+        status, _, body = call("/v1/me", api["key"], {"Tenancy-Account": api["child"],
+                                                      "X-Request-Id": "api-e2e-down"})
+        assert status == 200 and json.loads(body)["account"] == api["child"], (status, body)
+        assert api_entry("api-e2e-down")["account_path"] == api["child_path"]
+        status, headers, body = call("/v1/me", api["child_key"], {"Tenancy-Account": api["main"],
+                                                                 "X-Request-Id": "api-e2e-up"})
+        assert status == 404, (status, body)
+        problem(404, headers, body, "not_found")
+        # Recorded in the credential's own account: switching failed.
+        e = api_entry("api-e2e-up")
+        assert e and e["account_path"] == api["child_path"] and e["change"]["status"] == 404, e
+
+    @case("api_audit_log_newest_first_with_filters_and_cursor")
+    def _():
+        path = "/v1/accounts/%s/audit-log" % api["main"]
+
+        def listed():
+            status, _, body = call(path + "?limit=500", api["key"])
+            assert status == 200, (status, body)
+            data = json.loads(body)["data"]
+            ids = {e["change"].get("request_id") for e in data if e["action"] == "api.request"}
+            return data if "api-e2e-up" in ids else None  # sealed by now
+        data = poll(listed, 15, "sealed entries listed")
+        positions = [e["position"] for e in data]
+        assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
+        assert all(len(e["digest"]) == 64 for e in data), data[0]
+        assert any(e["action"] == "insert" and e["target"] == "tenancy.accounts" for e in data)
+        status, _, body = call(path + "?action=api.request", api["key"])
+        only = json.loads(body)["data"]
+        assert only and all(e["action"] == "api.request" for e in only), only
+        first = json.loads(call(path + "?limit=2", api["key"])[2])
+        assert len(first["data"]) == 2 and first["next_cursor"], first
+        second = json.loads(call(path + "?limit=2&cursor=" + first["next_cursor"], api["key"])[2])
+        assert second["data"] and second["data"][0]["position"] < first["data"][-1]["position"], second
+        assert [e["position"] for e in first["data"] + second["data"]] == positions[:len(first["data"]) + len(second["data"])]
+        for bad in ("?limit=0", "?limit=501", "?cursor=abc", "?from=not-a-time"):
+            status, headers, body = call(path + bad, api["key"])
+            assert status == 422, (bad, status, body)
+            problem(422, headers, body, "unprocessable")
+
+    @case("api_audit_log_child_never_reads_parent")
+    def _():
+        status, headers, body = call("/v1/accounts/%s/audit-log" % api["main"], api["child_key"])
+        assert status == 404, (status, body)
+        problem(404, headers, body, "not_found")
+        status, _, body = call("/v1/accounts/%s/audit-log?limit=500" % api["child"], api["child_key"])
+        assert status == 200, (status, body)
+        data = json.loads(body)["data"]
+        assert data and all(e["account_path"].startswith(api["child_path"]) for e in data), data
+
+    @case("api_audit_verify_detects_a_tampered_entry")
+    def _():
+        path = "/v1/accounts/%s/audit-log/verify" % api["main"]
+        status, _, body = call(path, api["key"])
+        v = json.loads(body)
+        assert status == 200 and v["ok"] is True and v["entries"] > 0 and v["first_bad"] is None, v
+        listed = json.loads(call("/v1/accounts/%s/audit-log?action=api.request&limit=1" % api["main"],
+                                 api["key"])[2])["data"][0]
+        psql("UPDATE tenancy.audit_log SET change = change || '{\"status\": 200}', "
+             "actor_id = 'someone else' WHERE id = %d" % listed["id"])
+        v = json.loads(call(path, api["key"])[2])
+        assert v["ok"] is False and v["first_bad"] == listed["position"], (v, listed["position"])
+        assert v["reason"], v
+
     @case("bad_flag_exits_2")
     def _():
         for args, needle in ((["--bogus"], "unknown option"),

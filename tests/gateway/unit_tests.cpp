@@ -2,6 +2,7 @@
 // against the real throw-away cluster named by PGHOST/PGPORT/PGUSER.
 // Prints one "PASS name" or "FAIL name: why" line per case; exit status 1 if
 // any failed.
+#include "api_request.hpp"
 #include "config.hpp"
 #include "db_pool.hpp"
 #include "db_tx.hpp"
@@ -250,6 +251,24 @@ void problem_cases() {
         CHECK_EQ(problem_for_status(418).status, 418);
         CHECK_EQ(problem_for_status(500).code, std::string("internal_error"));
         CHECK_EQ(problem_for_status(200).status, 500);
+    });
+    run_case("bearer_credential_parsing", [] {
+        auto none = std::optional<std::string>();
+        CHECK(bearer_credential("Bearer tnc_1_2_abc") == std::optional<std::string>("tnc_1_2_abc"));
+        CHECK(bearer_credential("bearer   tns_9_x") == std::optional<std::string>("tns_9_x"));
+        CHECK(bearer_credential("BEARER k") == std::optional<std::string>("k"));
+        CHECK(bearer_credential("") == none);
+        CHECK(bearer_credential("Bearer") == none);
+        CHECK(bearer_credential("Bearer ") == none);
+        CHECK(bearer_credential("Bearer    ") == none);
+        CHECK(bearer_credential("Basic dXNlcjpw") == none);
+        CHECK(bearer_credential("Bearertnc_1") == none);
+        CHECK(bearer_credential("Bearer a b") == none);
+        CHECK(bearer_credential("Bearer a\tb") == none);
+        CHECK(bearer_credential("Bearer caf\xc3\xa9") == none);
+        CHECK(bearer_credential("Bearer " + std::string(512, 'k')) ==
+              std::optional<std::string>(std::string(512, 'k')));
+        CHECK(bearer_credential("Bearer " + std::string(513, 'k')) == none);
     });
     run_case("request_id_sanitizing", [] {
         CHECK_EQ(sanitize_request_id("abc-123_x.y:z"), std::string("abc-123_x.y:z"));
