@@ -357,6 +357,14 @@ def main():
         data = json.loads(body)["data"]
         assert data and all(e["account_path"].startswith(api["child_path"]) for e in data), data
 
+    @case("api_audit_log_403_for_a_role_that_may_not_read_it")
+    def _():
+        member_key = psql("SELECT tenancy.admin_create_api_key('%s', 'member key', 'member')" % api["main"])
+        for suffix in ("", "/verify"):
+            status, headers, body = call("/v1/accounts/%s/audit-log%s" % (api["main"], suffix), member_key)
+            assert status == 403, (suffix, status, body)
+            problem(403, headers, body, "forbidden")
+
     @case("api_audit_verify_detects_a_tampered_entry")
     def _():
         path = "/v1/accounts/%s/audit-log/verify" % api["main"]
