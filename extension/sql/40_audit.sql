@@ -101,6 +101,16 @@ ALTER TABLE tenancy.audit_chain ALTER COLUMN digests SET STORAGE EXTERNAL,
 -- perf). Blocks stay whole in their row up to a full page; only a bulk
 -- round's big blocks are toasted.
 ALTER TABLE tenancy.audit_chain SET (toast_tuple_target = 8160);
+-- A bulk round's blocks (up to 4096 entries) are compressed: lz4, not pglz,
+-- where the server has it. pglz took a fifth of such a round (perf); with lz4
+-- the round cost 3.3 instead of 3.9 us per entry, for id arrays a fifth larger.
+DO $$
+BEGIN
+    ALTER TABLE tenancy.audit_chain ALTER COLUMN entry_xids SET COMPRESSION lz4,
+        ALTER COLUMN entry_ids SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    NULL;  -- built without lz4: pglz
+END $$;
 
 -- One chain head per main account. base_*: the checkpoint left by
 -- audit_purge (entries up to base_pos were purged); last_*: the end of the
