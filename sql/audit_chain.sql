@@ -258,6 +258,27 @@ SELECT first_pos - :before_bulk AS offset, n, entry_ids = (SELECT array_agg(x OR
 FROM tenancy.audit_chain WHERE main_id = :main_id AND first_pos > :before_bulk ORDER BY first_pos;
 SELECT last_pos - :before_bulk AS head_moved FROM tenancy.audit_heads WHERE main_id = :main_id;
 SELECT ok, first_bad, reason FROM tenancy.audit_verify(:'main');
+-- Entries of one transaction, some written in subtransactions that rolled
+-- back: they share the transaction's xid, so the index cannot tell them
+-- apart; the sealer's heap visit does (in heap order, a page at a time), and
+-- only the committed ones are chained.
+BEGIN;
+SELECT tenancy._audit_record(:main_id, :'main_path', 'test.sub', 'kept-1', NULL) > 0 AS written;
+SAVEPOINT s1;
+SELECT count(tenancy._audit_record(:main_id, :'main_path', 'test.sub', format('undone-%s', g), NULL))
+FROM generate_series(1, 300) g;
+ROLLBACK TO SAVEPOINT s1;
+SELECT tenancy._audit_record(:main_id, :'main_path', 'test.sub', 'kept-2', NULL) > 0 AS written;
+SAVEPOINT s2;
+SELECT tenancy._audit_record(:main_id, :'main_path', 'test.sub', 'undone-again', NULL) > 0 AS written;
+ROLLBACK TO SAVEPOINT s2;
+COMMIT;
+SELECT tenancy.audit_seal() AS sealed_sub;
+SELECT array_agg(l.target ORDER BY l.id) AS chained_targets
+FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+JOIN tenancy.audit_log l ON l.xid = u.xid AND l.id = u.id AND l.main_id = c.main_id
+WHERE c.main_id = :main_id AND l.action = 'test.sub';
+SELECT ok, first_bad, reason FROM tenancy.audit_verify(:'main');
 -- The sealer reads new entries through the log's xid index: without it, a
 -- clear error and nothing sealed.
 BEGIN;

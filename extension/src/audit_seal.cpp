@@ -10,8 +10,10 @@
 // Here the round reads the xid index directly, tests each entry's writer
 // against the two snapshots from the index tuple before touching the heap
 // (entries of a long transaction that an earlier round sealed are skipped
-// unread), digests the entry in a per-entry memory context, sorts narrow
-// 56-byte records and hashes the blocks.
+// unread), visits the remaining entries in heap order a page at a time (one
+// buffer lookup per page, not per entry: a bulk round 3.2 -> 3.0 us per
+// entry), digests each in a per-entry memory context, sorts narrow 56-byte
+// records and hashes the blocks.
 //
 // Boundary: everything below runs inside one pg_call and is C-style code
 // (no C++ object with a destructor): any of it may ereport.
@@ -22,6 +24,8 @@
 
 extern "C" {
 #include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/relscan.h"
 #include "access/skey.h"
 #include "access/stratnum.h"
@@ -34,6 +38,7 @@ extern "C" {
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
@@ -87,6 +92,11 @@ int compare_entries(const void *a, const void *b) {
     return 0;
 }
 
+int compare_tids(const void *a, const void *b) {
+    return ItemPointerCompare(const_cast<ItemPointer>(static_cast<const ItemPointerData *>(a)),
+                              const_cast<ItemPointer>(static_cast<const ItemPointerData *>(b)));
+}
+
 // Committed as of `cur` and not as of `prev` (0: the sealer never ran). An
 // entry the scan sees but `cur` does not committed after this round's
 // snapshot was taken: the next round takes it.
@@ -121,50 +131,101 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
         ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
                         errmsg("index tenancy.audit_log_xid is not a btree led by xid")));
 
+    // 1. The index range: the TIDs of the entries whose writer is new this
+    //    round, judged from the index tuple alone.
+    size_t tid_capacity = 1024, tids_n = 0;
+    ItemPointerData *tids = static_cast<ItemPointerData *>(
+        MemoryContextAllocHuge(CurrentMemoryContext, tid_capacity * sizeof(ItemPointerData)));
+    ScanKeyData key;
+    ScanKeyInit(&key, 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lower_xid));
+    Snapshot snapshot = GetActiveSnapshot();
+    IndexScanDesc scan = index_beginscan(heap, index, snapshot, 1, 0);
+    scan->xs_want_itup = true;  // the xid from the index tuple, before the heap
+    index_rescan(scan, &key, 1, nullptr, 0);
+    ItemPointer tid;
+    while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != nullptr) {
+        CHECK_FOR_INTERRUPTS();
+        bool isnull = true;
+        Datum xid = index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull);
+        if (isnull || !entry_is_new(xid, prev, cur))
+            continue;
+        if (tids_n == tid_capacity) {
+            tid_capacity *= 2;
+            tids = static_cast<ItemPointerData *>(
+                repalloc_huge(tids, tid_capacity * sizeof(ItemPointerData)));
+        }
+        tids[tids_n++] = *tid;
+    }
+    index_endscan(scan);
+    index_close(index, AccessShareLock);
+
+    // 2. The entries in heap order, a page at a time: concurrent writers
+    //    fill different pages, so in index order nearly every entry was on
+    //    another page than the one before (a buffer lookup, lock and pin
+    //    each). Visible ones (not aborted, committed as of our snapshot) are
+    //    found under a share lock and digested with the page only pinned,
+    //    as a bitmap heap scan does.
+    if (tids_n > 1)
+        qsort(tids, tids_n, sizeof(ItemPointerData), compare_tids);
     size_t capacity = 1024, n = 0;
     NewEntry *entries = static_cast<NewEntry *>(
         MemoryContextAllocHuge(CurrentMemoryContext, capacity * sizeof(NewEntry)));
     StringInfo scratch = makeStringInfo();
     MemoryContext per_entry = AllocSetContextCreate(
         CurrentMemoryContext, "tenancy audit seal entry", ALLOCSET_DEFAULT_SIZES);
-
-    ScanKeyData key;
-    ScanKeyInit(&key, 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lower_xid));
-    IndexScanDesc scan = index_beginscan(heap, index, GetActiveSnapshot(), 1, 0);
-    scan->xs_want_itup = true;  // the xid from the index tuple, before the heap
-    index_rescan(scan, &key, 1, nullptr, 0);
-    TupleTableSlot *slot = table_slot_create(heap, nullptr);
-    while (index_getnext_tid(scan, ForwardScanDirection) != nullptr) {
+    TupleDesc desc = RelationGetDescr(heap);
+    Datum *row_values = static_cast<Datum *>(palloc(desc->natts * sizeof(Datum)));
+    bool *row_nulls = static_cast<bool *>(palloc(desc->natts * sizeof(bool)));
+    OffsetNumber visible[MaxHeapTuplesPerPage];
+    for (size_t t = 0; t < tids_n;) {
         CHECK_FOR_INTERRUPTS();
-        bool isnull = true;
-        Datum xid = index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull);
-        if (isnull || !entry_is_new(xid, prev, cur))
-            continue;
-        if (!index_fetch_heap(scan, slot))
-            continue;  // not visible: aborted, or committed after our snapshot
-        slot_getallattrs(slot);
-        if (n == capacity) {
-            capacity *= 2;
-            entries = static_cast<NewEntry *>(repalloc_huge(entries, capacity * sizeof(NewEntry)));
+        BlockNumber block = ItemPointerGetBlockNumber(&tids[t]);
+        Buffer buf = ReadBuffer(heap, block);
+        LockBuffer(buf, BUFFER_LOCK_SHARE);
+        int n_visible = 0;
+        for (; t < tids_n && ItemPointerGetBlockNumber(&tids[t]) == block; t++) {
+            HeapTupleData found;
+            bool all_dead = false;
+            ItemPointerData at = tids[t];
+            if (heap_hot_search_buffer(&at, heap, buf, snapshot, &found, &all_dead, true) &&
+                n_visible < MaxHeapTuplesPerPage)
+                visible[n_visible++] = ItemPointerGetOffsetNumber(&at);
         }
-        NewEntry *e = &entries[n++];
-        e->main_id = DatumGetInt64(slot->tts_values[kLogMainId]);
-        e->xid = DatumGetInt64(slot->tts_values[kLogXid]);
-        e->id = DatumGetInt64(slot->tts_values[kLogId]);
-        Datum values[audit_digest::kEntryFields];
-        bool nulls[audit_digest::kEntryFields];
-        for (int f = 0; f < audit_digest::kEntryFields; f++) {
-            values[f] = slot->tts_values[kDigestColumns[f]];
-            nulls[f] = slot->tts_isnull[kDigestColumns[f]];
+        LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+        Page page = BufferGetPage(buf);
+        for (int v = 0; v < n_visible; v++) {
+            ItemId item = PageGetItemId(page, visible[v]);
+            HeapTupleData tuple;
+            tuple.t_data = reinterpret_cast<HeapTupleHeader>(PageGetItem(page, item));
+            tuple.t_len = ItemIdGetLength(item);
+            tuple.t_tableOid = RelationGetRelid(heap);
+            ItemPointerSet(&tuple.t_self, block, visible[v]);
+            heap_deform_tuple(&tuple, desc, row_values, row_nulls);
+            if (n == capacity) {
+                capacity *= 2;
+                entries =
+                    static_cast<NewEntry *>(repalloc_huge(entries, capacity * sizeof(NewEntry)));
+            }
+            NewEntry *e = &entries[n++];
+            e->main_id = DatumGetInt64(row_values[kLogMainId]);
+            e->xid = DatumGetInt64(row_values[kLogXid]);
+            e->id = DatumGetInt64(row_values[kLogId]);
+            Datum values[audit_digest::kEntryFields];
+            bool nulls[audit_digest::kEntryFields];
+            for (int f = 0; f < audit_digest::kEntryFields; f++) {
+                values[f] = row_values[kDigestColumns[f]];
+                nulls[f] = row_nulls[kDigestColumns[f]];
+            }
+            MemoryContext outer = MemoryContextSwitchTo(per_entry);
+            audit_digest::entry_digest(values, nulls, scratch, e->digest);
+            MemoryContextSwitchTo(outer);
+            MemoryContextReset(per_entry);
         }
-        MemoryContext outer = MemoryContextSwitchTo(per_entry);
-        audit_digest::entry_digest(values, nulls, scratch, e->digest);
-        MemoryContextSwitchTo(outer);
-        MemoryContextReset(per_entry);
+        ReleaseBuffer(buf);
     }
-    ExecDropSingleTupleTableSlot(slot);
-    index_endscan(scan);
-    index_close(index, AccessShareLock);
+    pfree(tids);
+    pfree(row_values);
+    pfree(row_nulls);
     table_close(heap, AccessShareLock);
     MemoryContextDelete(per_entry);
 
