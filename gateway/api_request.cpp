@@ -102,6 +102,13 @@ void run_api_request(DbPool &pool, const std::string &route, const httplib::Requ
     }
 
     Problem problem = refused ? *refused : problem_for_failure(outcome.error);
+    // The gateway's own database user may not become tenancy_app: a
+    // deployment error, not the caller's.
+    if (!refused && stage == Stage::Role && problem.status < 500) {
+        log_event("error", "the gateway's database user cannot SET ROLE tenancy_app",
+                  {{"request_id", request_id}, {"error", outcome.error.message}});
+        problem = problem_for_status(500, "the request failed; the gateway log has the cause");
+    }
     // Whatever authenticate() refuses (a bad, revoked or expired credential,
     // an inactive or vanished account) is a 401, not a 404 or 403.
     if (!refused && stage == Stage::Authenticate && problem.status < 500) {

@@ -365,6 +365,22 @@ def main():
             assert status == 403, (suffix, status, body)
             problem(403, headers, body, "forbidden")
 
+    @case("api_500_when_the_gateway_user_cannot_become_tenancy_app")
+    def _():
+        psql("CREATE ROLE gw_no_app LOGIN")
+        port = free_port()
+        log = os.path.join(WORK, "gw-e2e-norole.log")
+        p = start_gateway(["--port", str(port), "--database-url",
+                           conninfo.replace("dbname=postgres", "dbname=api_e2e").replace("user=postgres", "user=gw_no_app")],
+                          log=log, err=ERR + ".norole")
+        poll(lambda: request(port, "/readyz")[0] == 200, 15, "gateway ready")
+        status, headers, body = request(port, "/v1/me", headers={"Authorization": "Bearer " + api["key"]})
+        assert status == 500, (status, body)
+        problem(500, headers, body, "internal_error")
+        poll(lambda: "cannot SET ROLE tenancy_app" in open(log).read(), 5, "the cause logged")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+
     @case("api_audit_verify_detects_a_tampered_entry")
     def _():
         path = "/v1/accounts/%s/audit-log/verify" % api["main"]
