@@ -62,17 +62,14 @@ ApiAnswer list_entries(Tx &tx, const httplib::Request &req) {
             refuse(422, "limit must be an integer from 1 to " + std::to_string(kMaxLimit));
         limit = static_cast<int>(*v);
     }
-    Params filters = {query_param(req, "actor"), query_param(req, "action"),
-                      query_param(req, "from"), query_param(req, "to")};
     std::optional<std::string> cursor = query_param(req, "cursor");
     if (cursor && !positive_integer(*cursor, 18))
         refuse(422, "cursor must be a next_cursor value of an earlier page");
 
-    std::string path = readable_account_path(tx, account);
-    Params params = {path};
-    params.insert(params.end(), filters.begin(), filters.end());
-    params.push_back(cursor);
-    params.push_back(std::to_string(limit + 1));
+    Params params = {
+        readable_account_path(tx, account), query_param(req, "actor"), query_param(req, "action"),
+        query_param(req, "from"),           query_param(req, "to"),    cursor,
+        std::to_string(limit + 1)};
     // block_pos <= chain_pos: the cursor bounds the chain's key range too.
     Result r = tx.exec(
         "SELECT jsonb_build_object('position', t.chain_pos, 'id', t.id, 'at', t.at, "

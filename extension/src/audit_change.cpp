@@ -67,11 +67,12 @@ bool is_json_number(const char *s) {
 
 // --- jsonb's on-disk layout -------------------------------------------------
 
-void pad_to_int(StringInfo buf, uint32 *padded) {
+// Pads with zero bytes to a 4-byte boundary; returns how many.
+uint32 pad_to_int(StringInfo buf) {
     int pad = INTALIGN(buf->len) - buf->len;
     for (int i = 0; i < pad; i++)
         appendStringInfoCharMacro(buf, '\0');
-    *padded = static_cast<uint32>(pad);
+    return static_cast<uint32>(pad);
 }
 
 // Room for n JEntries, filled in once their values are written; returns its
@@ -97,8 +98,7 @@ JEntry write_string(StringInfo buf, const char *s, size_t len) {
 }
 
 JEntry write_numeric(StringInfo buf, Numeric n) {
-    uint32 pad;
-    pad_to_int(buf, &pad);
+    uint32 pad = pad_to_int(buf);
     Size len = VARSIZE_ANY(n);
     appendBinaryStringInfo(buf, reinterpret_cast<const char *>(n), static_cast<int>(len));
     return JENTRY_ISNUMERIC | static_cast<JEntry>(pad + len);
@@ -129,8 +129,7 @@ JEntry write_jsonb(StringInfo buf, Jsonb *jb) {
             elog(ERROR, "tenancy: a scalar jsonb without its scalar");
         return write_scalar(buf, &v);
     }
-    uint32 pad;
-    pad_to_int(buf, &pad);
+    uint32 pad = pad_to_int(buf);
     Size len = VARSIZE(jb) - VARHDRSZ;
     check_length(pad + len);
     appendBinaryStringInfo(buf, reinterpret_cast<const char *>(&jb->root), static_cast<int>(len));
@@ -145,8 +144,7 @@ using ValueWriter = JEntry (*)(StringInfo buf, int i, void *arg);
 JEntry write_container(StringInfo buf, int n, const char *const *keys, ValueWriter value,
                        void *arg) {
     int base = buf->len;
-    uint32 pad;
-    pad_to_int(buf, &pad);
+    pad_to_int(buf);  // counted in the length from base
     uint32 header = static_cast<uint32>(n) | (keys ? JB_FOBJECT : JB_FARRAY);
     appendBinaryStringInfo(buf, reinterpret_cast<const char *>(&header), sizeof(header));
     int slots = keys ? 2 * n : n;
@@ -276,7 +274,6 @@ void sort_columns(int n, int *attno, const char **names) {
 // array of column names), in that key order, each when present.
 struct ChangeParts {
     Columns image[2];  // new, old
-    bool has_image[2];
     const char *const *redacted;
     int n_shown, n_redacted;
     int member_kind[3];  // per top-level member: 0 new, 1 old, 2 redacted

@@ -167,9 +167,9 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
     //    as a bitmap heap scan does.
     if (tids_n > 1)
         qsort(tids, tids_n, sizeof(ItemPointerData), compare_tids);
-    size_t capacity = 1024, n = 0;
+    size_t n = 0;  // at most one entry per TID
     NewEntry *entries = static_cast<NewEntry *>(
-        MemoryContextAllocHuge(CurrentMemoryContext, capacity * sizeof(NewEntry)));
+        MemoryContextAllocHuge(CurrentMemoryContext, (tids_n > 0 ? tids_n : 1) * sizeof(NewEntry)));
     StringInfo scratch = makeStringInfo();
     MemoryContext per_entry = AllocSetContextCreate(
         CurrentMemoryContext, "tenancy audit seal entry", ALLOCSET_DEFAULT_SIZES);
@@ -201,11 +201,6 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
             tuple.t_tableOid = RelationGetRelid(heap);
             ItemPointerSet(&tuple.t_self, block, visible[v]);
             heap_deform_tuple(&tuple, desc, row_values, row_nulls);
-            if (n == capacity) {
-                capacity *= 2;
-                entries =
-                    static_cast<NewEntry *>(repalloc_huge(entries, capacity * sizeof(NewEntry)));
-            }
             NewEntry *e = &entries[n++];
             e->main_id = DatumGetInt64(row_values[kLogMainId]);
             e->xid = DatumGetInt64(row_values[kLogXid]);
@@ -229,7 +224,7 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
     table_close(heap, AccessShareLock);
     MemoryContextDelete(per_entry);
 
-    // Index order is (xid, id); blocks are per main account.
+    // Chain order: per main account (a block each), then (xid, id).
     if (n > 1)
         qsort(entries, n, sizeof(NewEntry), compare_entries);
     *count = n;
