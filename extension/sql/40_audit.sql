@@ -179,8 +179,8 @@ REVOKE ALL ON FUNCTION tenancy._audit_trigger(),
 
 -- The canonical serialisation (audit.cpp), independent of settings (DateStyle,
 -- TimeZone): every field length-prefixed, numbers and times as 8-byte
--- big-endian integers, the path in its binary form, jsonb as its normalised
--- text, hashed into one 32-byte digest per entry. A block's link binds the
+-- big-endian integers; the path, texts and jsonb as their stored bytes,
+-- hashed into one 32-byte digest per entry. A block's link binds the
 -- concatenated digests to the block's first position and sealing time.
 CREATE FUNCTION tenancy._audit_entry_digest(main_id bigint, id bigint, account_path tenancy.account_path,
         at timestamptz, actor_kind text, actor_id text, credential_id bigint, action text, target text,

@@ -48,9 +48,6 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include <cstring>
 #include <string>
 
@@ -811,18 +808,16 @@ Datum audit_block_link(FunctionCallInfo fcinfo) {
     });
 }
 
-Datum hmac_sha256(FunctionCallInfo fcinfo) {
+Datum hmac_sha256_sql(FunctionCallInfo fcinfo) {
     bytea *key = reinterpret_cast<bytea *>(pg_call([&] { return PG_GETARG_BYTEA_PP(0); }));
     text *data = reinterpret_cast<text *>(pg_call([&] { return PG_GETARG_TEXT_PP(1); }));
     if (VARSIZE_ANY_EXHDR(key) < 16)
         throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "HMAC key too short");
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    if (HMAC(EVP_sha256(), VARDATA_ANY(key), static_cast<int>(VARSIZE_ANY_EXHDR(key)),
-             reinterpret_cast<const unsigned char *>(VARDATA_ANY(data)), VARSIZE_ANY_EXHDR(data),
-             mac, &mac_len) == nullptr)
+    unsigned char mac[kSha256Size];
+    if (!hmac_sha256(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), VARDATA_ANY(data),
+                     VARSIZE_ANY_EXHDR(data), mac))
         throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
-    bytea *out = pg_call([&] { return hash_datum(mac, mac_len); });
+    bytea *out = pg_call([&] { return hash_datum(mac, kSha256Size); });
     PG_RETURN_BYTEA_P(out);
 }
 
@@ -864,6 +859,6 @@ Datum tenancy_audit_block_link(PG_FUNCTION_ARGS) {
 
 PG_FUNCTION_INFO_V1(tenancy_hmac_sha256);
 Datum tenancy_hmac_sha256(PG_FUNCTION_ARGS) {
-    return tenancy::guard([&]() -> Datum { return tenancy::hmac_sha256(fcinfo); });
+    return tenancy::guard([&]() -> Datum { return tenancy::hmac_sha256_sql(fcinfo); });
 }
 }

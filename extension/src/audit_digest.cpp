@@ -7,21 +7,21 @@
 #include "sha256.hpp"
 
 extern "C" {
-#include "utils/jsonb.h"
+#include "fmgr.h"
 }
 
 namespace tenancy::audit_digest {
 namespace {
 
-enum class FieldKind { Int8, Bytes, Jsonb };
+enum class FieldKind { Int8, Bytes };
 
 // main_id, id, account_path, at, actor_kind, actor_id, credential_id,
 // action, target, row_key, change: bigint and timestamptz are both int64;
-// the path and texts are hashed as their stored bytes.
+// the path, texts and jsonb are hashed as their stored bytes.
 constexpr FieldKind kFields[kEntryFields] = {FieldKind::Int8,  FieldKind::Int8,  FieldKind::Bytes,
                                              FieldKind::Int8,  FieldKind::Bytes, FieldKind::Bytes,
                                              FieldKind::Int8,  FieldKind::Bytes, FieldKind::Bytes,
-                                             FieldKind::Jsonb, FieldKind::Jsonb};
+                                             FieldKind::Bytes, FieldKind::Bytes};
 
 void append_be(StringInfo out, uint64 v, int bytes) {
     char buf[8];
@@ -40,7 +40,7 @@ void append_field(StringInfo out, const char *data, size_t len) {
 void entry_digest(const Datum *values, const bool *nulls, StringInfo scratch,
                   unsigned char *digest) {
     resetStringInfo(scratch);
-    appendStringInfoString(scratch, "tenancy-audit-entry-v2");
+    appendStringInfoString(scratch, "tenancy-audit-entry-v3");
     for (int f = 0; f < kEntryFields; f++) {
         if (nulls[f]) {
             appendStringInfoChar(scratch, '\0');
@@ -57,15 +57,6 @@ void entry_digest(const Datum *values, const bool *nulls, StringInfo scratch,
                 append_field(scratch, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
                 if (reinterpret_cast<Pointer>(v) != DatumGetPointer(values[f]))
                     pfree(v);
-                break;
-            }
-            case FieldKind::Jsonb: {
-                Jsonb *jb = DatumGetJsonbP(values[f]);
-                char *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-                append_field(scratch, text, strlen(text));
-                pfree(text);
-                if (reinterpret_cast<Pointer>(jb) != DatumGetPointer(values[f]))
-                    pfree(jb);
                 break;
             }
         }

@@ -22,6 +22,7 @@
 // Verification costs one HMAC per backend per token; afterwards a read is a
 // string compare with the cached token plus two integer compares.
 #include "boundary.hpp"
+#include "sha256.hpp"
 #include "context.hpp"
 
 extern "C" {
@@ -43,8 +44,6 @@ extern "C" {
 }
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sodium.h>
 
 #include <array>
@@ -238,12 +237,9 @@ bool unbase64url(const std::string &text, std::string &bin) {
 
 std::array<unsigned char, kMacSize> mac_of(const std::array<unsigned char, kKeySize> &key,
                                            const std::string &payload) {
+    static_assert(kMacSize == kSha256Size);
     std::array<unsigned char, kMacSize> mac{};
-    unsigned int len = 0;
-    if (HMAC(EVP_sha256(), key.data(), key.size(),
-             reinterpret_cast<const unsigned char *>(payload.data()), payload.size(), mac.data(),
-             &len) == nullptr ||
-        len != kMacSize)
+    if (!hmac_sha256(key.data(), key.size(), payload.data(), payload.size(), mac.data()))
         throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
     return mac;
 }

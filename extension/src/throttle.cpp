@@ -20,6 +20,7 @@
 #include "throttle.hpp"
 
 #include "boundary.hpp"
+#include "sha256.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -31,9 +32,6 @@ extern "C" {
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 }
-
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <cstring>
 
@@ -136,11 +134,9 @@ void record_failure(Entry *e, TimestampTz now) {
 // The salted digest of the function's text argument.
 void key_digest(FunctionCallInfo fcinfo, unsigned char *digest) {
     auto *key = reinterpret_cast<text *>(pg_call([&] { return PG_GETARG_TEXT_PP(0); }));
-    unsigned int len = 0;
-    if (HMAC(EVP_sha256(), table->salt, sizeof(table->salt),
-             reinterpret_cast<const unsigned char *>(VARDATA_ANY(key)), VARSIZE_ANY_EXHDR(key),
-             digest, &len) == nullptr ||
-        len != kDigestSize)
+    static_assert(kDigestSize == kSha256Size);
+    if (!hmac_sha256(table->salt, sizeof(table->salt), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+                     digest))
         throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
 }
 
