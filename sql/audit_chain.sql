@@ -287,3 +287,11 @@ DROP INDEX tenancy.audit_log_xid;
 SELECT tenancy.audit_seal();
 ROLLBACK;
 SELECT pg_advisory_unlock(1952804449, 1635083369);
+-- The heads' MAC is HMAC-SHA-256 (RFC 4231 test cases 1 and 6: a short and
+-- a longer-than-a-block key), also when calls with different keys alternate.
+SELECT encode(tenancy._hmac_sha256(decode(repeat('0b', 20), 'hex'), k.data), 'hex') = k.want AS rfc4231_case1,
+       encode(tenancy._hmac_sha256(decode(repeat('aa', 131), 'hex'),
+              'Test Using Larger Than Block-Size Key - Hash Key First'), 'hex')
+         = '60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54' AS rfc4231_case6
+FROM (VALUES ('Hi There', 'b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7'),
+             ('Hi There', 'b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7')) k(data, want);
