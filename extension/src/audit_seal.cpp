@@ -81,7 +81,7 @@ struct Head {
 };
 
 // Chain order. Both sorts are std::sort with an inlined comparison: qsort's
-// call through a pointer per comparison was a fifth of a round's
+// call through a pointer per comparison was a third of a round's
 // instructions outside the digest (callgrind). std::sort neither allocates
 // nor throws on these plain values, so it is safe inside pg_call.
 bool entry_before(const NewEntry &x, const NewEntry &y) {
