@@ -123,6 +123,23 @@ SELECT tenancy.audit_event('api.request', 'GET /v1/agents',
     '{"method": "GET", "status": 200, "request_id": "r-1", "access_token": "x", "password": "y", "key_hash": "z"}') > 0 AS recorded;
 SELECT action, target, change, actor_kind FROM tenancy.audit_log WHERE action = 'api.request';
 COMMIT;
+-- ... also nested: members of objects at any depth, inside arrays too, any
+-- case and any key length (the column rule of the row trigger).
+BEGIN;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SET LOCAL ROLE tenancy_app;
+SELECT tenancy.audit_event('api.nested', 'POST /v1/x',
+    '{"status": 201, "headers": {"Authorization_Token": "t1", "accept": "json"},
+      "items": [{"PassWord": "p1", "n": 1}, [{"client_secret": "s1"}], "password"],
+      "deep": {"a": {"b": {"refresh_token": {"v": "t2"}, "keep": true}}}}') > 0 AS recorded;
+SELECT change FROM tenancy.audit_log WHERE action = 'api.nested';
+SELECT change::text ~* '(t1|p1|s1|t2)' AS a_secret_is_stored FROM tenancy.audit_log WHERE action = 'api.nested';
+COMMIT;
+SELECT tenancy._audit_redact_detail(jsonb_build_object(repeat('x', 100) || 'Token', 1, 'password_hint', 2,
+           'pass', 3, 'hash', 4, 'ok', 5)) AS long_and_short_keys,
+       tenancy._audit_redact_detail('{"secret": {"a": [1, {"b": 2}]}, "z": [{}]}') AS container_skipped,
+       tenancy._audit_redact_detail('"token"') AS scalar_root,
+       tenancy._audit_redact_detail('[{"token": 1}, 2]') AS array_root;
 -- ... refused outside a context and with bad input.
 SET ROLE tenancy_app;
 SELECT tenancy.audit_event('api.request', 'GET /');

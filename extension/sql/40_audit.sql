@@ -502,9 +502,16 @@ GRANT EXECUTE ON FUNCTION tenancy._audit_verify_dba(text) TO tenancy_admin;
 
 -- ---- events and purge ------------------------------------------------------------
 
+-- detail without the members whose key may name a credential (*hash*,
+-- *secret*, *token*, password*: the row trigger's rule for column names), at
+-- any depth (extension/src/audit_detail.cpp).
+CREATE FUNCTION tenancy._audit_redact_detail(detail jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'tenancy_audit_redact_detail' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION tenancy._audit_redact_detail(jsonb) FROM PUBLIC;
+
 -- An event that is not a row change (the gateway: method, route, status,
--- request id), recorded in the active account. Top-level keys that look like
--- secrets are dropped from detail.
+-- request id), recorded in the active account. Members of detail whose key
+-- looks like a secret are dropped, also nested ones.
 CREATE FUNCTION tenancy.audit_event(action text, target text, detail jsonb DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -524,8 +531,7 @@ BEGIN
         RAISE EXCEPTION 'audit detail must be a JSON object' USING ERRCODE = '22023';
     END IF;
     IF detail IS NOT NULL THEN
-        detail := coalesce((SELECT jsonb_object_agg(d.key, d.value) FROM jsonb_each(detail) d
-                            WHERE d.key !~* '(hash|secret|token)' AND d.key !~* '^password'), '{}');
+        detail := tenancy._audit_redact_detail(detail);
     END IF;
     RETURN tenancy._audit_record(tenancy.current_main_id(), tenancy.current_path(), action, target, detail);
 END $$;

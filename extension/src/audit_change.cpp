@@ -17,6 +17,7 @@
 // Boundary: plain C-style code (no C++ object with a destructor); every
 // function may ereport, so callers run them inside pg_call.
 #include "audit_change.hpp"
+#include "secret_names.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -39,17 +40,6 @@ extern "C" {
 
 namespace tenancy::audit_change {
 namespace {
-
-// Column names that may hold credentials: never copied into the log.
-bool is_secret_column(const char *name) {
-    char lower[NAMEDATALEN];
-    size_t n = 0;
-    for (; name[n] != '\0' && n < NAMEDATALEN - 1; n++)
-        lower[n] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[n])));
-    lower[n] = '\0';
-    return std::strstr(lower, "hash") != nullptr || std::strstr(lower, "secret") != nullptr ||
-           std::strstr(lower, "token") != nullptr || std::strncmp(lower, "password", 8) == 0;
-}
 
 // A JSON number literal? (Output of float can be NaN or Infinity.)
 bool is_json_number(const char *s) {
@@ -344,7 +334,8 @@ Jsonb *build_change(TupleDesc desc, const RowValues *oldr, const RowValues *newr
             if (std::strcmp(name, path_col) == 0 || std::strcmp(name, "main_id") == 0)
                 continue;
         }
-        if (is_secret_column(name)) {
+        // Columns that may hold credentials: never copied into the log.
+        if (is_secret_name(name, std::strlen(name))) {
             if ((oldr && !old_nulls[i]) || (newr && !new_nulls[i]))
                 redacted[n_redacted++] = name;
             continue;
