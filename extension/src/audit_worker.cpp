@@ -170,8 +170,6 @@ void launcher_round() {
     pfree(list);
 }
 
-// One audit_seal() in its own transaction, if the extension is installed;
-// returns how many entries it sealed.
 // Is `dbname` still listed in tenancy.audit_databases? (Parsed as the
 // launcher parses it, so it compares with the name the launcher passed.)
 bool database_listed(const char *dbname) {
@@ -189,6 +187,8 @@ bool database_listed(const char *dbname) {
     return listed;
 }
 
+// One audit_seal() in its own transaction, if the extension is installed;
+// returns how many entries it sealed.
 int64 seal_once() {
     int64 sealed = 0;
     SetCurrentStatementStartTimestamp();
