@@ -27,6 +27,9 @@ std::optional<std::string> bearer_credential(const std::string &authorization) {
 
 namespace {
 
+// What a 5xx answer says: the cause (possibly internals) stays in the log.
+constexpr const char *kServerFailureDetail = "the request failed; the gateway log has the cause";
+
 // How far a request's transaction got: a failure at a stage means every
 // stage before it succeeded.
 enum class Stage { Role, Authenticate, ActAs, Handler, Record };
@@ -55,7 +58,7 @@ void record_request(Tx &tx, const std::string &route, const std::string &method,
 // message may carry internals and stays in the log.
 Problem problem_for_failure(const TxError &error) {
     Problem p = problem_for_sqlstate(error.sqlstate);
-    p.detail = p.status < 500 ? error.message : "the request failed; the gateway log has the cause";
+    p.detail = p.status < 500 ? error.message : kServerFailureDetail;
     return p;
 }
 
@@ -91,7 +94,7 @@ void run_api_request(DbPool &pool, const std::string &route, const httplib::Requ
     } catch (const std::exception &e) {
         log_event("error", "api handler failed",
                   {{"request_id", request_id}, {"route", route}, {"error", e.what()}});
-        refused = problem_for_status(500, "the request failed; the gateway log has the cause");
+        refused = problem_for_status(500, kServerFailureDetail);
     }
     if (outcome) {
         if (answer.status == 204)
@@ -107,7 +110,7 @@ void run_api_request(DbPool &pool, const std::string &route, const httplib::Requ
     if (!refused && stage == Stage::Role && problem.status < 500) {
         log_event("error", "the gateway's database user cannot SET ROLE tenancy_app",
                   {{"request_id", request_id}, {"error", outcome.error.message}});
-        problem = problem_for_status(500, "the request failed; the gateway log has the cause");
+        problem = problem_for_status(500, kServerFailureDetail);
     }
     // Whatever authenticate() refuses (a bad, revoked or expired credential,
     // an inactive or vanished account) is a 401, not a 404 or 403.

@@ -149,13 +149,14 @@ void launcher_round() {
             pfree(s->handle);
             s->handle = nullptr;
             // A sealer that stopped well before its idle time failed: back
-            // off. One renewed after its lifetime is replaced at once:
-            // writers may be active, and until the new one's first round
-            // nothing is sealed (measured, before sealers were renewed only
-            // at a quiet round: a 2.4 s gap once a minute put the p99 delay
-            // of a 75 s run at 1.6 s). One that stopped idle is replaced
-            // after a short gap, in which a DROP DATABASE (polling for
-            // other sessions every 100 ms) finds the database free.
+            // off. One that lived past its lifetime (renewed at a round that
+            // found nothing, or idle after a long busy spell) is replaced at
+            // once: writers may be active, and until the new one's first
+            // round nothing is sealed (measured, before sealers were renewed
+            // only at a quiet round: a 2.4 s gap once a minute put the p99
+            // delay of a 75 s run at 1.6 s). One that stopped idle is
+            // replaced after a short gap, in which a DROP DATABASE (polling
+            // for other sessions every 100 ms) finds the database free.
             if (!TimestampDifferenceExceeds(s->started_at, now, kSealerIdleExitMs - 500))
                 s->retry_at = TimestampTzPlusMilliseconds(now, kRetryDelayMs);
             else if (TimestampDifferenceExceeds(s->started_at, now, kSealerMaxLifetimeMs))
