@@ -222,7 +222,7 @@ SELECT (SELECT count(*) FROM tenancy.audit_trail) = (SELECT count(*) FROM tenanc
        (SELECT bool_and(length(digest) = 32 AND length(block_hash) = 32 AND chain_pos >= block_pos)
         FROM tenancy.audit_trail) AS with_chain;
 -- It has an index path: the chain's key by main account (newest blocks
--- first), then each entry by xid.
+-- first), then each entry at its TID.
 CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     line text;
@@ -234,7 +234,7 @@ BEGIN
     RETURN plan;
 END $$;
 SET LOCAL enable_seqscan = off;
-SELECT p LIKE '%audit_chain_pkey%' AS by_main_account, p LIKE '%audit_log_xid%' AS entry_by_xid
+SELECT p LIKE '%audit_chain_pkey%' AS by_main_account, p LIKE '%Tid Scan on audit_log%' AS entry_by_tid
 FROM pg_temp.plan_of('SELECT * FROM tenancy.audit_trail ORDER BY block_pos DESC, chain_pos DESC LIMIT 20') p;
 COMMIT;
 BEGIN;

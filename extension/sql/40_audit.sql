@@ -16,8 +16,10 @@
 -- Finding the entries to seal without a queue: the sealer records the MVCC
 -- snapshot its round ran in (audit_sealer.snap). The next round takes exactly
 -- the entries visible now but not in that snapshot: their xid is at least the
--- snapshot's xmin (an index range on xid) and the snapshot did not see it
--- committed. An aborted transaction's entries never become visible: no gap.
+-- snapshot's xmin (the pages a BRIN index on xid points to) and the snapshot
+-- did not see it committed. An aborted transaction's entries never become
+-- visible: no gap. The chain records where each entry is (its TID): readers
+-- reach entries through the chain, not through an index on the log.
 --
 -- Entries are immutable history: account_path is the path at the time of the
 -- event, not a foreign key. When a subtree moves, its old entries stay under
@@ -48,12 +50,18 @@ CREATE TABLE tenancy.audit_log (
     change jsonb,                      -- {"old": {...}, "new": {...}} or event detail
     CHECK ((main_id = 0) = (account_path IS NULL))
 );
--- The log's only index, paid for by every audited write (measured: a
--- (main_id, id) key cost ~10 us per audited transaction at 8 clients; an
--- index on xid, always appended at its right edge, ~4). The sealer finds new
--- entries by xid; readers reach entries through the chain, which the sealer
--- indexes by main account (audit_trail).
-CREATE INDEX audit_log_xid ON tenancy.audit_log (xid, id);
+-- The log's only index, paid for by every audited write: BRIN on xid, one
+-- summary per 32 pages (~850 entries). Writers append in xid order, so the
+-- summaries are tight; an insert into a range not summarised yet (the tail)
+-- writes nothing to the index. A btree on (xid, id), used before, was an
+-- index write (and its WAL) per entry, the same cost as the entry's own heap
+-- insert: 8-client single-row updates ran ~10% faster with BRIN, the sealer
+-- included (bench/RESULTS.md). The sealer summarises the ranges the writers
+-- have left behind (audit_seal.cpp) and reads the pages of the ranges that
+-- may hold new xids; readers reach entries by the TIDs in the chain, and by
+-- xid through this index only when an entry is not at its TID (after a
+-- VACUUM FULL or CLUSTER of the log, which move every entry).
+CREATE INDEX audit_log_xid ON tenancy.audit_log USING brin (xid) WITH (pages_per_range = 32);
 -- No planner statistics on the payload: nothing is planned on it, and while
 -- the log is young autovacuum re-analyses it often (jsonb statistics nearly
 -- doubled the cost of ANALYZE, measured).
@@ -85,6 +93,9 @@ CREATE TABLE tenancy.audit_chain (
     n integer NOT NULL,
     entry_xids bigint[] NOT NULL,
     entry_ids bigint[] NOT NULL,
+    -- Where the entries were written: a locator for readers, not evidence (an
+    -- entry is found by TID only if its xid and id match; NULL: by xid).
+    entry_tids tid[],
     digests bytea NOT NULL,
     hash bytea NOT NULL,
     sealed_at timestamptz NOT NULL,
@@ -94,7 +105,8 @@ CREATE TABLE tenancy.audit_chain (
 -- statistics on the block contents.
 ALTER TABLE tenancy.audit_chain ALTER COLUMN digests SET STORAGE EXTERNAL,
     ALTER COLUMN digests SET STATISTICS 0, ALTER COLUMN entry_xids SET STATISTICS 0,
-    ALTER COLUMN entry_ids SET STATISTICS 0, ALTER COLUMN hash SET STATISTICS 0;
+    ALTER COLUMN entry_ids SET STATISTICS 0, ALTER COLUMN entry_tids SET STATISTICS 0,
+    ALTER COLUMN hash SET STATISTICS 0;
 -- A block of a busy round (a few dozen entries, 48 bytes each) passes the
 -- default 2 kB toast threshold: its digests then went to the toast table, one
 -- more row, index entry and WAL record per block (5% of the sealer's time,
@@ -107,7 +119,7 @@ ALTER TABLE tenancy.audit_chain SET (toast_tuple_target = 8160);
 DO $$
 BEGIN
     ALTER TABLE tenancy.audit_chain ALTER COLUMN entry_xids SET COMPRESSION lz4,
-        ALTER COLUMN entry_ids SET COMPRESSION lz4;
+        ALTER COLUMN entry_ids SET COMPRESSION lz4, ALTER COLUMN entry_tids SET COMPRESSION lz4;
 EXCEPTION WHEN feature_not_supported THEN
     NULL;  -- built without lz4: pglz
 END $$;
@@ -156,7 +168,7 @@ CREATE FUNCTION tenancy._audit_chain_step(state bytea, start bytea, payload byte
 CREATE FUNCTION tenancy._audit_seal_blocks(lower_xid bigint, prev pg_snapshot, cur pg_snapshot,
                                            sealed_at timestamptz)
     RETURNS TABLE (main_id bigint, first_pos bigint, n integer, entry_xids bigint[], entry_ids bigint[],
-                   digests bytea, hash bytea, last_pos bigint)
+                   entry_tids tid[], digests bytea, hash bytea, last_pos bigint)
     AS 'MODULE_PATHNAME', 'tenancy_audit_seal_blocks' LANGUAGE C VOLATILE;
 CREATE FUNCTION tenancy._hmac_sha256(key bytea, data text) RETURNS bytea
     AS 'MODULE_PATHNAME', 'tenancy_hmac_sha256' LANGUAGE C IMMUTABLE STRICT;
@@ -242,8 +254,8 @@ BEGIN
     WITH blocks AS MATERIALIZED (
         SELECT * FROM tenancy._audit_seal_blocks(lower_xid, prev, new_snap, ts)
     ), linked AS (
-        INSERT INTO tenancy.audit_chain (main_id, first_pos, n, entry_xids, entry_ids, digests, hash, sealed_at)
-        SELECT b.main_id, b.first_pos, b.n, b.entry_xids, b.entry_ids, b.digests, b.hash, ts FROM blocks b
+        INSERT INTO tenancy.audit_chain (main_id, first_pos, n, entry_xids, entry_ids, entry_tids, digests, hash, sealed_at)
+        SELECT b.main_id, b.first_pos, b.n, b.entry_xids, b.entry_ids, b.entry_tids, b.digests, b.hash, ts FROM blocks b
         RETURNING audit_chain.n
     ), moved AS (
         -- Heads move only under the sealers' lock (audit_purge takes it too),
@@ -280,9 +292,9 @@ REVOKE ALL ON FUNCTION tenancy._audit_seal_bound() FROM PUBLIC;
 
 -- check_outside: also look for entries of m outside the chain (a scan of the
 -- whole log, which has no index by account; verify-all does it once for all).
--- Entries are looked up one by one through the xid index (LATERAL ... LIMIT
--- 1, no sequential scans): with stale statistics (right after a bulk load)
--- the planner would otherwise scan the whole log per main account, or worse.
+-- Entries are looked up one by one at their TID (LATERAL ... LIMIT 1, no
+-- sequential scans): with stale statistics (right after a bulk load) the
+-- planner would otherwise scan the whole log per main account, or worse.
 CREATE FUNCTION tenancy._audit_verify_main(m bigint, check_outside boolean DEFAULT true, OUT ok boolean,
                                            OUT entries bigint, OUT first_bad bigint, OUT reason text)
     LANGUAGE plpgsql STABLE
@@ -338,12 +350,23 @@ BEGIN
     WHERE r.reason IS NOT NULL
     ORDER BY r.first_pos LIMIT 1;
     -- Then every entry before that block: present, and matching its digest.
+    -- An entry is looked up at its TID, and by xid (BRIN) only if it is not
+    -- there: Append runs its branches in order and LIMIT 1 stops at the
+    -- first row. The TIDs are not trusted: (xid, id) must match. (Elsewhere
+    -- the TIDs come from a three-array unnest: a plain parameter, which the
+    -- planner accepts for a Tid Scan under audit_log's row security, where
+    -- it does not take entry_tids[k]. Here a tid array of another length
+    -- than the ids must not add rows.)
     SELECT r.* INTO e FROM (
         SELECT c.first_pos + u.k - 1 AS pos, u.id, l.id IS NULL AS missing
         FROM tenancy.audit_chain c
         CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k)
         LEFT JOIN LATERAL (SELECT x.* FROM tenancy.audit_log x
-                           WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = m LIMIT 1) l ON true
+                           WHERE x.ctid = c.entry_tids[u.k] AND x.xid = u.xid AND x.id = u.id AND x.main_id = m
+                           UNION ALL
+                           SELECT x.* FROM tenancy.audit_log x
+                           WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = m
+                           LIMIT 1) l ON true
         WHERE c.main_id = m AND (blk.first_pos IS NULL OR c.first_pos < least(blk.first_pos, blk.expect_pos))
           AND (l.id IS NULL
                OR tenancy._audit_entry_digest(m, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
@@ -462,16 +485,27 @@ BEGIN
     -- learns only about its own subtree: its entry count, and the bad
     -- position only if that entry is its own.
     SELECT l.account_path INTO bad_path
-    FROM tenancy.audit_chain c
-    JOIN tenancy.audit_log l ON l.main_id = c.main_id AND l.xid = c.entry_xids[v.first_bad - c.first_pos + 1]
-                            AND l.id = c.entry_ids[v.first_bad - c.first_pos + 1]
-    WHERE c.main_id = a.main_id AND c.first_pos <= v.first_bad
-    ORDER BY c.first_pos DESC LIMIT 1;
+    FROM (SELECT c.main_id, c.entry_xids[v.first_bad - c.first_pos + 1] AS xid,
+                 c.entry_ids[v.first_bad - c.first_pos + 1] AS id, c.entry_tids[v.first_bad - c.first_pos + 1] AS tid
+          FROM tenancy.audit_chain c
+          WHERE c.main_id = a.main_id AND c.first_pos <= v.first_bad
+          ORDER BY c.first_pos DESC LIMIT 1) u
+    CROSS JOIN LATERAL (SELECT x.account_path FROM tenancy.audit_log x
+                        WHERE x.ctid = u.tid AND x.xid = u.xid AND x.id = u.id AND x.main_id = u.main_id
+                        UNION ALL
+                        SELECT x.account_path FROM tenancy.audit_log x
+                        WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = u.main_id
+                        LIMIT 1) l;
     RETURN QUERY
     SELECT v.ok,
            (SELECT count(*) FROM tenancy.audit_chain c
-            CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
-            JOIN tenancy.audit_log l ON l.main_id = c.main_id AND l.xid = u.xid AND l.id = u.id
+            CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) u(xid, id, tid)
+            CROSS JOIN LATERAL (SELECT x.account_path FROM tenancy.audit_log x
+                                WHERE x.ctid = u.tid AND x.xid = u.xid AND x.id = u.id AND x.main_id = c.main_id
+                                UNION ALL
+                                SELECT x.account_path FROM tenancy.audit_log x
+                                WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = c.main_id
+                                LIMIT 1) l
             WHERE c.main_id = a.main_id AND l.account_path OPERATOR(tenancy.<@) a.path),
            CASE WHEN bad_path OPERATOR(tenancy.<@) a.path THEN v.first_bad END,
            CASE WHEN v.ok OR bad_path OPERATOR(tenancy.<@) a.path THEN v.reason
@@ -550,6 +584,7 @@ DECLARE
     h tenancy.audit_heads;
     cut record;
     deleted bigint;
+    moved_deleted bigint;
 BEGIN
     IF tenancy._context_field('account') IS NOT NULL THEN
         RAISE EXCEPTION 'audit_purge is for the DBA, outside any tenancy context' USING ERRCODE = '42501';
@@ -574,18 +609,34 @@ BEGIN
     WHERE c.main_id = m AND c.first_pos < coalesce((
         SELECT min(k.first_pos) FROM tenancy.audit_chain k
         WHERE k.main_id = m AND EXISTS (
-            SELECT FROM unnest(k.entry_xids, k.entry_ids) u(xid, id)
-            JOIN tenancy.audit_log l ON l.xid = u.xid AND l.id = u.id AND l.main_id = m
+            SELECT FROM unnest(k.entry_xids, k.entry_ids, k.entry_tids) u(xid, id, tid)
+            CROSS JOIN LATERAL (SELECT x.at FROM tenancy.audit_log x
+                                WHERE x.ctid = u.tid AND x.xid = u.xid AND x.id = u.id AND x.main_id = m
+                                UNION ALL
+                                SELECT x.at FROM tenancy.audit_log x
+                                WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = m
+                                LIMIT 1) l
             WHERE l.at >= before)), 9223372036854775807)
     ORDER BY c.first_pos DESC LIMIT 1;
     IF cut.last_pos IS NULL OR cut.last_pos <= h.base_pos THEN
         RETURN 0;
     END IF;
+    -- By TID where the entry still is (the fast way), else by xid.
     DELETE FROM tenancy.audit_log l
-    USING tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+    USING tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) u(xid, id, tid)
     WHERE c.main_id = m AND c.first_pos <= cut.first_pos
-      AND l.xid = u.xid AND l.id = u.id AND l.main_id = m;
+      AND l.ctid = u.tid AND l.xid = u.xid AND l.id = u.id AND l.main_id = m;
     GET DIAGNOSTICS deleted = ROW_COUNT;
+    IF deleted < cut.last_pos - h.base_pos THEN
+        -- Entries moved (VACUUM FULL, CLUSTER) or already gone: one pass by
+        -- (xid, id) for the rest.
+        DELETE FROM tenancy.audit_log l
+        USING tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+        WHERE c.main_id = m AND c.first_pos <= cut.first_pos
+          AND l.xid = u.xid AND l.id = u.id AND l.main_id = m;
+        GET DIAGNOSTICS moved_deleted = ROW_COUNT;
+        deleted := deleted + moved_deleted;
+    END IF;
     DELETE FROM tenancy.audit_chain c WHERE c.main_id = m AND c.first_pos <= cut.first_pos;
     h.base_pos := cut.last_pos;
     h.base_hash := cut.hash;
@@ -596,6 +647,45 @@ BEGIN
         jsonb_build_object('purged_through_position', cut.last_pos, 'checkpoint_hash', encode(cut.hash, 'hex'),
                            'entries', deleted, 'before', before));
     RETURN deleted;
+END $$;
+
+-- DBA: records again where every chained entry is (entry_tids), in one pass
+-- over the log. VACUUM FULL and CLUSTER move every entry: readers then find
+-- each one by xid through the BRIN index, a range of pages per entry, which
+-- is slow on a large log. Returns how many blocks changed.
+CREATE FUNCTION tenancy.audit_relocate() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    -- One hash join, not a lookup per entry (nested loop) nor a merge on
+    -- main_id alone (quadratic).
+    SET enable_nestloop = off
+    SET enable_mergejoin = off
+    AS $$
+DECLARE
+    changed bigint;
+BEGIN
+    IF tenancy._context_field('account') IS NOT NULL THEN
+        RAISE EXCEPTION 'audit_relocate is for the DBA, outside any tenancy context' USING ERRCODE = '42501';
+    END IF;
+    -- No sealing round or purge meanwhile.
+    PERFORM pg_advisory_xact_lock(1952804449, 1635083369);
+    WITH chained AS MATERIALIZED (
+        SELECT c.main_id, c.first_pos, u.xid, u.id, u.k
+        FROM tenancy.audit_chain c
+        CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k)
+    ), places AS (
+        SELECT DISTINCT ON (l.main_id, l.xid, l.id) l.main_id, l.xid, l.id, l.ctid AS tid
+        FROM tenancy.audit_log l ORDER BY l.main_id, l.xid, l.id, l.ctid
+    ), located AS (
+        SELECT e.main_id, e.first_pos, array_agg(p.tid ORDER BY e.k) AS tids
+        FROM chained e
+        LEFT JOIN places p ON p.main_id = e.main_id AND p.xid = e.xid AND p.id = e.id
+        GROUP BY e.main_id, e.first_pos
+    )
+    UPDATE tenancy.audit_chain c SET entry_tids = x.tids FROM located x
+    WHERE c.main_id = x.main_id AND c.first_pos = x.first_pos AND c.entry_tids IS DISTINCT FROM x.tids;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
 END $$;
 
 -- ---- triggers -----------------------------------------------------------------------
@@ -654,7 +744,8 @@ CREATE POLICY main_read ON tenancy.audit_chain FOR SELECT
     USING (main_id = (SELECT tenancy.current_main_id()) AND (SELECT tenancy.may('audit', 'read')));
 
 -- The indexed way to read the log: sealed entries with their chain position,
--- digest and block, through the chain's (main_id, first_pos) key. The view
+-- digest and block, through the chain's (main_id, first_pos) key and the
+-- entries' TIDs (by xid for an entry no longer at its TID). The view
 -- runs as tenancy_owner, under both tables' policies, so a reader sees
 -- exactly what audit_log's policy shows it (minus the last ~0.5 s not yet
 -- sealed). For the newest entries first, order by block_pos DESC, chain_pos
@@ -666,8 +757,13 @@ SELECT c.main_id, c.first_pos + u.k - 1 AS chain_pos, l.id, l.account_path, l.at
        substring(c.digests FROM (u.k::integer - 1) * 32 + 1 FOR 32) AS digest,
        c.first_pos AS block_pos, c.hash AS block_hash, c.sealed_at
 FROM tenancy.audit_chain c
-CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k)
-JOIN tenancy.audit_log l ON l.xid = u.xid AND l.id = u.id AND l.main_id = c.main_id;
+CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) WITH ORDINALITY u(xid, id, tid, k)
+CROSS JOIN LATERAL (SELECT x.* FROM tenancy.audit_log x
+                    WHERE x.ctid = u.tid AND x.xid = u.xid AND x.id = u.id AND x.main_id = c.main_id
+                    UNION ALL
+                    SELECT x.* FROM tenancy.audit_log x
+                    WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = c.main_id
+                    LIMIT 1) l;
 ALTER VIEW tenancy.audit_trail OWNER TO tenancy_owner;
 REVOKE ALL ON tenancy.audit_trail FROM PUBLIC;
 GRANT SELECT ON tenancy.audit_trail TO tenancy_app;
@@ -676,6 +772,7 @@ GRANT SELECT ON tenancy.audit_heads, tenancy.audit_chain, tenancy.audit_sealer T
 -- extension's C code (which bypasses the executor's checks), sealed and purged
 -- by SECURITY DEFINER functions. Only a superuser can change them otherwise.
 
-REVOKE ALL ON FUNCTION tenancy.audit_seal(), tenancy.audit_purge(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy.audit_seal(), tenancy.audit_purge(text, timestamptz), tenancy.audit_relocate() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.audit_relocate() TO tenancy_admin;
 GRANT EXECUTE ON FUNCTION tenancy.audit_seal() TO tenancy_app, tenancy_admin;
 GRANT EXECUTE ON FUNCTION tenancy.audit_purge(text, timestamptz) TO tenancy_admin;

@@ -98,9 +98,9 @@ struct EntryData {
 // lookups and an IndexInfo per index.
 Oid cached_log_relid = InvalidOid;
 Oid cached_seq_relid = InvalidOid;
-// The log is a heap whose indexes are all btrees on plain columns (as
-// created): an entry is then written like a catalog row, heap_insert and
-// index_insert, without an executor state per entry. Any other index (a
+// The log is a heap whose indexes are all btrees or BRIN on plain columns
+// (as created: BRIN on xid): an entry is then written like a catalog row,
+// heap_insert and index_insert, without an executor state per entry. Any other index (a
 // DBA's, with expressions or a predicate, or of another access method) sends
 // entries through the executor.
 bool cached_log_direct = false;
@@ -128,8 +128,19 @@ int64 cached_id_block = 1;
 // makes every checked descriptor of the log form the same tuples.
 TupleDesc log_desc_copy = nullptr;
 
+bool is_cached_index(Oid relid) {
+    for (int x = 0; x < cached_index_count; x++)
+        if (cached_indexes[x].oid == relid)
+            return true;
+    return false;
+}
+
+// Also on an invalidation of one of the log's indexes: BRIN keeps a
+// descriptor of its index (pointing into the relcache entry) in the cached
+// IndexInfo.
 void forget_log_relation(Datum, Oid relid) {
-    if (relid == InvalidOid || relid == cached_log_relid || relid == cached_seq_relid) {
+    if (relid == InvalidOid || relid == cached_log_relid || relid == cached_seq_relid ||
+        is_cached_index(relid)) {
         cached_log_relid = InvalidOid;
         cached_seq_relid = InvalidOid;
         id_next = id_end = 0;  // a reserved range belongs to the sequence as it was
@@ -171,7 +182,7 @@ void lookup_log_relation() {
     ListCell *lc;
     foreach (lc, indexes) {
         Relation idx = index_open(lfirst_oid(lc), AccessShareLock);
-        if (idx->rd_rel->relam != BTREE_AM_OID ||
+        if ((idx->rd_rel->relam != BTREE_AM_OID && idx->rd_rel->relam != BRIN_AM_OID) ||
             !heap_attisnull(idx->rd_indextuple, Anum_pg_index_indexprs, NULL) ||
             !heap_attisnull(idx->rd_indextuple, Anum_pg_index_indpred, NULL) ||
             !idx->rd_index->indimmediate || idx->rd_index->indisexclusion ||
@@ -294,7 +305,7 @@ TupleTableSlot **batch_slots(int n) {
     return multi_slots;
 }
 
-// Writes entries to the open log. Direct path (the log's indexes are btrees
+// Writes entries to the open log. Direct path (the log's indexes are btrees or BRIN
 // on plain columns: cached_log_direct): one heap_multi_insert, which fills a
 // page per WAL record, then index_insert per entry and index. Otherwise each
 // entry through the executor's insert and index maintenance.

@@ -19,6 +19,8 @@ void audit_init();
 // rounds' worth of empty pages in the log's free space map. May ereport; call
 // inside a transaction.
 void audit_log_preextend(std::int64_t sealed_last_round);
+// The most free pages audit_log_preextend keeps ahead of the writers (4 MB).
+constexpr int kAuditLogPoolPages = 512;
 
 // Called from _PG_init: installs the ExecutorFinish hook that writes a
 // statement's audit entries together (audit.cpp, "statement batches").

@@ -30,7 +30,7 @@ extern "C" {
 
 namespace {
 
-constexpr int kMaxPool = 512;       // pages (4 MB): the most kept ahead, below VACUUM's
+constexpr int kMaxPool = tenancy::kAuditLogPoolPages;  // the most kept ahead, below VACUUM's
                                     // 1,000-page truncation threshold
 constexpr int64 kEntryBytes = 300;  // an entry's heap footprint, rounded up
 constexpr int kMaxExtendPerRound = 256;

@@ -7,13 +7,13 @@
 // Why C: the same round as one SQL statement (an index range, a per-row
 // function, a sort, array and string aggregates, window functions for the
 // chain) cost ~4-10 us of CPU per entry under load, the digest itself ~1 us.
-// Here the round reads the xid index directly, tests each entry's writer
-// against the two snapshots from the index tuple before touching the heap
-// (entries of a long transaction that an earlier round sealed are skipped
-// unread), visits the remaining entries in heap order a page at a time (one
-// buffer lookup per page, not per entry: a bulk round 3.2 -> 3.0 us per
-// entry), digests each in a per-entry memory context, sorts narrow 56-byte
-// records and hashes the blocks.
+// Here the round asks the log's BRIN index on xid for the pages that may hold
+// entries of writers new this round, reads those pages in heap order, tests
+// each entry's writer against the two snapshots from its xid column before
+// anything else, digests the new ones in a per-entry memory context, sorts
+// narrow 64-byte records and hashes the blocks. Each block also records
+// where its entries are (their TIDs): the readers' way to them, since the
+// log has no index a lookup by (xid, id) could use cheaply.
 //
 // Boundary: everything below runs inside one pg_call and is C-style code
 // (no C++ object with a destructor): any of it may ereport.
@@ -30,6 +30,11 @@ extern "C" {
 #include "access/skey.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "nodes/tidbitmap.h"
+#include "access/brin.h"
+#include "access/brin_revmap.h"
+#include "access/brin_tuple.h"
+#include "storage/lmgr.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
@@ -71,6 +76,7 @@ struct NewEntry {
     int64 main_id;
     int64 xid;
     int64 id;
+    ItemPointerData tid;  // where the entry is: the readers' way to it
     unsigned char digest[kHashSize];
 };
 
@@ -92,12 +98,6 @@ bool entry_before(const NewEntry &x, const NewEntry &y) {
     return x.id < y.id;
 }
 
-// A TID as one number in heap order (block, then offset).
-uint64 tid_key(ItemPointer tid) {
-    return (static_cast<uint64>(ItemPointerGetBlockNumberNoCheck(tid)) << 16) |
-           ItemPointerGetOffsetNumberNoCheck(tid);
-}
-
 // Committed as of `cur` and not as of `prev` (0: the sealer never ran). An
 // entry the scan sees but `cur` does not committed after this round's
 // snapshot was taken: the next round takes it.
@@ -113,8 +113,67 @@ Oid log_index_oid(Oid nsp) {
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
                         errmsg("index tenancy.audit_log_xid is missing"),
                         errhint("The sealer finds new entries through it: recreate it ON "
-                                "tenancy.audit_log (xid, id).")));
+                                "tenancy.audit_log USING brin (xid).")));
     return index;
+}
+
+// BRIN summarises a range of pages only when asked (VACUUM, or
+// brin_summarize_range), and a scan returns every page of an unsummarised
+// range: left alone, the log's tail would grow unsummarised between two
+// VACUUMs and every round would read all of it. So each round summarises the
+// ranges the writers have left behind: those wholly below the pages they may
+// still fill (the free pages kept ahead of them, audit_log_space.cpp, and one
+// range more). A range summarised early stays correct: a later insert into
+// it widens its summary, at the cost of an index write. Skipped while
+// VACUUM (or anyone) holds the lock summarising takes, which VACUUM needs for
+// its whole run: the sealer must not wait on it.
+BlockNumber summarized_below = 0;  // per sealer process: ranges below are known summarised
+Oid summarized_index = InvalidOid;
+
+void summarize_completed_ranges(Relation heap, Relation index) {
+    if (RelationGetRelid(index) != summarized_index) {
+        summarized_index = RelationGetRelid(index);
+        summarized_below = 0;
+    }
+    BlockNumber per_range = BrinGetPagesPerRange(index);
+    BlockNumber nblocks = RelationGetNumberOfBlocks(heap);
+    BlockNumber margin = kAuditLogPoolPages + per_range;
+    if (nblocks <= margin || summarized_below + per_range > nblocks - margin)
+        return;
+    BlockNumber frontier = nblocks - margin;
+    if (!ConditionalLockRelation(heap, ShareUpdateExclusiveLock))
+        return;
+    BrinRevmap *revmap = brinRevmapInitialize(index, &per_range, nullptr);
+    BlockNumber first_unsummarized = InvalidBlockNumber;
+    for (; summarized_below + per_range <= frontier; summarized_below += per_range) {
+        Buffer buf = InvalidBuffer;
+        OffsetNumber off;
+        Size size;
+        BrinTuple *summary = brinGetTupleForHeapBlock(revmap, summarized_below, &buf, &off, &size,
+                                                      BUFFER_LOCK_SHARE, nullptr);
+        if (summary != nullptr)
+            LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+        if (BufferIsValid(buf))
+            ReleaseBuffer(buf);
+        if (summary == nullptr && first_unsummarized == InvalidBlockNumber)
+            first_unsummarized = summarized_below;
+    }
+    brinRevmapTerminate(revmap);
+    if (first_unsummarized != InvalidBlockNumber) {
+        // As the index's owner: brin_summarize_range checks ownership, and
+        // audit_seal() may run as whoever owns the extension's functions.
+        Oid saved_user;
+        int saved_context;
+        GetUserIdAndSecContext(&saved_user, &saved_context);
+        SetUserIdAndSecContext(index->rd_rel->relowner,
+                               saved_context | SECURITY_LOCAL_USERID_CHANGE |
+                                   SECURITY_RESTRICTED_OPERATION);
+        for (BlockNumber b = first_unsummarized; b + per_range <= frontier; b += per_range)
+            DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(RelationGetRelid(index)),
+                                Int64GetDatum(b));
+        SetUserIdAndSecContext(saved_user, saved_context);
+    }
+    UnlockRelation(heap, ShareUpdateExclusiveLock);
 }
 
 // The entries visible to the active snapshot that are new this round, sorted
@@ -126,49 +185,31 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("tenancy.audit_log is missing")));
     Relation heap = table_open(log_relid, AccessShareLock);
     audit_log_check_shape(heap);
-    Relation index = index_open(log_index_oid(nsp), AccessShareLock);
-    if (index->rd_rel->relam != BTREE_AM_OID || index->rd_index->indrelid != log_relid ||
+    Oid index_oid = log_index_oid(nsp);
+    Relation index = index_open(index_oid, AccessShareLock);
+    if (index->rd_rel->relam != BRIN_AM_OID || index->rd_index->indrelid != log_relid ||
         index->rd_index->indnkeyatts < 1 || index->rd_index->indkey.values[0] != kLogXid + 1)
         ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
-                        errmsg("index tenancy.audit_log_xid is not a btree led by xid")));
+                        errmsg("index tenancy.audit_log_xid is not a brin index on xid")));
 
-    // 1. The index range: the TIDs of the entries whose writer is new this
-    //    round, judged from the index tuple alone.
-    size_t tid_capacity = 1024, tids_n = 0;
-    uint64 *tids = static_cast<uint64 *>(
-        MemoryContextAllocHuge(CurrentMemoryContext, tid_capacity * sizeof(uint64)));
+    // 1. The pages that may hold entries with xid >= lower_xid: those of the
+    //    ranges whose summary reaches it, and every page of the ranges not
+    //    summarised yet (the tail, summarised below once left behind).
     ScanKeyData key;
     ScanKeyInit(&key, 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lower_xid));
+    key.sk_subtype = INT8OID;  // BRIN's minmax looks its operator up by subtype
     Snapshot snapshot = GetActiveSnapshot();
-    IndexScanDesc scan = index_beginscan(heap, index, snapshot, 1, 0);
-    scan->xs_want_itup = true;  // the xid from the index tuple, before the heap
+    IndexScanDesc scan = index_beginscan_bitmap(index, snapshot, 1);
     index_rescan(scan, &key, 1, nullptr, 0);
-    ItemPointer tid;
-    while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != nullptr) {
-        CHECK_FOR_INTERRUPTS();
-        bool isnull = true;
-        Datum xid = index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull);
-        if (isnull || !entry_is_new(xid, prev, cur))
-            continue;
-        if (tids_n == tid_capacity) {
-            tid_capacity *= 2;
-            tids = static_cast<uint64 *>(repalloc_huge(tids, tid_capacity * sizeof(uint64)));
-        }
-        tids[tids_n++] = tid_key(tid);
-    }
+    TIDBitmap *bitmap = tbm_create(4L * 1024 * 1024, nullptr);
+    index_getbitmap(scan, bitmap);
     index_endscan(scan);
+    summarize_completed_ranges(heap, index);
     index_close(index, AccessShareLock);
 
-    // 2. The entries in heap order, a page at a time: concurrent writers
-    //    fill different pages, so in index order nearly every entry was on
-    //    another page than the one before (a buffer lookup, lock and pin
-    //    each). Visible ones (not aborted, committed as of our snapshot) are
-    //    found under a share lock and digested with the page only pinned,
-    //    as a bitmap heap scan does.
-    std::sort(tids, tids + tids_n);
-    size_t n = 0;  // at most one entry per TID
+    size_t n = 0, capacity = 1024;
     NewEntry *entries = static_cast<NewEntry *>(
-        MemoryContextAllocHuge(CurrentMemoryContext, (tids_n > 0 ? tids_n : 1) * sizeof(NewEntry)));
+        MemoryContextAllocHuge(CurrentMemoryContext, capacity * sizeof(NewEntry)));
     StringInfo scratch = makeStringInfo();
     MemoryContext per_entry = AllocSetContextCreate(
         CurrentMemoryContext, "tenancy audit seal entry", ALLOCSET_DEFAULT_SIZES);
@@ -176,23 +217,43 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
     Datum *row_values = static_cast<Datum *>(palloc(desc->natts * sizeof(Datum)));
     bool *row_nulls = static_cast<bool *>(palloc(desc->natts * sizeof(bool)));
     OffsetNumber visible[MaxHeapTuplesPerPage];
-    for (size_t t = 0; t < tids_n;) {
+    BlockNumber nblocks = RelationGetNumberOfBlocks(heap);
+    TBMIterator *pages = tbm_begin_iterate(bitmap);
+    TBMIterateResult *page_result;
+    while ((page_result = tbm_iterate(pages)) != nullptr) {
         CHECK_FOR_INTERRUPTS();
-        BlockNumber block = static_cast<BlockNumber>(tids[t] >> 16);
+        BlockNumber block = page_result->blockno;
+        if (block >= nblocks)
+            continue;
         Buffer buf = ReadBuffer(heap, block);
         LockBuffer(buf, BUFFER_LOCK_SHARE);
+        Page page = BufferGetPage(buf);
         int n_visible = 0;
-        for (; t < tids_n && static_cast<BlockNumber>(tids[t] >> 16) == block; t++) {
-            HeapTupleData found;
-            bool all_dead = false;
-            ItemPointerData at;
-            ItemPointerSet(&at, block, static_cast<OffsetNumber>(tids[t] & 0xffff));
-            if (heap_hot_search_buffer(&at, heap, buf, snapshot, &found, &all_dead, true) &&
-                n_visible < MaxHeapTuplesPerPage)
-                visible[n_visible++] = ItemPointerGetOffsetNumber(&at);
+        if (!PageIsNew(page)) {
+            OffsetNumber max_offset = PageGetMaxOffsetNumber(page);
+            for (OffsetNumber off = FirstOffsetNumber; off <= max_offset; off++) {
+                ItemId item = PageGetItemId(page, off);
+                if (!ItemIdIsNormal(item))
+                    continue;
+                HeapTupleData tuple;
+                tuple.t_data = reinterpret_cast<HeapTupleHeader>(PageGetItem(page, item));
+                tuple.t_len = ItemIdGetLength(item);
+                tuple.t_tableOid = RelationGetRelid(heap);
+                ItemPointerSet(&tuple.t_self, block, off);
+                bool isnull = true;
+                Datum xid = heap_getattr(&tuple, kLogXid + 1, desc, &isnull);
+                if (isnull || DatumGetInt64(xid) < lower_xid || !entry_is_new(xid, prev, cur))
+                    continue;
+                if (HeapTupleSatisfiesVisibility(&tuple, snapshot, buf))
+                    visible[n_visible++] = off;
+            }
         }
         LockBuffer(buf, BUFFER_LOCK_UNLOCK);
-        Page page = BufferGetPage(buf);
+        if (n + n_visible > capacity) {
+            while (n + n_visible > capacity)
+                capacity *= 2;
+            entries = static_cast<NewEntry *>(repalloc_huge(entries, capacity * sizeof(NewEntry)));
+        }
         for (int v = 0; v < n_visible; v++) {
             ItemId item = PageGetItemId(page, visible[v]);
             HeapTupleData tuple;
@@ -205,6 +266,7 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
             e->main_id = DatumGetInt64(row_values[kLogMainId]);
             e->xid = DatumGetInt64(row_values[kLogXid]);
             e->id = DatumGetInt64(row_values[kLogId]);
+            e->tid = tuple.t_self;
             Datum values[audit_digest::kEntryFields];
             bool nulls[audit_digest::kEntryFields];
             for (int f = 0; f < audit_digest::kEntryFields; f++) {
@@ -218,7 +280,8 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
         }
         ReleaseBuffer(buf);
     }
-    pfree(tids);
+    tbm_end_iterate(pages);
+    tbm_free(bitmap);
     pfree(row_values);
     pfree(row_nulls);
     table_close(heap, AccessShareLock);
@@ -297,6 +360,16 @@ Head *read_heads(const NewEntry *entries, size_t n, size_t *count) {
     return heads;
 }
 
+Datum tid_array(const NewEntry *entries, size_t n) {
+    Datum *items = static_cast<Datum *>(palloc(n * sizeof(Datum)));
+    for (size_t i = 0; i < n; i++)
+        items[i] = PointerGetDatum(&entries[i].tid);
+    ArrayType *a = construct_array(items, static_cast<int>(n), TIDOID, sizeof(ItemPointerData),
+                                   false, TYPALIGN_SHORT);
+    pfree(items);
+    return PointerGetDatum(a);
+}
+
 Datum int8_array(const NewEntry *entries, size_t n, bool want_xid) {
     Datum *items = static_cast<Datum *>(palloc(n * sizeof(Datum)));
     for (size_t i = 0; i < n; i++)
@@ -307,7 +380,7 @@ Datum int8_array(const NewEntry *entries, size_t n, bool want_xid) {
     return PointerGetDatum(a);
 }
 
-// One output row per block: main_id, first_pos, n, entry_xids, entry_ids,
+// One output row per block: main_id, first_pos, n, entry_xids, entry_ids, entry_tids,
 // digests, hash, last_pos (the head's position after this round).
 void emit_blocks(ReturnSetInfo *rsinfo, const NewEntry *entries, size_t n, const Head *heads,
                  TimestampTz sealed_at) {
@@ -342,17 +415,18 @@ void emit_blocks(ReturnSetInfo *rsinfo, const NewEntry *entries, size_t n, const
             SET_VARSIZE(hash_bytes, VARHDRSZ + kHashSize);
             memcpy(VARDATA(hash_bytes), hash, kHashSize);
 
-            Datum values[8] = {Int64GetDatum(entries[b].main_id),
+            Datum values[9] = {Int64GetDatum(entries[b].main_id),
                                Int64GetDatum(first_pos),
                                Int32GetDatum(static_cast<int32>(count)),
                                int8_array(&entries[b], count, true),
                                int8_array(&entries[b], count, false),
+                               tid_array(&entries[b], count),
                                PointerGetDatum(digest_bytes),
                                PointerGetDatum(hash_bytes),
                                Int64GetDatum(round_last)};
-            bool nulls[8] = {false, false, false, false, false, false, false, false};
+            bool nulls[9] = {false, false, false, false, false, false, false, false, false};
             tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-            for (int k = 3; k <= 6; k++)
+            for (int k = 3; k <= 7; k++)
                 pfree(DatumGetPointer(values[k]));
             memcpy(prev_hash, hash, kHashSize);
         }
