@@ -283,6 +283,29 @@ END $$;
 
 -- ---- verification -------------------------------------------------------------------
 
+-- A chained entry, at the TID its block recorded, or by xid (BRIN) if it is
+-- not there: Append runs its branches in order and LIMIT 1 stops at the
+-- first row, so the second runs only on a miss. The TID is not trusted:
+-- (main_id, xid, id) must match. No SET clause and qualified operators, so
+-- that the planner inlines it into the verification and purge statements
+-- (which run as the extension's owner). audit_trail spells the same lookup
+-- out: an inlined function's tables are read as the caller, the view's as
+-- its owner.
+CREATE FUNCTION tenancy._audit_entry_at(m bigint, entry_xid bigint, entry_id bigint, entry_tid tid)
+    RETURNS SETOF tenancy.audit_log
+    LANGUAGE sql STABLE ROWS 1
+    AS $$
+    SELECT x.* FROM tenancy.audit_log x
+    WHERE x.ctid OPERATOR(pg_catalog.=) entry_tid AND x.xid OPERATOR(pg_catalog.=) entry_xid
+      AND x.id OPERATOR(pg_catalog.=) entry_id AND x.main_id OPERATOR(pg_catalog.=) m
+    UNION ALL
+    SELECT x.* FROM tenancy.audit_log x
+    WHERE x.xid OPERATOR(pg_catalog.=) entry_xid AND x.id OPERATOR(pg_catalog.=) entry_id
+      AND x.main_id OPERATOR(pg_catalog.=) m
+    LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION tenancy._audit_entry_at(bigint, bigint, bigint, tid) FROM PUBLIC;
+
 -- Entries older than this and still unsealed are reported by audit_verify.
 CREATE FUNCTION tenancy._audit_seal_bound() RETURNS interval
     LANGUAGE sql STABLE
@@ -350,23 +373,13 @@ BEGIN
     WHERE r.reason IS NOT NULL
     ORDER BY r.first_pos LIMIT 1;
     -- Then every entry before that block: present, and matching its digest.
-    -- An entry is looked up at its TID, and by xid (BRIN) only if it is not
-    -- there: Append runs its branches in order and LIMIT 1 stops at the
-    -- first row. The TIDs are not trusted: (xid, id) must match. (Elsewhere
-    -- the TIDs come from a three-array unnest: a plain parameter, which the
-    -- planner accepts for a Tid Scan under audit_log's row security, where
-    -- it does not take entry_tids[k]. Here a tid array of another length
-    -- than the ids must not add rows.)
+    -- (entry_tids[k], not a three-array unnest: a tid array of another
+    -- length than the ids must not add rows.)
     SELECT r.* INTO e FROM (
         SELECT c.first_pos + u.k - 1 AS pos, u.id, l.id IS NULL AS missing
         FROM tenancy.audit_chain c
         CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) WITH ORDINALITY u(xid, id, k)
-        LEFT JOIN LATERAL (SELECT x.* FROM tenancy.audit_log x
-                           WHERE x.ctid = c.entry_tids[u.k] AND x.xid = u.xid AND x.id = u.id AND x.main_id = m
-                           UNION ALL
-                           SELECT x.* FROM tenancy.audit_log x
-                           WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = m
-                           LIMIT 1) l ON true
+        LEFT JOIN LATERAL tenancy._audit_entry_at(m, u.xid, u.id, c.entry_tids[u.k]) l ON true
         WHERE c.main_id = m AND (blk.first_pos IS NULL OR c.first_pos < least(blk.first_pos, blk.expect_pos))
           AND (l.id IS NULL
                OR tenancy._audit_entry_digest(m, l.id, l.account_path, l.at, l.actor_kind, l.actor_id,
@@ -490,22 +503,12 @@ BEGIN
           FROM tenancy.audit_chain c
           WHERE c.main_id = a.main_id AND c.first_pos <= v.first_bad
           ORDER BY c.first_pos DESC LIMIT 1) u
-    CROSS JOIN LATERAL (SELECT x.account_path FROM tenancy.audit_log x
-                        WHERE x.ctid = u.tid AND x.xid = u.xid AND x.id = u.id AND x.main_id = u.main_id
-                        UNION ALL
-                        SELECT x.account_path FROM tenancy.audit_log x
-                        WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = u.main_id
-                        LIMIT 1) l;
+    CROSS JOIN LATERAL tenancy._audit_entry_at(u.main_id, u.xid, u.id, u.tid) l;
     RETURN QUERY
     SELECT v.ok,
            (SELECT count(*) FROM tenancy.audit_chain c
             CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) u(xid, id, tid)
-            CROSS JOIN LATERAL (SELECT x.account_path FROM tenancy.audit_log x
-                                WHERE x.ctid = u.tid AND x.xid = u.xid AND x.id = u.id AND x.main_id = c.main_id
-                                UNION ALL
-                                SELECT x.account_path FROM tenancy.audit_log x
-                                WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = c.main_id
-                                LIMIT 1) l
+            CROSS JOIN LATERAL tenancy._audit_entry_at(c.main_id, u.xid, u.id, u.tid) l
             WHERE c.main_id = a.main_id AND l.account_path OPERATOR(tenancy.<@) a.path),
            CASE WHEN bad_path OPERATOR(tenancy.<@) a.path THEN v.first_bad END,
            CASE WHEN v.ok OR bad_path OPERATOR(tenancy.<@) a.path THEN v.reason
@@ -610,12 +613,7 @@ BEGIN
         SELECT min(k.first_pos) FROM tenancy.audit_chain k
         WHERE k.main_id = m AND EXISTS (
             SELECT FROM unnest(k.entry_xids, k.entry_ids, k.entry_tids) u(xid, id, tid)
-            CROSS JOIN LATERAL (SELECT x.at FROM tenancy.audit_log x
-                                WHERE x.ctid = u.tid AND x.xid = u.xid AND x.id = u.id AND x.main_id = m
-                                UNION ALL
-                                SELECT x.at FROM tenancy.audit_log x
-                                WHERE x.xid = u.xid AND x.id = u.id AND x.main_id = m
-                                LIMIT 1) l
+            CROSS JOIN LATERAL tenancy._audit_entry_at(m, u.xid, u.id, u.tid) l
             WHERE l.at >= before)), 9223372036854775807)
     ORDER BY c.first_pos DESC LIMIT 1;
     IF cut.last_pos IS NULL OR cut.last_pos <= h.base_pos THEN
@@ -745,7 +743,11 @@ CREATE POLICY main_read ON tenancy.audit_chain FOR SELECT
 
 -- The indexed way to read the log: sealed entries with their chain position,
 -- digest and block, through the chain's (main_id, first_pos) key and the
--- entries' TIDs (by xid for an entry no longer at its TID). The view
+-- entries' TIDs (by xid for an entry no longer at its TID): the lookup of
+-- _audit_entry_at, spelled out so that audit_log is read as the view's owner.
+-- The TIDs come from a three-array unnest: a plain parameter, which the
+-- planner takes for a Tid Scan under audit_log's row security (entry_tids[k]
+-- it does not). The view
 -- runs as tenancy_owner, under both tables' policies, so a reader sees
 -- exactly what audit_log's policy shows it (minus the last ~0.5 s not yet
 -- sealed). For the newest entries first, order by block_pos DESC, chain_pos

@@ -30,8 +30,8 @@ extern "C" {
 
 namespace {
 
-constexpr int kMaxPool = tenancy::kAuditLogPoolPages;  // the most kept ahead, below VACUUM's
-                                    // 1,000-page truncation threshold
+// The most pages kept ahead, below VACUUM's 1,000-page truncation threshold.
+constexpr int kMaxPool = tenancy::kAuditLogPoolPages;
 constexpr int64 kEntryBytes = 300;  // an entry's heap footprint, rounded up
 constexpr int kMaxExtendPerRound = 256;
 

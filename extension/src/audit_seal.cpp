@@ -23,6 +23,9 @@
 #include "sha256.hpp"
 
 extern "C" {
+#include "access/brin.h"
+#include "access/brin_revmap.h"
+#include "access/brin_tuple.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -30,11 +33,6 @@ extern "C" {
 #include "access/skey.h"
 #include "access/stratnum.h"
 #include "access/table.h"
-#include "nodes/tidbitmap.h"
-#include "access/brin.h"
-#include "access/brin_revmap.h"
-#include "access/brin_tuple.h"
-#include "storage/lmgr.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
@@ -43,7 +41,9 @@ extern "C" {
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/tidbitmap.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
@@ -143,20 +143,23 @@ void summarize_completed_ranges(Relation heap, Relation index) {
     BlockNumber frontier = nblocks - margin;
     if (!ConditionalLockRelation(heap, ShareUpdateExclusiveLock))
         return;
+    // The first range below the frontier without a summary, read from the
+    // revmap (no relation opened per range).
     BrinRevmap *revmap = brinRevmapInitialize(index, &per_range, nullptr);
     BlockNumber first_unsummarized = InvalidBlockNumber;
-    for (; summarized_below + per_range <= frontier; summarized_below += per_range) {
+    for (BlockNumber b = summarized_below;
+         b + per_range <= frontier && first_unsummarized == InvalidBlockNumber; b += per_range) {
         Buffer buf = InvalidBuffer;
         OffsetNumber off;
         Size size;
-        BrinTuple *summary = brinGetTupleForHeapBlock(revmap, summarized_below, &buf, &off, &size,
-                                                      BUFFER_LOCK_SHARE, nullptr);
+        BrinTuple *summary =
+            brinGetTupleForHeapBlock(revmap, b, &buf, &off, &size, BUFFER_LOCK_SHARE, nullptr);
         if (summary != nullptr)
             LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+        else
+            first_unsummarized = b;
         if (BufferIsValid(buf))
             ReleaseBuffer(buf);
-        if (summary == nullptr && first_unsummarized == InvalidBlockNumber)
-            first_unsummarized = summarized_below;
     }
     brinRevmapTerminate(revmap);
     if (first_unsummarized != InvalidBlockNumber) {
@@ -165,14 +168,16 @@ void summarize_completed_ranges(Relation heap, Relation index) {
         Oid saved_user;
         int saved_context;
         GetUserIdAndSecContext(&saved_user, &saved_context);
-        SetUserIdAndSecContext(index->rd_rel->relowner,
-                               saved_context | SECURITY_LOCAL_USERID_CHANGE |
-                                   SECURITY_RESTRICTED_OPERATION);
+        SetUserIdAndSecContext(index->rd_rel->relowner, saved_context |
+                                                            SECURITY_LOCAL_USERID_CHANGE |
+                                                            SECURITY_RESTRICTED_OPERATION);
         for (BlockNumber b = first_unsummarized; b + per_range <= frontier; b += per_range)
             DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(RelationGetRelid(index)),
                                 Int64GetDatum(b));
         SetUserIdAndSecContext(saved_user, saved_context);
     }
+    // Only now: a summarisation that failed is tried again next round.
+    summarized_below = frontier - frontier % per_range;
     UnlockRelation(heap, ShareUpdateExclusiveLock);
 }
 
@@ -201,7 +206,7 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
     Snapshot snapshot = GetActiveSnapshot();
     IndexScanDesc scan = index_beginscan_bitmap(index, snapshot, 1);
     index_rescan(scan, &key, 1, nullptr, 0);
-    TIDBitmap *bitmap = tbm_create(4L * 1024 * 1024, nullptr);
+    TIDBitmap *bitmap = tbm_create(work_mem * 1024L, nullptr);  // as a bitmap index scan
     index_getbitmap(scan, bitmap);
     index_endscan(scan);
     summarize_completed_ranges(heap, index);
@@ -217,14 +222,11 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
     Datum *row_values = static_cast<Datum *>(palloc(desc->natts * sizeof(Datum)));
     bool *row_nulls = static_cast<bool *>(palloc(desc->natts * sizeof(bool)));
     OffsetNumber visible[MaxHeapTuplesPerPage];
-    BlockNumber nblocks = RelationGetNumberOfBlocks(heap);
     TBMIterator *pages = tbm_begin_iterate(bitmap);
     TBMIterateResult *page_result;
     while ((page_result = tbm_iterate(pages)) != nullptr) {
         CHECK_FOR_INTERRUPTS();
         BlockNumber block = page_result->blockno;
-        if (block >= nblocks)
-            continue;
         Buffer buf = ReadBuffer(heap, block);
         LockBuffer(buf, BUFFER_LOCK_SHARE);
         Page page = BufferGetPage(buf);
