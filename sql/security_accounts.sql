@@ -30,7 +30,13 @@ CREATE TABLE regress.agents (id serial PRIMARY KEY, name text NOT NULL);
 SELECT tenancy.protect('regress.agents', 'agents');
 GRANT SELECT ON regress.agents TO tenancy_app;
 
-\c - tenancy_app
+-- Clients log in as their own roles, members of tenancy_app (26_clients.sql).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'regress_client') THEN
+        PERFORM tenancy.create_client('regress_client');
+    END IF;
+END $$;
+\c - regress_client
 \set VERBOSITY terse
 BEGIN;
 SELECT tenancy.authenticate(:'t_key') = :'t' AS owner;
@@ -128,6 +134,6 @@ SELECT tenancy.transfer_ownership(:'t', 'second@example.test');
 SELECT u.email, m.role FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
 JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.account_id
 WHERE a.public_id = :'t' ORDER BY u.email;
-\c - tenancy_app
+\c - regress_client
 SELECT regress.try(format('SELECT tenancy.transfer_ownership(%L, %L)', :'t', 'tiny@example.test')) AS by_app;
 SELECT regress.try(format('SELECT tenancy.promote_account(%L)', :'a')) AS promote_by_app;

@@ -33,7 +33,13 @@ COMMIT;
 
 -- Log in as the application role itself (SET ROLE from a superuser session
 -- could always be undone).
-\c - tenancy_app
+-- Clients log in as their own roles, members of tenancy_app (26_clients.sql).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'regress_client') THEN
+        PERFORM tenancy.create_client('regress_client');
+    END IF;
+END $$;
+\c - regress_client
 \set VERBOSITY terse
 SELECT current_user, session_user;
 

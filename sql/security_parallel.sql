@@ -26,7 +26,13 @@ ANALYZE regress_parallel.events;
 SELECT count(*) AS east_subtree_rows FROM regress_parallel.events
 WHERE account_path OPERATOR(tenancy.<@) (SELECT path FROM tenancy.accounts WHERE public_id = :'east');
 
-\c - tenancy_app
+-- Clients log in as their own roles, members of tenancy_app (26_clients.sql).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'regress_client') THEN
+        PERFORM tenancy.create_client('regress_client');
+    END IF;
+END $$;
+\c - regress_client
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;

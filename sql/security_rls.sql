@@ -44,7 +44,13 @@ INSERT INTO regress.actors VALUES
     ('other', :'o_key'), ('child viewer', :'cv_key');
 GRANT SELECT ON regress.actors TO tenancy_app;
 
-\c - tenancy_app
+-- Clients log in as their own roles, members of tenancy_app (26_clients.sql).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'regress_client') THEN
+        PERFORM tenancy.create_client('regress_client');
+    END IF;
+END $$;
+\c - regress_client
 \set VERBOSITY terse
 -- Each actor writes one note in its own account (the column defaults to it).
 CREATE FUNCTION pg_temp.as_actor(who text, q text) RETURNS text LANGUAGE plpgsql AS $$
@@ -143,7 +149,7 @@ SELECT 'bulk ' || i, a.path FROM generate_series(1, 2000) i, tenancy.accounts a
 WHERE a.main_id = (SELECT main_id FROM tenancy.accounts WHERE public_id = :'m');
 -- VACUUM sets the visibility map, so the plan does not depend on autovacuum.
 VACUUM ANALYZE regress.notes;
-\c - tenancy_app
+\c - regress_client
 BEGIN;
 SELECT tenancy.authenticate(:'g_key') IS NOT NULL AS ok;
 SET LOCAL enable_seqscan = off;

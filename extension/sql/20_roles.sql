@@ -3,8 +3,15 @@
 --   tenancy_owner  NOLOGIN: owns every tenancy table (RLS is FORCEd, so even
 --                  the owner is confined).
 --   tenancy_admin  NOLOGIN, BYPASSRLS: granted to DBAs; runs the DBA functions.
---   tenancy_app    the login role of the gateway and SQL clients: no BYPASSRLS,
---                  owns nothing, sees only what its request context allows.
+--   tenancy_app    NOLOGIN group of every client: holds the client grants; no
+--                  BYPASSRLS, owns nothing, sees only what its request
+--                  context allows. Each application, SQL client and gateway
+--                  logs in as its own member role (tenancy.create_client()),
+--                  so no client sees another's query text, ends its backend or
+--                  changes the shared role's settings or password.
+--   tenancy_gateway NOLOGIN, a member of tenancy_app: granted to the gateway's
+--                  login role; the gateway's own calls (system audit events)
+--                  check that the session user holds it.
 -- Roles are cluster-wide, so they survive DROP EXTENSION and are reused by a
 -- second database.
 DO $roles$
@@ -16,10 +23,18 @@ BEGIN
         CREATE ROLE tenancy_admin NOLOGIN BYPASSRLS;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_app') THEN
-        CREATE ROLE tenancy_app LOGIN NOBYPASSRLS;
+        CREATE ROLE tenancy_app NOLOGIN NOBYPASSRLS;
+    ELSE
+        -- A cluster from before per-client roles: the shared login goes away.
+        ALTER ROLE tenancy_app NOLOGIN NOBYPASSRLS PASSWORD NULL;
+        ALTER ROLE tenancy_app RESET ALL;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_gateway') THEN
+        CREATE ROLE tenancy_gateway NOLOGIN NOBYPASSRLS;
     END IF;
 END
 $roles$;
+GRANT tenancy_app TO tenancy_gateway;
 
 GRANT USAGE ON SCHEMA tenancy TO tenancy_app, tenancy_admin, tenancy_owner;
 

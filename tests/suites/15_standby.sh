@@ -14,6 +14,7 @@ cluster_init "$STANDBY_WORK/primary" "$primary_port" "wal_level = replica" "max_
 P="psql -qAtX -h $STANDBY_WORK/primary -p $primary_port -U postgres"
 if [ $standby_ok = 1 ]; then
     $P -c "CREATE EXTENSION tenancy" >/dev/null &&
+    $P -c "SELECT tenancy.create_client('standby_client')" >/dev/null &&
     main=$($P -c "SELECT tenancy.create_main_account('Standby Co', 'standby@example.test', 'a long enough password')") &&
     key=$($P -c "SELECT tenancy.admin_create_api_key('$main', 'reader', 'viewer')") &&
     $P -c "SELECT pg_switch_wal()" >/dev/null || standby_ok=0
@@ -29,7 +30,7 @@ if [ $standby_ok = 1 ]; then
     } | as_postgres tee -a "$STANDBY_WORK/standby/data/postgresql.conf" >/dev/null &&
     cluster_start "$STANDBY_WORK/standby" || standby_ok=0
 fi
-S="psql -qAtX -h $STANDBY_WORK/standby -p $standby_port -U tenancy_app postgres"
+S="psql -qAtX -h $STANDBY_WORK/standby -p $standby_port -U standby_client postgres"
 if [ $standby_ok = 1 ]; then
     record PASS standby streaming-standby-started
     [ "$($S -c "SELECT pg_is_in_recovery()")" = t ] && record PASS standby is-in-recovery || record FAIL standby is-in-recovery
