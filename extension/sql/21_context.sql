@@ -62,6 +62,24 @@ CREATE FUNCTION tenancy.may(resource text, action text) RETURNS boolean
                          AND p.resource = may.resource AND p.action = may.action)
     $$;
 
+-- A restricted context (a session that owes its second factor, or must change
+-- a temporary password) may only verify the factor, change the password, log
+-- out or ask whoami(). Everything else raises 28T01 (MFA required) or 28T02
+-- (password change required): the gateway answers 401 mfa_required / 403
+-- password_change_required from these codes.
+CREATE FUNCTION tenancy._refuse_restricted() RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF tenancy._context_field('role') = 'mfa_pending' THEN
+        RAISE EXCEPTION 'the session must complete tenancy.verify_mfa() first' USING ERRCODE = '28T01';
+    ELSIF tenancy._context_field('role') = 'password_change' THEN
+        RAISE EXCEPTION 'the session must change its password with tenancy.change_password() first'
+            USING ERRCODE = '28T02';
+    END IF;
+END $$;
+
 -- Raise 42501 unless the active role grants `action` on `resource`.
 CREATE FUNCTION tenancy._require(resource text, action text) RETURNS void
     LANGUAGE plpgsql STABLE
@@ -72,6 +90,7 @@ BEGIN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first'
             USING ERRCODE = '28000';
     END IF;
+    PERFORM tenancy._refuse_restricted();
     IF NOT tenancy.may(resource, action) THEN
         RAISE EXCEPTION 'role % may not % %', tenancy._context_field('role'), action, resource
             USING ERRCODE = '42501';

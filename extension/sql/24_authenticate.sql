@@ -245,12 +245,7 @@ BEGIN
     IF switched_from IS NULL THEN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
     END IF;
-    IF tenancy._context_field('role') IN ('mfa_pending', 'password_change') THEN
-        RAISE EXCEPTION 'the session must complete % first',
-            CASE tenancy._context_field('role') WHEN 'mfa_pending' THEN 'tenancy.verify_mfa()'
-                 ELSE 'tenancy.change_password()' END
-            USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenancy._refuse_restricted();
     IF kind = 'user' THEN
         IF target.id IS NULL OR NOT EXISTS (
                 SELECT FROM tenancy.memberships m

@@ -6,6 +6,37 @@ CREATE TABLE tenancy.protected_tables (
     protected_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- define_resource(resource, writers, readers): an application resource and the
+-- product roles that may write (and so read) and read it, for protect(). Adds
+-- permissions; never removes one (a role's rights shrink only by a release).
+CREATE FUNCTION tenancy.define_resource(resource text,
+                                        writers text[] DEFAULT ARRAY['owner', 'admin'],
+                                        readers text[] DEFAULT ARRAY['owner', 'admin', 'member', 'support_agent',
+                                                                     'viewer', 'sub_user'])
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    unknown text;
+BEGIN
+    IF resource IS NULL OR resource !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'resource must be a lower-case identifier' USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(r, ', ') INTO unknown
+    FROM unnest(coalesce(writers, '{}') || coalesce(readers, '{}')) AS r
+    WHERE r IS NULL OR NOT EXISTS (SELECT FROM tenancy.roles x WHERE x.name = r);
+    IF unknown IS NOT NULL OR cardinality(coalesce(writers, '{}') || coalesce(readers, '{}')) = 0 THEN
+        RAISE EXCEPTION 'unknown role(s): %', coalesce(unknown, '(none given)') USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO tenancy.role_permissions (role, resource, action)
+    SELECT DISTINCT r, define_resource.resource, a
+    FROM (SELECT r, 'write' AS a FROM unnest(writers) AS r
+          UNION ALL SELECT r, 'read' FROM unnest(writers) AS r
+          UNION ALL SELECT r, 'read' FROM unnest(readers) AS r) x(r, a)
+    ON CONFLICT DO NOTHING;
+END $$;
+
 -- protect(tbl, resource): adds (or adopts) the account_path column, defaulting
 -- to the active account; a foreign key to the account's path that carries rows
 -- along when an account moves; an index for subtree scans; RLS enabled and
@@ -28,6 +59,13 @@ DECLARE
 BEGIN
     IF resource IS NULL OR resource !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'resource must be a lower-case identifier' USING ERRCODE = '22023';
+    END IF;
+    -- A resource no role may write would lock even the owner out of the table.
+    IF NOT EXISTS (SELECT FROM tenancy.role_permissions p WHERE p.resource = protect.resource) THEN
+        RAISE EXCEPTION 'unknown resource "%"', resource USING ERRCODE = '22023',
+            HINT = format('Known resources: %s. Declare a new one with tenancy.define_resource().',
+                          (SELECT string_agg(DISTINCT p.resource, ', ' ORDER BY p.resource)
+                           FROM tenancy.role_permissions p));
     END IF;
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = '22023';

@@ -3,6 +3,16 @@
 -- SECURITY DEFINER functions above run as the installing superuser and check
 -- the context explicitly. tenancy_app reads through the policies below.
 
+-- Is user_id the context's own user (a user session, not a key or sub-user)?
+CREATE FUNCTION tenancy._is_own_user(user_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT tenancy._context_field('principal_kind') = 'user'
+           AND tenancy._context_field('role') NOT IN ('mfa_pending', 'password_change')
+           AND user_id = tenancy._context_field('principal_id')::bigint
+$$;
+
 DO $own$
 DECLARE
     t text;
@@ -32,15 +42,21 @@ CREATE POLICY subtree_update ON tenancy.accounts FOR UPDATE
 GRANT SELECT ON tenancy.accounts TO tenancy_app;
 GRANT UPDATE (name, branding, settings, updated_at) ON tenancy.accounts TO tenancy_app;
 
+-- Members and their emails: roles that may read members (owner, admin) see
+-- the subtree's; every other role sees only its own user's memberships.
 CREATE POLICY subtree_read ON tenancy.memberships FOR SELECT
-    USING (account_path <@ tenancy.current_path());
+    USING (account_path <@ tenancy.current_path()
+           AND (tenancy.may('members', 'read') OR tenancy._is_own_user(user_id)));
 GRANT SELECT ON tenancy.memberships TO tenancy_app;
 
--- Users: those who are members somewhere in the subtree. Hashes are never granted.
+-- Users: those who are members somewhere in the subtree (members readers), or
+-- oneself. Hashes are never granted.
 CREATE POLICY member_in_subtree ON tenancy.users FOR SELECT
-    USING (EXISTS (SELECT FROM tenancy.memberships m
-                   WHERE m.user_id = users.id
-                     AND m.account_path <@ tenancy.current_path()));
+    USING (tenancy._is_own_user(id)
+           OR (tenancy.may('members', 'read')
+               AND EXISTS (SELECT FROM tenancy.memberships m
+                           WHERE m.user_id = users.id
+                             AND m.account_path <@ tenancy.current_path())));
 GRANT SELECT (id, email, name, created_at) ON tenancy.users TO tenancy_app;
 
 CREATE POLICY subtree_read ON tenancy.api_keys FOR SELECT
@@ -57,11 +73,13 @@ GRANT SELECT ON tenancy.api_key_usage TO tenancy_app;
 -- internal ones are revoked above; DBA functions go to tenancy_admin only.
 REVOKE ALL ON FUNCTION tenancy.create_main_account(text, text, text, text),
     tenancy.transfer_ownership(text, text, boolean), tenancy.promote_account(text),
-    tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text) FROM PUBLIC;
+    tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text),
+    tenancy.define_resource(text, text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.create_main_account(text, text, text, text),
     tenancy.transfer_ownership(text, text, boolean), tenancy.promote_account(text),
-    tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text) TO tenancy_admin;
+    tenancy.admin_create_api_key(text, text, text), tenancy.protect(regclass, text),
+    tenancy.define_resource(text, text[], text[]) TO tenancy_admin;
 REVOKE ALL ON FUNCTION tenancy._id_parts(text, text, integer, integer), tenancy._find_account(text), tenancy._visible_account(text),
     tenancy._new_account_public_id(bigint), tenancy._check_name(text),
-    tenancy._require(text, text) FROM PUBLIC;
+    tenancy._require(text, text), tenancy._refuse_restricted() FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;

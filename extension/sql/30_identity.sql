@@ -198,8 +198,11 @@ GRANT SELECT (account_path, main_id, id, public_id, email, name, surname, status
     ON tenancy.sub_users TO tenancy_app;
 
 -- Sessions: a principal sees its own sessions only; never the hash.
+-- A restricted context (MFA pending, password change) sees none: the
+-- password alone must not list, nor revoke, fully verified sessions.
 CREATE POLICY own_sessions ON tenancy.sessions FOR SELECT
-    USING (CASE tenancy._context_field('principal_kind')
+    USING (tenancy._context_field('role') NOT IN ('mfa_pending', 'password_change')
+           AND CASE tenancy._context_field('principal_kind')
                WHEN 'user' THEN principal_kind = 'user'
                     AND user_id = tenancy._context_field('principal_id')::bigint
                WHEN 'sub_user' THEN principal_kind = 'sub_user'
@@ -553,6 +556,7 @@ CREATE FUNCTION tenancy.revoke_session(session_id bigint) RETURNS void
 DECLARE
     s tenancy.sessions := tenancy._require_session();
 BEGIN
+    PERFORM tenancy._refuse_restricted();
     UPDATE tenancy.sessions x SET revoked_at = now()
     WHERE x.id = session_id AND x.revoked_at IS NULL
       AND x.principal_kind = s.principal_kind
@@ -581,7 +585,7 @@ DECLARE
 BEGIN
     -- The password alone must not let anyone change it (nor end the owner's sessions).
     IF NOT s.mfa_verified THEN
-        RAISE EXCEPTION 'the session must complete tenancy.verify_mfa() first' USING ERRCODE = '42501';
+        RAISE EXCEPTION 'the session must complete tenancy.verify_mfa() first' USING ERRCODE = '28T01';
     END IF;
     PERFORM tenancy._check_password(new_password);
     IF s.principal_kind = 'user' THEN
@@ -895,6 +899,14 @@ BEGIN
               AND lower(u.email) = lower(clean_email)) THEN
         RAISE EXCEPTION 'only an owner may change an owner''s membership' USING ERRCODE = '42501';
     END IF;
+    -- Re-inviting replaces the pending invitation, but an admin must not
+    -- touch one it could not have made (an owner invitation).
+    IF tenancy.current_role_name() <> 'owner' AND EXISTS (
+            SELECT FROM tenancy.invitations i
+            WHERE i.main_id = a.main_id AND i.account_id = a.id AND lower(i.email) = lower(clean_email)
+              AND i.accepted_at IS NULL AND i.role = 'owner') THEN
+        RAISE EXCEPTION 'only an owner may replace a pending owner invitation' USING ERRCODE = '42501';
+    END IF;
     DELETE FROM tenancy.invitations i
     WHERE i.main_id = a.main_id AND i.account_id = a.id AND lower(i.email) = lower(clean_email)
       AND i.accepted_at IS NULL;
@@ -984,8 +996,8 @@ DECLARE
     u tenancy.users;
     secret text := tenancy.new_totp_secret();
 BEGIN
-    IF s.principal_kind <> 'user' OR NOT s.mfa_verified
-       OR tenancy.current_role_name() IN ('mfa_pending', 'password_change') THEN
+    PERFORM tenancy._refuse_restricted();
+    IF s.principal_kind <> 'user' OR NOT s.mfa_verified THEN
         RAISE EXCEPTION 'MFA enrolment needs a fully verified user session' USING ERRCODE = '42501';
     END IF;
     SELECT * INTO u FROM tenancy.users x WHERE x.id = s.user_id FOR UPDATE;
@@ -1008,6 +1020,7 @@ DECLARE
     step bigint;
     codes text[];
 BEGIN
+    PERFORM tenancy._refuse_restricted();
     IF s.principal_kind <> 'user' OR NOT s.mfa_verified THEN
         RAISE EXCEPTION 'MFA enrolment needs a fully verified user session' USING ERRCODE = '42501';
     END IF;
