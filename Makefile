@@ -15,7 +15,7 @@ DATA = extension/tenancy.control $(sort $(wildcard extension/updates/*.sql))
 DATA_built = extension/tenancy--$(EXTENSION_VERSION).sql
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
-REGRESS_OPTS = --load-extension=tenancy
+REGRESS_OPTS = --load-extension=tenancy --create-role=regress_client
 ISOLATION = $(patsubst tests/isolation/specs/%.spec,%,$(sort $(wildcard tests/isolation/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=tests/isolation --outputdir=output_iso --load-extension=tenancy
 
