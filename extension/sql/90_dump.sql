@@ -64,6 +64,29 @@ BEGIN
 END
 $installed$;
 
+-- A sealer serving the database (tenancy.audit_databases) must not run a round
+-- in the middle of a restore: with the chain heads and the log restored but
+-- not yet the sealer's snapshot, it would take every restored entry for new
+-- and chain it a second time. Heads exist only after a round that recorded
+-- its snapshot, so heads without one mean a restore under way: the round is
+-- refused (the worker retries later). Once per round, and not in replica
+-- mode (the restore's own COPY into audit_chain).
+CREATE FUNCTION tenancy._audit_chain_restoring() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM tenancy.audit_heads)
+       AND NOT EXISTS (SELECT FROM tenancy.audit_sealer s WHERE s.snap IS NOT NULL) THEN
+        RAISE EXCEPTION 'audit sealing waits: a restore of this database is under way (chain heads restored, sealer state not yet)'
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_chain_restoring() FROM PUBLIC;
+CREATE TRIGGER restoring BEFORE INSERT ON tenancy.audit_chain
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._audit_chain_restoring();
+
 -- Every table and sequence of the extension, all rows. Listed by name (not
 -- found in the catalog) so that each one is a decision. One call per statement:
 -- each call updates the pg_extension row.

@@ -5,7 +5,7 @@ DUMP_WORK=$TENANCY_TEST_WORK/dump
 mkdir -p "$DUMP_WORK" && chmod 0777 "$DUMP_WORK"
 Q="psql -qAtX -v ON_ERROR_STOP=1"
 RESTORE_OPTS="-c session_replication_role=replica"
-for db in dump_src dump_fc dump_plain dump_origin; do
+for db in dump_src dump_fc dump_plain dump_origin dump_mid; do
     $Q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 done
 dump_ok=1
@@ -147,6 +147,21 @@ if [ $dump_ok = 1 ]; then
         { echo "$out" | head -20; record FAIL dump restore-without-replica-mode-refused; }
 fi
 
+# A sealer round in the middle of a restore (the log and the chain heads are
+# back, the sealer's snapshot not yet) would chain every restored entry a
+# second time: it is refused, and the finished restore matches the source.
+if [ $dump_ok = 1 ]; then
+    $Q -d postgres -c "CREATE DATABASE dump_mid" >/dev/null
+    out=$(PGOPTIONS="$RESTORE_OPTS" pg_restore --exit-on-error -d dump_mid -L <(pg_restore -l "$DUMP_WORK/src.dump" |
+        grep -v "TABLE DATA tenancy audit_sealer ") "$DUMP_WORK/src.dump" 2>&1 &&
+        $Q -d dump_mid -c "SELECT tenancy.audit_seal()" 2>&1)
+    grep -q "a restore of this database is under way" <<<"$out" && record PASS dump seal-refused-mid-restore ||
+        { echo "  $out" | head -5; record FAIL dump seal-refused-mid-restore; }
+    out=$(PGOPTIONS="$RESTORE_OPTS" pg_restore --exit-on-error -d dump_mid -a -t audit_sealer "$DUMP_WORK/src.dump" 2>&1 &&
+        diff <(echo "$src_print") <(fingerprint dump_mid) 2>&1) && record PASS dump dump_mid/same-rows-after-interrupted-restore ||
+        { echo "$out" | head -20; record FAIL dump dump_mid/same-rows-after-interrupted-restore; }
+fi
+
 for db in dump_fc dump_plain; do
     [ $dump_ok = 1 ] || break
     # Same rows in every table (no install row twice, no spurious audit entry),
@@ -192,7 +207,7 @@ SQL
         { echo "  $out"; record FAIL dump "$db/audit-verify-ok"; }
 done
 
-for db in dump_src dump_fc dump_plain dump_origin; do
+for db in dump_src dump_fc dump_plain dump_origin dump_mid; do
     $Q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 done
 true
