@@ -15,10 +15,12 @@
 
 -- CREATE EXTENSION inserts some rows itself (product roles and permissions,
 -- plans, the context signing key, the audit chain key, the sealer's singleton
--- row); the dump holds them too, possibly changed since (a DBA's plan limits,
--- and the keys and sealer state that the restored chain heads and sessions
--- need). During a restore (replica mode) the dumped row replaces the one
--- CREATE EXTENSION made. Outside one, a duplicate stays an error, and for the
+-- row); the dump holds them too, possibly changed since: a DBA's plan limits,
+-- the audit key that MACs the restored chain heads, the sealer's snapshot that
+-- says which restored entries are chained. (Nothing stored depends on the
+-- context key: contexts live for a transaction or a backend; it is carried
+-- over all the same.) During a restore (replica mode) the dumped row replaces
+-- the one CREATE EXTENSION made. Outside one, a duplicate stays an error, and for the
 -- keys and the sealer a restore not in replica mode is refused with a hint:
 -- nothing but CREATE EXTENSION inserts those.
 CREATE FUNCTION tenancy._restore_replace_installed() RETURNS trigger

@@ -123,7 +123,7 @@ client_sees() {  # db credential -> "<account> <accounts> <notes>"
 if [ $dump_ok = 1 ]; then
     src_print=$(fingerprint dump_src)
     src_fks=$(foreign_keys dump_src)
-    pg_dump -Fc -f "$DUMP_WORK/src.dump" dump_src && pg_dump -f "$DUMP_WORK/src.sql" dump_src ||
+    "$PG_BINDIR/pg_dump" -Fc -f "$DUMP_WORK/src.dump" dump_src && "$PG_BINDIR/pg_dump" -f "$DUMP_WORK/src.sql" dump_src ||
         dump_ok=0
     # (after the dump: authenticating records a key's last use)
     declare -A src_sees
@@ -136,13 +136,13 @@ fi
 # The documented restores (README): into a new database, replica mode.
 if [ $dump_ok = 1 ]; then
     $Q -d postgres -c "CREATE DATABASE dump_fc" -c "CREATE DATABASE dump_plain" -c "CREATE DATABASE dump_origin" >/dev/null
-    out=$(PGOPTIONS="$RESTORE_OPTS" pg_restore --exit-on-error -d dump_fc "$DUMP_WORK/src.dump" 2>&1) &&
+    out=$(PGOPTIONS="$RESTORE_OPTS" "$PG_BINDIR/pg_restore" --exit-on-error -d dump_fc "$DUMP_WORK/src.dump" 2>&1) &&
         record PASS dump pg_restore-custom-format || { echo "$out" | head -20; record FAIL dump pg_restore-custom-format; }
     out=$(PGOPTIONS="$RESTORE_OPTS" psql -qX -v ON_ERROR_STOP=1 -d dump_plain -f "$DUMP_WORK/src.sql" 2>&1 >/dev/null) &&
         record PASS dump psql-plain-format || { echo "$out" | head -20; record FAIL dump psql-plain-format; }
     # Without replica mode the audit triggers would log every restored row:
     # the restore is refused with a hint instead of completing half right.
-    out=$(pg_restore -d dump_origin "$DUMP_WORK/src.dump" 2>&1)
+    out=$("$PG_BINDIR/pg_restore" -d dump_origin "$DUMP_WORK/src.dump" 2>&1)
     grep -q "session_replication_role = replica" <<<"$out" && record PASS dump restore-without-replica-mode-refused ||
         { echo "$out" | head -20; record FAIL dump restore-without-replica-mode-refused; }
 fi
@@ -152,12 +152,12 @@ fi
 # second time: it is refused, and the finished restore matches the source.
 if [ $dump_ok = 1 ]; then
     $Q -d postgres -c "CREATE DATABASE dump_mid" >/dev/null
-    out=$(PGOPTIONS="$RESTORE_OPTS" pg_restore --exit-on-error -d dump_mid -L <(pg_restore -l "$DUMP_WORK/src.dump" |
+    out=$(PGOPTIONS="$RESTORE_OPTS" "$PG_BINDIR/pg_restore" --exit-on-error -d dump_mid -L <("$PG_BINDIR/pg_restore" -l "$DUMP_WORK/src.dump" |
         grep -v "TABLE DATA tenancy audit_sealer ") "$DUMP_WORK/src.dump" 2>&1 &&
         $Q -d dump_mid -c "SELECT tenancy.audit_seal()" 2>&1)
     grep -q "a restore of this database is under way" <<<"$out" && record PASS dump seal-refused-mid-restore ||
         { echo "  $out" | head -5; record FAIL dump seal-refused-mid-restore; }
-    out=$(PGOPTIONS="$RESTORE_OPTS" pg_restore --exit-on-error -d dump_mid -a -t audit_sealer "$DUMP_WORK/src.dump" 2>&1 &&
+    out=$(PGOPTIONS="$RESTORE_OPTS" "$PG_BINDIR/pg_restore" --exit-on-error -d dump_mid -a -t audit_sealer "$DUMP_WORK/src.dump" 2>&1 &&
         diff <(echo "$src_print") <(fingerprint dump_mid) 2>&1) && record PASS dump dump_mid/same-rows-after-interrupted-restore ||
         { echo "$out" | head -20; record FAIL dump dump_mid/same-rows-after-interrupted-restore; }
 fi
