@@ -7,12 +7,12 @@
 //    the longest run of base64url characters that follows, of any length (a
 //    mistyped key is still mostly the key). The secret becomes REDACTED; the
 //    prefix and ids stay, so a log still says which key failed.
-//  * With literals on (the hook turns it on when the statement, message,
-//    context or internal query names a secret-carrying function, see
-//    kSecretWords): every string literal ('...', E'...' with backslash
-//    escapes, U&'...', B'...'), dollar-quoted string ($$...$$, $tag$...$tag$)
-//    and comment (-- and nested /* */) becomes 'REDACTED'. Unterminated ones
-//    run to the end of the text.
+//  * With literals on (the hook turns it on for text where a secret-carrying
+//    function is called, see kSecretFunctions, or PASSWORD '...' appears):
+//    every string literal ('...', E'...' with backslash escapes, U&'...',
+//    B'...'), dollar-quoted string ($$...$$, $tag$...$tag$) and comment (--
+//    and nested /* */) becomes 'REDACTED'. Unterminated ones run to the end of
+//    the text.
 //  * Double quotes are ambiguous in log text: in SQL they quote an identifier
 //    (which may hold an apostrophe: "O'Brien"), but a PL/pgSQL context line
 //    wraps a whole statement in them, unescaped (SQL statement "ALTER ROLE
@@ -32,10 +32,10 @@ namespace {
 
 constexpr size_t kPlaceholderLen = sizeof kScrubPlaceholder - 1;
 
-// Words that make every literal of the text a secret: the SQL functions taking
-// passwords, tokens, TOTP secrets or codes, and the PASSWORD of CREATE/ALTER
-// ROLE (create_client() runs one). Lower case.
-constexpr const char *kSecretWords[] = {
+// Functions whose call makes every literal of the text a secret: those taking
+// passwords, tokens, TOTP secrets or codes. Lower case. So does a PASSWORD
+// followed by a literal (CREATE/ALTER ROLE; create_client() runs one).
+constexpr const char *kSecretFunctions[] = {
     "login",
     "login_sub_user",
     "change_password",
@@ -58,7 +58,6 @@ constexpr const char *kSecretWords[] = {
     "otpauth_uri",
     "verify_mfa",
     "confirm_mfa",
-    "password",
 };
 constexpr size_t kLongestSecretWord = 21;  // "password_needs_rehash"
 // Longest dollar-quote tag, "$" included, searched for; longer ones are taken
@@ -76,6 +75,9 @@ bool is_alnum(unsigned char c) {
 }
 bool is_word(unsigned char c) {
     return is_alnum(c) || c == '_';
+}
+bool is_space(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 bool is_base64url(unsigned char c) {
     return is_alnum(c) || c == '-' || c == '_';
@@ -194,7 +196,7 @@ class LiteralLexer {
     size_t compact_quoted_end(size_t q) {
         while (q < n_) {
             unsigned char c = t_[q];
-            if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            if (is_space(c)) {
                 not_compact_before_ = q;
                 return 0;
             }
@@ -414,7 +416,25 @@ bool names_secret_function(const char *text, size_t len) noexcept {
         char word[kLongestSecretWord];
         for (size_t k = 0; k < n; k++)
             word[k] = static_cast<char>(lower(text[start + k]));
-        for (const char *w : kSecretWords)
+        // What follows: a call's "(" (after a closing '"' of a quoted name),
+        // or PASSWORD's literal.
+        size_t j = i;
+        if (j < len && text[j] == '"')
+            j++;
+        while (j < len && is_space(text[j]))
+            j++;
+        if (j >= len)
+            continue;
+        if (n == 8 && std::memcmp(word, "password", 8) == 0) {
+            unsigned char c = text[j];
+            if (c == '\'' || c == '$' ||
+                ((c == 'E' || c == 'e') && j + 1 < len && text[j + 1] == '\''))
+                return true;
+            continue;
+        }
+        if (text[j] != '(')
+            continue;
+        for (const char *w : kSecretFunctions)
             if (std::strlen(w) == n && std::memcmp(w, word, n) == 0)
                 return true;
     }

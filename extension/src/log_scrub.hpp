@@ -13,9 +13,9 @@ namespace tenancy {
 // around a scrubbed credential lexes as before (scrubbing is idempotent).
 constexpr char kScrubPlaceholder[] = "REDACTED";
 
-// True when text contains, as a word anywhere (quoting is ignored: a false
-// match only scrubs more), the name of a function whose string arguments carry
-// secrets (login, change_password, accept_invitation, ...) or PASSWORD.
+// True when text calls ("name(", any case, quoting ignored: a false match only
+// scrubs more) a function whose string arguments carry secrets (login,
+// change_password, accept_invitation, ...), or has PASSWORD before a literal.
 bool names_secret_function(const char *text, size_t len) noexcept;
 
 // Scrubs text: the secret part of every credential-shaped token, and with

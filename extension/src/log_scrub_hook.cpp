@@ -36,7 +36,7 @@ bool log_scrub_enabled = true;
 char *owned_query = nullptr;
 size_t owned_query_cap = 0;
 
-bool has_secret_word(const char *s) {
+bool has_secret_call(const char *s) {
     return s != nullptr && names_secret_function(s, std::strlen(s));
 }
 
@@ -88,24 +88,34 @@ void scrub_statement(ErrorData *edata, bool literals) {
     debug_query_string = owned_query;
 }
 
+// A bound-parameter list ("$1 = '...', $2 = NULL", which PostgreSQL does not
+// translate).
+bool has_parameters(const char *s) {
+    return s != nullptr && std::strstr(s, "$1 = ") != nullptr;
+}
+
 void scrub_emit_log(ErrorData *edata) {
     if (log_scrub_enabled) {
-        // Literals are secrets when the statement, or what the message says
-        // ran (a context line, an internal query), names a secret-carrying
-        // function: the STATEMENT of a failed login(), its "statement:" line
-        // under log_statement, a bind's "parameters: $2 = '...'" detail.
-        bool literals = has_secret_word(debug_query_string) || has_secret_word(edata->message) ||
-                        has_secret_word(edata->detail) || has_secret_word(edata->detail_log) ||
-                        has_secret_word(edata->hint) || has_secret_word(edata->context) ||
-                        has_secret_word(edata->internalquery);
+        // Literals are secrets when the statement, or what the error says ran
+        // (a context line, an internal query, a "statement: ..." message),
+        // calls a secret-carrying function. Then the fields that carry SQL or
+        // parameters lose every literal: the statement, internal query and
+        // context always, and a message, detail or hint when it holds the call
+        // itself or a parameter list (a bind's "parameters: $2 = '...'"), so
+        // that an apostrophe in an ordinary message is left alone.
+        bool msg = has_secret_call(edata->message), detail = has_secret_call(edata->detail),
+             detail_log = has_secret_call(edata->detail_log), hint = has_secret_call(edata->hint);
+        bool sql = msg || detail || detail_log || hint || has_secret_call(debug_query_string) ||
+                   has_secret_call(edata->context) || has_secret_call(edata->internalquery);
         MemoryContext cxt = edata->assoc_context ? edata->assoc_context : CurrentMemoryContext;
-        scrub_field(&edata->message, literals, cxt);
-        scrub_field(&edata->detail, literals, cxt);
-        scrub_field(&edata->detail_log, literals, cxt);
-        scrub_field(&edata->hint, literals, cxt);
-        scrub_field(&edata->context, literals, cxt);
-        scrub_field(&edata->internalquery, literals, cxt);
-        scrub_statement(edata, literals);
+        scrub_field(&edata->message, msg || (sql && has_parameters(edata->message)), cxt);
+        scrub_field(&edata->detail, detail || (sql && has_parameters(edata->detail)), cxt);
+        scrub_field(&edata->detail_log, detail_log || (sql && has_parameters(edata->detail_log)),
+                    cxt);
+        scrub_field(&edata->hint, hint || (sql && has_parameters(edata->hint)), cxt);
+        scrub_field(&edata->context, sql, cxt);
+        scrub_field(&edata->internalquery, sql, cxt);
+        scrub_statement(edata, sql);
     }
     if (previous_emit_log_hook)
         previous_emit_log_hook(edata);
