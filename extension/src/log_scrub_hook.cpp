@@ -72,15 +72,17 @@ void scrub_statement(ErrorData *edata, bool literals) {
     if (first_scrub_offset(q, len, literals) == len)
         return;
     size_t n = scrub_log_text(q, len, literals, nullptr, 0);
-    if (n + 1 > owned_query_cap) {
-        // debug_query_string does not point at owned_query here, so it may go.
-        char *bigger = static_cast<char *>(std::malloc(n + 1));
-        if (bigger == nullptr) {
+    // debug_query_string does not point at owned_query here, so it may go; a
+    // much larger one than needed goes too, not to keep a huge statement's
+    // worth of memory for the life of the backend.
+    if (n + 1 > owned_query_cap || (owned_query_cap > 65536 && owned_query_cap / 4 > n + 1)) {
+        char *fresh = static_cast<char *>(std::malloc(n + 1));
+        if (fresh == nullptr) {
             edata->hide_stmt = true;
             return;
         }
         std::free(owned_query);
-        owned_query = bigger;
+        owned_query = fresh;
         owned_query_cap = n + 1;
     }
     scrub_log_text(q, len, literals, owned_query, n);

@@ -101,4 +101,35 @@ ls_present control-secret-logged-when-off "$ls_control_secret"
 
 psql -qAtX -d postgres -c "DROP DATABASE logscrub" -c "DROP ROLE ls_client" -c "DROP ROLE ls_pw_client" \
     >/dev/null
+
+# csvlog and jsonlog print the statement from the same debug_query_string: a
+# cluster of its own with the logging collector writes both.
+ls_port=$(free_port $((57000 + RANDOM % 1000)))
+[ "$(id -u)" = 0 ] && chown postgres: "$LS_WORK"
+if cluster_init "$LS_WORK/pg" "$ls_port" "shared_preload_libraries = 'tenancy'" \
+        "logging_collector = on" "log_destination = 'csvlog,jsonlog'" "log_directory = 'log'" \
+        "log_filename = 'server'" && cluster_start "$LS_WORK/pg"; then
+    J="psql -qAtX -h $LS_WORK/pg -p $ls_port -U postgres postgres"
+    $J -c "CREATE EXTENSION tenancy" >/dev/null
+    $J -c "SELECT tenancy.authenticate('tnc_1_1_$ls_key_secret')" >/dev/null 2>&1
+    $J -c "SELECT 'ls-log-flushed'::int" >/dev/null 2>&1
+    # The collector writes asynchronously: wait for the next statement's error.
+    for _ in $(seq 1 100); do
+        grep -qs ls-log-flushed "$LS_WORK/pg/data/log/server.csv" &&
+            grep -qs ls-log-flushed "$LS_WORK/pg/data/log/server.json" && break
+        sleep 0.1
+    done
+    for ls_fmt in csv json; do
+        ls_file=$LS_WORK/pg/data/log/server.$ls_fmt
+        if grep -qs "SELECT tenancy.authenticate('REDACTED')" "$ls_file" && ! grep -qF "$ls_key_secret" "$ls_file"; then
+            record PASS log-scrub "${ls_fmt}log-statement-scrubbed"
+        else
+            grep -F -e "$ls_key_secret" -e authenticate "$ls_file" | head -5
+            record FAIL log-scrub "${ls_fmt}log-statement-scrubbed"
+        fi
+    done
+    cluster_stop "$LS_WORK/pg"
+else
+    record FAIL log-scrub csvlog-cluster-started
+fi
 true
