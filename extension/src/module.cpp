@@ -2,6 +2,7 @@
 // tenancy.so, and _PG_init for process-wide set-up.
 #include "audit.hpp"
 #include "context.hpp"
+#include "log_scrub_hook.hpp"
 #include "throttle.hpp"
 
 extern "C" {
@@ -24,6 +25,7 @@ void _PG_init(void) {
     // drop a tenancy.audit_* value read from postgresql.conf before the load.
     tenancy::audit_init();
     tenancy::audit_batch_init();
+    tenancy::log_scrub_init();
     tenancy::context_init();
     tenancy::throttle_init();
 }
