@@ -30,8 +30,9 @@ SELECT count(*) AS secret_entries FROM tenancy.audit_log
 WHERE target IN ('tenancy.api_key_secrets', 'tenancy.context_keys', 'tenancy.audit_log')
    OR change::text ~* '(secret_hash|password_hash|tnc_[0-9]+_[0-9]+_[A-Za-z0-9_-]{43})';
 
--- The subaccount was created through the owner key: actor = that key and its credential.
-SELECT e.actor_kind, e.actor_id = k.id::text AS actor_is_key, e.credential_id = k.id AS credential_is_key,
+-- The subaccount was created through the owner key: actor = that key (by its
+-- public id, as whoami() names it) and its credential.
+SELECT e.actor_kind, e.actor_id = k.public_id AS actor_is_key, e.credential_id = k.id AS credential_is_key,
        e.change -> 'new' ->> 'name' AS name, e.account_path::text = a.path::text AS recorded_at_new_account
 FROM tenancy.audit_log e
 JOIN tenancy.accounts a ON a.public_id = :'child'
