@@ -172,6 +172,17 @@ SET LOCAL ROLE tenancy_app;
 SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
 SELECT v.ok, v.first_bad = :forged AS names_it FROM tenancy.audit_verify() v;
 ROLLBACK;
+-- ... an altered copy of a chained entry, with its xid and id (readers of
+-- the chain see the original, readers of audit_log both) ...
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, actor_id, action, target)
+SELECT main_id, id, xid, account_path, at, actor_kind, actor_id, action, 'altered copy'
+FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2 + 1)
+RETURNING id AS forged \gset
+SELECT * FROM pg_temp.check_outside(:'main', :forged);
+SELECT count(*) AS rows_with_that_id, count(*) FILTER (WHERE target = 'altered copy') AS altered
+FROM tenancy.audit_log WHERE main_id = :main_id AND id = :forged;
+ROLLBACK;
 -- ... with a transaction id no transaction has had yet ...
 BEGIN;
 INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)

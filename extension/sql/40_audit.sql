@@ -431,8 +431,7 @@ END $$;
 REVOKE ALL ON FUNCTION tenancy._audit_verify_main(bigint, boolean) FROM PUBLIC;
 
 -- Entries of the log that are not in the chain and should be, per main
--- account, in one pass over the log (an anti-join against the chain's
--- entries): how many, and the first of them (the most telling kind first,
+-- account, in one pass over the log (joined to the chain's entries): how many, and the first of them (the most telling kind first,
 -- then in (xid, id) order) with its path and the reason. Whether an entry
 -- should be in the chain is decided by its transaction id against what the
 -- sealer has seen, not by its time (`at`, which whoever inserts a row writes):
@@ -454,12 +453,20 @@ CREATE FUNCTION tenancy._audit_outside_chain()
     SET jit = off
     AS $$
     WITH loose AS MATERIALIZED (
-        SELECT l.main_id, l.id, l.xid, l.at, l.account_path
-        FROM tenancy.audit_log l
-        WHERE NOT EXISTS (SELECT FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
-                          WHERE c.main_id = l.main_id AND u.xid = l.xid AND u.id = l.id)
+        -- In no block, or a second row with a chained entry's (xid, id) away
+        -- from where its block recorded it (a copy: readers of audit_log
+        -- would see both).
+        SELECT l.main_id, l.id, l.xid, l.at, l.account_path, ch.xid IS NOT NULL AS copy
+        FROM (SELECT x.main_id, x.id, x.xid, x.at, x.account_path, x.ctid,
+                     count(*) OVER (PARTITION BY x.main_id, x.xid, x.id) AS copies
+              FROM tenancy.audit_log x) l
+        LEFT JOIN (SELECT c.main_id, u.xid, u.id, u.tid FROM tenancy.audit_chain c
+                   CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) u(xid, id, tid)) ch
+               ON ch.main_id = l.main_id AND ch.xid = l.xid AND ch.id = l.id
+        WHERE ch.xid IS NULL OR (l.copies > 1 AND l.ctid IS DISTINCT FROM ch.tid)
     ), judged AS (
         SELECT o.*, CASE
+            WHEN o.copy THEN 2
             WHEN o.xid < 0 OR (NOT pg_visible_in_snapshot(o.xid::text::xid8, pg_current_snapshot())
                                AND o.xid::text::xid8 IS DISTINCT FROM pg_current_xact_id_if_assigned()) THEN 1
             -- (a snapshot from the future, in a restored copy of
@@ -479,8 +486,11 @@ CREATE FUNCTION tenancy._audit_outside_chain()
            CASE c.kind
                WHEN 1 THEN format('entry %s outside the chain names transaction %s, which had not committed when the log was read (forged entry)',
                                   c.id, c.xid)
-               WHEN 2 THEN format('entry %s is not in the chain, though its transaction %s had committed before the sealer''s last round: inserted behind the chain''s back',
-                                  c.id, c.xid)
+               WHEN 2 THEN CASE WHEN c.copy
+                   THEN format('entry %s (transaction %s) appears twice in the log, once away from where the chain recorded it (inserted copy)',
+                               c.id, c.xid)
+                   ELSE format('entry %s is not in the chain, though its transaction %s had committed before the sealer''s last round: inserted behind the chain''s back',
+                               c.id, c.xid) END
                WHEN 3 THEN format('entry %s outside the chain is dated in the future (forged entry)', c.id)
                ELSE format('entry %s has been outside the chain for longer than %s s (is the sealer running?)',
                            c.id, extract(epoch FROM tenancy._audit_seal_bound())::bigint) END
