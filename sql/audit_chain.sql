@@ -3,14 +3,15 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
+-- The background sealer waits while this session holds the sealers' lock:
+-- blocks form exactly where this test seals (taken before the first entry,
+-- so that a busy machine's sealer cannot seal part of block 1 first).
+SELECT pg_advisory_lock(1952804449, 1635083369);
 SELECT tenancy.create_main_account('Chain Main', 'owner@chain.test', 'pw-chain-1') AS main \gset
 SELECT tenancy.admin_create_api_key(:'main', 'owner key') AS owner_key \gset
 SELECT tenancy.admin_create_api_key(:'main', 'member key', 'member') AS member_key \gset
 SELECT a.main_id AS main_id, a.path::text AS main_path FROM tenancy.accounts a WHERE a.public_id = :'main' \gset
 
--- The background sealer waits while this session holds the sealers' lock:
--- blocks form exactly where this test seals.
-SELECT pg_advisory_lock(1952804449, 1635083369);
 -- Block 1: the configuration entries so far; block 2: 4 events; block 3 (a
 -- moment later): 4 more.
 SELECT tenancy.audit_seal() >= 0 AS sealed;
