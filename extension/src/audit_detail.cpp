@@ -63,7 +63,9 @@ Datum audit_redact_detail(FunctionCallInfo fcinfo) {
 // detail is refused without being read (pg_column_size would give its
 // compressed size).
 Datum audit_detail_size(FunctionCallInfo fcinfo) {
-    return pg_call([&] { return Int64GetDatum(static_cast<int64>(toast_raw_datum_size(PG_GETARG_DATUM(0)))); });
+    return pg_call([&] {
+        return Int64GetDatum(static_cast<int64>(toast_raw_datum_size(PG_GETARG_DATUM(0))));
+    });
 }
 
 }  // namespace
