@@ -431,15 +431,18 @@ END $$;
 REVOKE ALL ON FUNCTION tenancy._audit_verify_main(bigint, boolean) FROM PUBLIC;
 
 -- Entries of the log that are not in the chain and should be, per main
--- account, in one pass over the log (joined to the chain's entries): how many, and the first of them (the most telling kind first,
--- then in (xid, id) order) with its path and the reason. Whether an entry
--- should be in the chain is decided by its transaction id against what the
--- sealer has seen, not by its time (`at`, which whoever inserts a row writes):
+-- account, in one pass over the log joined to the chain's entries: how many,
+-- and the first of them (the most telling kind first, then in (xid, id)
+-- order) with its path and the reason. Whether an entry should be in the
+-- chain is decided by its transaction id against what the sealer has seen,
+-- not by its time (`at`, which whoever inserts a row writes):
+--   * a second row with a chained entry's (xid, id), away from the TID its
+--     block recorded: an inserted copy;
+--   * its xid was not committed when verification read the log (running,
+--     or beyond the next xid, or negative): no writer left such an entry;
 --   * its xid was committed as of the snapshot of the sealer's last round
 --     (audit_sealer.snap): that round or an earlier one would have sealed
 --     it, so it was inserted behind the chain's back, whatever its `at`;
---   * its xid was not committed when verification read the log (running,
---     or beyond the next xid, or negative): no writer left such an entry;
 --   * otherwise it waits for the sealer's next round: reported only if it
 --     is dated in the future (forged: an entry's time is its writer's clock)
 --     or older than the bound (is the sealer running?).
