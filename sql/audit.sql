@@ -30,8 +30,9 @@ SELECT count(*) AS secret_entries FROM tenancy.audit_log
 WHERE target IN ('tenancy.api_key_secrets', 'tenancy.context_keys', 'tenancy.audit_log')
    OR change::text ~* '(secret_hash|password_hash|tnc_[0-9]+_[0-9]+_[A-Za-z0-9_-]{43})';
 
--- The subaccount was created through the owner key: actor = that key and its credential.
-SELECT e.actor_kind, e.actor_id = k.id::text AS actor_is_key, e.credential_id = k.id AS credential_is_key,
+-- The subaccount was created through the owner key: actor = that key (by its
+-- public id, as whoami() names it) and its credential.
+SELECT e.actor_kind, e.actor_id = k.public_id AS actor_is_key, e.credential_id = k.id AS credential_is_key,
        e.change -> 'new' ->> 'name' AS name, e.account_path::text = a.path::text AS recorded_at_new_account
 FROM tenancy.audit_log e
 JOIN tenancy.accounts a ON a.public_id = :'child'
@@ -246,6 +247,27 @@ SELECT (SELECT count(*) FROM tenancy.audit_trail) = (SELECT count(*) FROM tenanc
 SELECT v.ok, v.entries = (SELECT count(*) FROM tenancy.audit_trail) AS own_count_only, v.reason
 FROM tenancy.audit_verify() v;
 COMMIT;
+-- An entry slipped into the log behind the chain's back (a superuser's
+-- insert) is named to the child only if it lies in the child's subtree.
+RESET ROLE;
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
+SELECT :main_id, nextval('tenancy.audit_seq'), 3, a.path, now(), 'dba', 'forged'
+FROM tenancy.accounts a WHERE a.public_id = :'child'
+RETURNING id AS forged \gset
+SET LOCAL ROLE tenancy_app;
+SELECT tenancy.authenticate(:'child_key') IS NOT NULL AS authenticated;
+SELECT v.ok, v.first_bad = :forged AS names_it, regexp_replace(v.reason, '[0-9]+', 'N', 'g') AS reason
+FROM tenancy.audit_verify() v;
+ROLLBACK;
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
+VALUES (:main_id, nextval('tenancy.audit_seq'), 3, (:main_id)::text::tenancy.account_path, now(), 'dba', 'forged');
+SET LOCAL ROLE tenancy_app;
+SELECT tenancy.authenticate(:'child_key') IS NOT NULL AS authenticated;
+SELECT v.ok, v.first_bad, v.reason FROM tenancy.audit_verify() v;
+ROLLBACK;
+SET ROLE tenancy_app;
 BEGIN;
 SELECT tenancy.authenticate(:'member_key') IS NOT NULL AS authenticated;
 SELECT count(*) AS member_trail_reads FROM tenancy.audit_trail;

@@ -3,14 +3,15 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
+-- The background sealer waits while this session holds the sealers' lock:
+-- blocks form exactly where this test seals (taken before the first entry,
+-- so that a busy machine's sealer cannot seal part of block 1 first).
+SELECT pg_advisory_lock(1952804449, 1635083369);
 SELECT tenancy.create_main_account('Chain Main', 'owner@chain.test', 'pw-chain-1') AS main \gset
 SELECT tenancy.admin_create_api_key(:'main', 'owner key') AS owner_key \gset
 SELECT tenancy.admin_create_api_key(:'main', 'member key', 'member') AS member_key \gset
 SELECT a.main_id AS main_id, a.path::text AS main_path FROM tenancy.accounts a WHERE a.public_id = :'main' \gset
 
--- The background sealer waits while this session holds the sealers' lock:
--- blocks form exactly where this test seals.
-SELECT pg_advisory_lock(1952804449, 1635083369);
 -- Block 1: the configuration entries so far; block 2: 4 events; block 3 (a
 -- moment later): 4 more.
 SELECT tenancy.audit_seal() >= 0 AS sealed;
@@ -135,11 +136,67 @@ FROM pg_temp.chained WHERE main_id = :main_id AND pos = 12;
 SELECT pg_temp.rehash(:main_id, 13);
 SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
--- ... and one inserted outside the chain, with an old time.
+-- ... and one inserted outside the chain. Whether an entry should be in the
+-- chain is decided by its transaction id against the snapshot of the
+-- sealer's last round, never by its time (which the forger writes); verify
+-- names it: first_bad is then the entry's id (it has no chain position).
+CREATE FUNCTION pg_temp.check_outside(account text, forged bigint) RETURNS TABLE (ok boolean, names_it boolean, reason text)
+    LANGUAGE sql AS $$
+    SELECT v.ok, v.first_bad = forged, regexp_replace(v.reason, '(entry|account|transaction) [0-9]+', '\1 N', 'g')
+    FROM tenancy.audit_verify(account) v $$;
+-- With an old time and an old transaction id ...
 BEGIN;
 INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
-VALUES (:main_id, nextval('tenancy.audit_seq'), 3, :'main_path', now() - interval '1 hour', 'dba', 'forged');
-SELECT * FROM pg_temp.check(:'main');
+VALUES (:main_id, nextval('tenancy.audit_seq'), 3, :'main_path', now() - interval '1 hour', 'dba', 'forged')
+RETURNING id AS forged \gset
+SELECT * FROM pg_temp.check_outside(:'main', :forged);
+ROLLBACK;
+-- ... dated 50 years ahead (the bound on `at` never came) ...
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
+VALUES (:main_id, nextval('tenancy.audit_seq'), 3, :'main_path', now() + interval '50 years', 'dba', 'forged')
+RETURNING id AS forged \gset
+SELECT * FROM pg_temp.check_outside(:'main', :forged);
+ROLLBACK;
+-- ... dated now, with the transaction id of a chained entry (a copy of one
+-- with another id) ...
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, actor_id, action, target)
+SELECT main_id, nextval('tenancy.audit_seq'), xid, account_path, now(), 'dba', 'mallory', 'forged', 'x'
+FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2 + 1)
+RETURNING id AS forged \gset
+SELECT * FROM pg_temp.check_outside(:'main', :forged);
+-- (the DBA's verification of every main account, and the owner's in its
+-- context, name it too)
+SELECT v.ok, v.first_bad = :forged AS names_it FROM tenancy.audit_verify() v WHERE v.main_id = :main_id;
+SET LOCAL ROLE tenancy_app;
+SELECT tenancy.authenticate(:'owner_key') IS NOT NULL AS authenticated;
+SELECT v.ok, v.first_bad = :forged AS names_it FROM tenancy.audit_verify() v;
+ROLLBACK;
+-- ... an altered copy of a chained entry, with its xid and id (readers of
+-- the chain see the original, readers of audit_log both) ...
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, actor_id, action, target)
+SELECT main_id, id, xid, account_path, at, actor_kind, actor_id, action, 'altered copy'
+FROM tenancy.audit_log WHERE main_id = :main_id AND id = pg_temp.entry_at(:main_id, :b2 + 1)
+RETURNING id AS forged \gset
+SELECT * FROM pg_temp.check_outside(:'main', :forged);
+SELECT count(*) AS rows_with_that_id, count(*) FILTER (WHERE target = 'altered copy') AS altered
+FROM tenancy.audit_log WHERE main_id = :main_id AND id = :forged;
+ROLLBACK;
+-- ... with a transaction id no transaction has had yet ...
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
+VALUES (:main_id, nextval('tenancy.audit_seq'), txid_current() + 1000000, :'main_path', now(), 'dba', 'forged')
+RETURNING id AS forged \gset
+SELECT * FROM pg_temp.check_outside(:'main', :forged);
+ROLLBACK;
+-- ... and with a transaction id the sealer has not seen yet, dated ahead.
+BEGIN;
+INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
+VALUES (:main_id, nextval('tenancy.audit_seq'), txid_current(), :'main_path', now() + interval '50 years', 'dba', 'forged')
+RETURNING id AS forged \gset
+SELECT * FROM pg_temp.check_outside(:'main', :forged);
 ROLLBACK;
 -- 5. Two entries swapped in their block.
 BEGIN;
@@ -170,8 +227,9 @@ ROLLBACK;
 -- 9. An entry left unsealed for longer than the bound (is the sealer running?).
 BEGIN;
 INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, action)
-VALUES (:main_id, nextval('tenancy.audit_seq'), txid_current(), :'main_path', now() - interval '1 hour', 'dba', 'late');
-SELECT * FROM pg_temp.check(:'main');
+VALUES (:main_id, nextval('tenancy.audit_seq'), txid_current(), :'main_path', now() - interval '1 hour', 'dba', 'late')
+RETURNING id AS late \gset
+SELECT * FROM pg_temp.check_outside(:'main', :late);
 ROLLBACK;
 -- 10. A block row altered: its size, its sealing time.
 BEGIN;
@@ -195,6 +253,13 @@ SELECT * FROM pg_temp.check(:'main');
 ROLLBACK;
 -- Everything undone: the chain verifies again.
 SELECT * FROM pg_temp.check(:'main');
+-- Entries committed after the sealer's last round and dated now only wait
+-- for the next round: not reported (the background sealer waits for this
+-- session's lock).
+SELECT tenancy.create_main_account('Chain Waiting', 'owner@waiting.chain.test', 'pw-chain-2') AS waiting \gset
+SELECT count(*) > 0 AS entries_waiting FROM tenancy.audit_log l JOIN tenancy.accounts a ON a.main_id = l.main_id
+WHERE a.public_id = :'waiting';
+SELECT ok, entries, first_bad, reason FROM tenancy.audit_verify(:'waiting');
 SELECT pg_advisory_unlock(1952804449, 1635083369);
 
 -- ---- verify: who may ------------------------------------------------------------------

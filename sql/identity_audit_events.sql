@@ -29,9 +29,9 @@ CREATE OR REPLACE FUNCTION idtest.events(after bigint)
            l.actor_kind || coalesce(':' || coalesce(
                (SELECT u.email FROM tenancy.users u WHERE l.actor_kind = 'user' AND u.id::text = l.actor_id),
                (SELECT s.email FROM tenancy.sub_users s
-                WHERE l.actor_kind = 'sub_user' AND s.main_id = l.main_id AND s.id::text = l.actor_id),
+                WHERE l.actor_kind = 'sub_user' AND s.main_id = l.main_id AND s.public_id = l.actor_id),
                (SELECT k.name FROM tenancy.api_keys k
-                WHERE l.actor_kind = 'api_key' AND k.main_id = l.main_id AND k.id::text = l.actor_id),
+                WHERE l.actor_kind = 'api_key' AND k.main_id = l.main_id AND k.public_id = l.actor_id),
                l.actor_id), ''),
            l.credential_id IS NOT NULL, l.action,
            regexp_replace(l.target, '(acc|key|sub|inv)_[0-9]+_[0-9a-f]+', '\1_X', 'g'),
@@ -313,3 +313,30 @@ SELECT tenancy.authenticate(:'sue_tok') IS NOT NULL AS authenticated;
 SELECT count(*) AS sub_user_reads FROM tenancy.audit_log WHERE id > :m;
 COMMIT;
 RESET ROLE;
+
+-- ---- one principal id everywhere ---------------------------------------------------------
+-- The log names each actor as whoami() (the gateway's /v1/me) does, so that
+-- the gateway's ?actor=<that id> finds the principal's entries: an API key
+-- key_<main>_<key>, a sub-user sub_<main>_<sub-user>, a user its numeric id.
+UPDATE tenancy.api_key_usage SET last_used_at = NULL;
+SELECT idtest.mark() AS m \gset
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'alpha_key') IS NOT NULL AS authenticated;
+SELECT tenancy.whoami() -> 'principal' ->> 'id' AS key_who \gset
+SELECT tenancy.act_as(:'alpha_sub') = :'alpha_sub' AS key_in_sub;
+COMMIT;
+BEGIN;
+SELECT tenancy.login_sub_user('alpha@evt.test', 'sue@evt.test', :'sue_pw') IS NOT NULL AS sue_login;
+SELECT tenancy.whoami() -> 'principal' ->> 'id' AS sue_who \gset
+COMMIT;
+BEGIN;
+SELECT tenancy.login('alpha@evt.test', 'alpha-pass-1') IS NOT NULL AS alpha_login;
+SELECT tenancy.whoami() -> 'principal' ->> 'id' AS alpha_who \gset
+SELECT tenancy.act_as(:'alpha_sub') = :'alpha_sub' AS user_in_sub;
+COMMIT;
+RESET ROLE;
+SELECT w.kind, regexp_replace(w.who, '[0-9]+', 'N', 'g') AS whoami_id,
+       (SELECT string_agg(DISTINCT l.action, ', ') FROM tenancy.audit_log l
+        WHERE l.id > :m AND l.actor_kind = w.kind AND l.actor_id = w.who) AS entries_found_by_that_id
+FROM (VALUES ('api_key', :'key_who'), ('sub_user', :'sue_who'), ('user', :'alpha_who')) w(kind, who);

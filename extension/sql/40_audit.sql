@@ -319,7 +319,8 @@ REVOKE ALL ON FUNCTION tenancy._audit_seal_bound() FROM PUBLIC;
 -- sequential scans): with stale statistics (right after a bulk load) the
 -- planner would otherwise scan the whole log per main account, or worse.
 CREATE FUNCTION tenancy._audit_verify_main(m bigint, check_outside boolean DEFAULT true, OUT ok boolean,
-                                           OUT entries bigint, OUT first_bad bigint, OUT reason text)
+                                           OUT entries bigint, OUT first_bad bigint, OUT reason text,
+                                           OUT outside_path tenancy.account_path)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     SET enable_seqscan = off
@@ -330,7 +331,7 @@ DECLARE
     e record;
     expect_pos bigint;
     prev bytea;
-    overdue bigint;
+    o record;
 BEGIN
     ok := true;
     entries := 0;
@@ -416,29 +417,88 @@ BEGIN
         reason := 'ok';
         RETURN;
     END IF;
-    SELECT coalesce(sum(o.overdue), 0) INTO overdue FROM tenancy._audit_outside_chain() o WHERE o.main_id = m;
-    IF overdue > 0 THEN
+    SELECT * INTO o FROM tenancy._audit_outside_chain() x WHERE x.main_id = m;
+    IF o.outside > 0 THEN
+        -- No chain position: first_bad is the entry's id (the reason says so).
         ok := false;
-        reason := format('%s entries outside the chain for longer than %s s (inserted behind its back, or is the sealer running?)',
-                         overdue, extract(epoch FROM tenancy._audit_seal_bound())::bigint);
+        first_bad := o.first_id;
+        outside_path := o.first_path;
+        reason := o.reason;
         RETURN;
     END IF;
     reason := 'ok';
 END $$;
 REVOKE ALL ON FUNCTION tenancy._audit_verify_main(bigint, boolean) FROM PUBLIC;
 
--- Entries outside the chain for longer than the bound, per main account, in
--- one pass over the log.
-CREATE FUNCTION tenancy._audit_outside_chain() RETURNS TABLE (main_id bigint, overdue bigint)
+-- Entries of the log that are not in the chain and should be, per main
+-- account, in one pass over the log joined to the chain's entries: how many,
+-- and the first of them (the most telling kind first, then in (xid, id)
+-- order) with its path and the reason. Whether an entry should be in the
+-- chain is decided by its transaction id against what the sealer has seen,
+-- not by its time (`at`, which whoever inserts a row writes):
+--   * a second row with a chained entry's (xid, id), away from the TID its
+--     block recorded: an inserted copy;
+--   * its xid was not committed when verification read the log (running,
+--     or beyond the next xid, or negative): no writer left such an entry;
+--   * its xid was committed as of the snapshot of the sealer's last round
+--     (audit_sealer.snap): that round or an earlier one would have sealed
+--     it, so it was inserted behind the chain's back, whatever its `at`;
+--   * otherwise it waits for the sealer's next round: reported only if it
+--     is dated in the future (forged: an entry's time is its writer's clock)
+--     or older than the bound (is the sealer running?).
+CREATE FUNCTION tenancy._audit_outside_chain()
+    RETURNS TABLE (main_id bigint, outside bigint, first_id bigint, first_path tenancy.account_path, reason text)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     SET enable_seqscan = on  -- called from _audit_verify_main, which turns it off
+    -- A pass over the whole log looks expensive to the planner; compiling it
+    -- (JIT) took longer than running it (1.7 s against 0.3 s on 45k entries).
+    SET jit = off
     AS $$
-    SELECT l.main_id, count(*) FROM tenancy.audit_log l
-    WHERE l.at < now() - tenancy._audit_seal_bound()
-      AND NOT EXISTS (SELECT FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
-                      WHERE c.main_id = l.main_id AND u.xid = l.xid AND u.id = l.id)
-    GROUP BY l.main_id
+    WITH loose AS MATERIALIZED (
+        -- In no block, or a second row with a chained entry's (xid, id) away
+        -- from where its block recorded it (a copy: readers of audit_log
+        -- would see both).
+        SELECT l.main_id, l.id, l.xid, l.at, l.account_path, ch.xid IS NOT NULL AS copy
+        FROM (SELECT x.main_id, x.id, x.xid, x.at, x.account_path, x.ctid,
+                     count(*) OVER (PARTITION BY x.main_id, x.xid, x.id) AS copies
+              FROM tenancy.audit_log x) l
+        LEFT JOIN (SELECT c.main_id, u.xid, u.id, u.tid FROM tenancy.audit_chain c
+                   CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) u(xid, id, tid)) ch
+               ON ch.main_id = l.main_id AND ch.xid = l.xid AND ch.id = l.id
+        WHERE ch.xid IS NULL OR (l.copies > 1 AND l.ctid IS DISTINCT FROM ch.tid)
+    ), judged AS (
+        SELECT o.*, CASE
+            WHEN o.copy THEN 2
+            WHEN o.xid < 0 OR (NOT pg_visible_in_snapshot(o.xid::text::xid8, pg_current_snapshot())
+                               AND o.xid::text::xid8 IS DISTINCT FROM pg_current_xact_id_if_assigned()) THEN 1
+            -- (a snapshot from the future, in a restored copy of
+            -- audit_sealer, tells nothing: the sealer starts over from it too)
+            WHEN pg_visible_in_snapshot(o.xid::text::xid8,
+                     (SELECT s.snap FROM tenancy.audit_sealer s
+                      WHERE pg_snapshot_xmax(s.snap) <= pg_snapshot_xmax(pg_current_snapshot()))) THEN 2
+            WHEN o.at > clock_timestamp() + tenancy._audit_seal_bound() THEN 3
+            WHEN o.at < now() - tenancy._audit_seal_bound() THEN 4 END AS kind
+        FROM loose o
+    ), counted AS (
+        SELECT j.*, count(*) OVER (PARTITION BY j.main_id) AS n,
+               row_number() OVER (PARTITION BY j.main_id ORDER BY j.kind, j.xid, j.id) AS k
+        FROM judged j WHERE j.kind IS NOT NULL
+    )
+    SELECT c.main_id, c.n, c.id, c.account_path,
+           CASE c.kind
+               WHEN 1 THEN format('entry %s outside the chain names transaction %s, which had not committed when the log was read (forged entry)',
+                                  c.id, c.xid)
+               WHEN 2 THEN CASE WHEN c.copy
+                   THEN format('entry %s (transaction %s) appears twice in the log, once away from where the chain recorded it (inserted copy)',
+                               c.id, c.xid)
+                   ELSE format('entry %s is not in the chain, though its transaction %s had committed before the sealer''s last round: inserted behind the chain''s back',
+                               c.id, c.xid) END
+               WHEN 3 THEN format('entry %s outside the chain is dated in the future (forged entry)', c.id)
+               ELSE format('entry %s has been outside the chain for longer than %s s (is the sealer running?)',
+                           c.id, extract(epoch FROM tenancy._audit_seal_bound())::bigint) END
+           || CASE WHEN c.n > 1 THEN format('; %s entries outside the chain in all', c.n) ELSE '' END
+    FROM counted c WHERE c.k = 1
 $$;
 REVOKE ALL ON FUNCTION tenancy._audit_outside_chain() FROM PUBLIC;
 
@@ -455,11 +515,9 @@ BEGIN
     IF account IS NULL THEN
         RETURN QUERY
         WITH outside AS MATERIALIZED (SELECT * FROM tenancy._audit_outside_chain())
-        SELECT v.ok AND o.overdue IS NULL, v.entries, v.first_bad,
-               CASE WHEN v.ok AND o.overdue IS NOT NULL
-                    THEN format('%s entries outside the chain for longer than %s s (inserted behind its back, or is the sealer running?)',
-                                o.overdue, extract(epoch FROM tenancy._audit_seal_bound())::bigint)
-                    ELSE v.reason END,
+        SELECT v.ok AND o.outside IS NULL, v.entries,
+               CASE WHEN v.ok THEN o.first_id ELSE v.first_bad END,
+               CASE WHEN v.ok AND o.outside IS NOT NULL THEN o.reason ELSE v.reason END,
                m.id
         FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
               UNION SELECT o2.main_id FROM outside o2) m
@@ -496,14 +554,18 @@ BEGIN
     END IF;
     -- A subaccount verifies the whole main chain (its entries are in it) but
     -- learns only about its own subtree: its entry count, and the bad
-    -- position only if that entry is its own.
-    SELECT l.account_path INTO bad_path
-    FROM (SELECT c.main_id, c.entry_xids[v.first_bad - c.first_pos + 1] AS xid,
-                 c.entry_ids[v.first_bad - c.first_pos + 1] AS id, c.entry_tids[v.first_bad - c.first_pos + 1] AS tid
-          FROM tenancy.audit_chain c
-          WHERE c.main_id = a.main_id AND c.first_pos <= v.first_bad
-          ORDER BY c.first_pos DESC LIMIT 1) u
-    CROSS JOIN LATERAL tenancy._audit_entry_at(u.main_id, u.xid, u.id, u.tid) l;
+    -- position only if that entry is its own (an entry outside the chain
+    -- comes with its path; a chain position is looked up).
+    bad_path := v.outside_path;
+    IF bad_path IS NULL THEN
+        SELECT l.account_path INTO bad_path
+        FROM (SELECT c.main_id, c.entry_xids[v.first_bad - c.first_pos + 1] AS xid,
+                     c.entry_ids[v.first_bad - c.first_pos + 1] AS id, c.entry_tids[v.first_bad - c.first_pos + 1] AS tid
+              FROM tenancy.audit_chain c
+              WHERE c.main_id = a.main_id AND c.first_pos <= v.first_bad
+              ORDER BY c.first_pos DESC LIMIT 1) u
+        CROSS JOIN LATERAL tenancy._audit_entry_at(u.main_id, u.xid, u.id, u.tid) l;
+    END IF;
     RETURN QUERY
     SELECT v.ok,
            (SELECT count(*) FROM tenancy.audit_chain c
@@ -546,13 +608,35 @@ CREATE FUNCTION tenancy._audit_redact_detail(detail jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'tenancy_audit_redact_detail' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 REVOKE ALL ON FUNCTION tenancy._audit_redact_detail(jsonb) FROM PUBLIC;
 
--- An event that is not a row change (the gateway: method, route, status,
--- request id), recorded in the active account. Members of detail whose key
--- looks like a secret are dropped, also nested ones.
+-- The detail's size in bytes (uncompressed), read without detoasting it.
+CREATE FUNCTION tenancy._audit_detail_size(detail jsonb) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'tenancy_audit_detail_size' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION tenancy._audit_detail_size(jsonb) FROM PUBLIC;
+
+-- An event that is not a row change, recorded in the active account. Two
+-- kinds of writer:
+--   * the system: the gateway (its login role is a member of tenancy_gateway;
+--     it then does SET LOCAL ROLE tenancy_app, so session_user is checked, which
+--     SET ROLE does not change) and superuser sessions. Any action name
+--     (api.request: method, route, status, request id); detail up to 64 kB.
+--   * every other client: only the reserved namespace app.* (so nothing a
+--     client writes can pass for a login, a row change or an API call), only
+--     with a role that may write the account's settings (owner, admin: those
+--     who configure the account may add to its record; not member,
+--     support_agent, viewer, sub_user), and a detail up to 8 kB.
+-- The extension's own events (logins, context switches, ...) go through
+-- _audit_record, which no client may call. Targets are at most 1000 bytes.
+-- Members of detail whose key looks like a secret are dropped, also nested
+-- ones. Every refusal raises before anything is written.
 CREATE FUNCTION tenancy.audit_event(action text, target text, detail jsonb DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
+DECLARE
+    -- A superuser is a member of every role.
+    system_writer boolean := pg_has_role(session_user, 'tenancy_gateway', 'MEMBER');
+    detail_cap bigint := CASE WHEN system_writer THEN 65536 ELSE 8192 END;
+    detail_size bigint := tenancy._audit_detail_size(detail);
 BEGIN
     IF tenancy._context_field('account') IS NULL THEN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
@@ -561,8 +645,26 @@ BEGIN
         RAISE EXCEPTION 'audit action must be 1 to 100 characters [A-Za-z0-9_.:-], starting with a letter'
             USING ERRCODE = '22023';
     END IF;
-    IF length(target) > 1000 THEN
-        RAISE EXCEPTION 'audit target must be at most 1000 characters' USING ERRCODE = '22023';
+    IF action ~ '^app\.' THEN
+        IF action !~ '^app\.[A-Za-z0-9]' THEN
+            RAISE EXCEPTION 'audit action "%" needs a name after "app."', action USING ERRCODE = '22023';
+        END IF;
+        IF NOT tenancy.may('settings', 'write') THEN
+            RAISE EXCEPTION 'role % may not record audit events (app.* needs write access to settings)',
+                tenancy._context_field('role') USING ERRCODE = '42501';
+        END IF;
+    ELSIF NOT system_writer THEN
+        RAISE EXCEPTION 'audit action "%" is reserved for the system: a client records only app.* events', action
+            USING ERRCODE = '42501',
+                  HINT = 'Name the event app.<something>, for instance app.' || lower(action) || '.';
+    END IF;
+    IF octet_length(target) > 1000 THEN
+        RAISE EXCEPTION 'audit target is % bytes, more than the 1000 allowed', octet_length(target)
+            USING ERRCODE = '54000';
+    END IF;
+    IF detail_size > detail_cap THEN
+        RAISE EXCEPTION 'audit detail is % bytes of jsonb, more than the % allowed', detail_size, detail_cap
+            USING ERRCODE = '54000';
     END IF;
     IF detail IS NOT NULL AND jsonb_typeof(detail) <> 'object' THEN
         RAISE EXCEPTION 'audit detail must be a JSON object' USING ERRCODE = '22023';

@@ -548,6 +548,18 @@ struct Actor {
     int64 credential_id = 0;
 };
 
+// A principal's id as whoami() shows it (24_authenticate.sql), so that the
+// gateway's ?actor= filter finds a principal's entries by the id /v1/me gives:
+// an API key key_<main>_<key>, a sub-user sub_<main>_<sub-user> (their public
+// ids), a user its bare numeric id (users are global, not per main account).
+std::string principal_id_text(const char *kind, int64 main_id, int64 id) {
+    if (std::strcmp(kind, "api_key") == 0)
+        return "key_" + std::to_string(main_id) + "_" + std::to_string(id);
+    if (std::strcmp(kind, "sub_user") == 0)
+        return "sub_" + std::to_string(main_id) + "_" + std::to_string(id);
+    return std::to_string(id);
+}
+
 Actor current_actor() {
     Actor a;
     const RequestContext *c = current_context();
@@ -563,7 +575,9 @@ Actor current_actor() {
                 a.kind = "sub_user";
                 break;
         }
-        a.id = std::to_string(c->principal_id);
+        // Keys and sub-users never leave their main account (act_as goes
+        // down only), so the active main account is theirs.
+        a.id = principal_id_text(a.kind.c_str(), c->main_id, c->principal_id);
         a.has_credential = true;
         a.credential_id = c->credential_id;
     } else {
@@ -731,6 +745,12 @@ Datum audit_record(FunctionCallInfo fcinfo) {
         if (actor.id.find('\0') != std::string::npos || actor.id.size() > 320)
             throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
                            "actor_id must be at most 320 characters");
+        // Callers pass a key's or sub-user's bare numeric id: stored as
+        // whoami() names it, in the entry's main account (theirs).
+        if ((actor.kind == "api_key" || actor.kind == "sub_user") && main_id != 0 &&
+            !actor.id.empty() && actor.id.size() <= 18 &&
+            actor.id.find_first_not_of("0123456789") == std::string::npos)
+            actor.id = principal_id_text(actor.kind.c_str(), main_id, std::stoll(actor.id));
         actor.has_credential = !PG_ARGISNULL(7);
         actor.credential_id = actor.has_credential ? PG_GETARG_INT64(7) : 0;
     } else {

@@ -2,7 +2,8 @@
 // whose key may name a credential (secret_names.hpp), at any depth: in nested
 // objects and in objects inside arrays too. audit_event() passes every
 // client-supplied detail through it before writing the entry, with the same
-// rule the row trigger applies to column names.
+// rule the row trigger applies to column names. tenancy._audit_detail_size:
+// the detail's size, for audit_event's cap.
 //
 // Boundary: the rebuild is C-style code (no C++ object with a destructor)
 // and runs inside one pg_call: the jsonb iterator and builder may ereport.
@@ -10,6 +11,7 @@
 #include "secret_names.hpp"
 
 extern "C" {
+#include "access/detoast.h"
 #include "utils/jsonb.h"
 }
 
@@ -57,6 +59,15 @@ Datum audit_redact_detail(FunctionCallInfo fcinfo) {
     return pg_call([&] { return PointerGetDatum(redact_detail(PG_GETARG_JSONB_P(0))); });
 }
 
+// The jsonb's size in bytes uncompressed, without detoasting it: a 50 MB
+// detail is refused without being read (pg_column_size would give its
+// compressed size).
+Datum audit_detail_size(FunctionCallInfo fcinfo) {
+    return pg_call([&] {
+        return Int64GetDatum(static_cast<int64>(toast_raw_datum_size(PG_GETARG_DATUM(0))));
+    });
+}
+
 }  // namespace
 }  // namespace tenancy
 
@@ -64,5 +75,10 @@ extern "C" {
 PG_FUNCTION_INFO_V1(tenancy_audit_redact_detail);
 Datum tenancy_audit_redact_detail(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum { return tenancy::audit_redact_detail(fcinfo); });
+}
+
+PG_FUNCTION_INFO_V1(tenancy_audit_detail_size);
+Datum tenancy_audit_detail_size(PG_FUNCTION_ARGS) {
+    return tenancy::guard([&]() -> Datum { return tenancy::audit_detail_size(fcinfo); });
 }
 }
