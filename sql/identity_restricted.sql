@@ -58,7 +58,16 @@ SELECT rtest.try(format('SELECT tenancy.create_account(%L, ''x'')', :'co')) AS c
 SELECT rtest.try('SELECT tenancy.enroll_mfa()') AS enroll;
 SELECT rtest.try('SELECT tenancy.change_password(''mia-pass-123'', ''mia-pass-456'')') AS change_password;
 SELECT tenancy.whoami()->>'role' AS whoami_role;
+-- a client's own event is refused; the gateway's record of the refused
+-- request (this session is a superuser's, so it may write system events)
+-- lands in the session's account, where its owners can read it
+SELECT rtest.try('SELECT tenancy.audit_event(''app.note'', ''x'')') AS app_event;
+SELECT tenancy.audit_event('api.request', 'GET /v1/me', '{"status": 401}') AS refused_request_entry \gset
 COMMIT;
+RESET ROLE;
+SELECT l.account_path::text = a.path::text AS recorded_in_the_account, l.action, l.target
+FROM tenancy.audit_log l, tenancy.accounts a WHERE l.id = :refused_request_entry AND a.public_id = :'co';
+SET ROLE tenancy_app;
 -- The same session token later, through authenticate(): still restricted.
 BEGIN;
 SELECT tenancy.authenticate(:'pending_tok') IS NOT NULL AS pending_auth;

@@ -9,7 +9,7 @@ BEGIN
     EXECUTE q;
     RETURN 'ok';
 EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '(acc|sub|inv|key)_[0-9]+_[0-9a-f]+', '\1_X', 'g');
+    RETURN SQLSTATE || ': ' || regexp_replace(regexp_replace(SQLERRM, '(acc|sub|inv|key)_[0-9]+_[0-9a-f]+', '\1_X', 'g'), 'member [0-9]+', 'member N');
 END $$;
 CREATE OR REPLACE FUNCTION mtest.join(acc text, who text, role text, pw text) RETURNS bigint
     LANGUAGE plpgsql AS $$

@@ -649,6 +649,7 @@ BEGIN
         IF action !~ '^app\.[A-Za-z0-9]' THEN
             RAISE EXCEPTION 'audit action "%" needs a name after "app."', action USING ERRCODE = '22023';
         END IF;
+        PERFORM tenancy._refuse_restricted();
         IF NOT tenancy.may('settings', 'write') THEN
             RAISE EXCEPTION 'role % may not record audit events (app.* needs write access to settings)',
                 tenancy._context_field('role') USING ERRCODE = '42501';
@@ -671,6 +672,15 @@ BEGIN
     END IF;
     IF detail IS NOT NULL THEN
         detail := tenancy._audit_redact_detail(detail);
+    END IF;
+    -- A restricted context (MFA pending, password change) has a path no row
+    -- lies under; the gateway's record of its refused request goes to the
+    -- session's account, where its owners read it.
+    IF tenancy._context_field('role') IN ('mfa_pending', 'password_change') THEN
+        RETURN tenancy._audit_record(tenancy.current_main_id(),
+            (SELECT a.path FROM tenancy.accounts a
+             WHERE a.main_id = tenancy.current_main_id() AND a.public_id = tenancy._context_field('account')),
+            action, target, detail);
     END IF;
     RETURN tenancy._audit_record(tenancy.current_main_id(), tenancy.current_path(), action, target, detail);
 END $$;
