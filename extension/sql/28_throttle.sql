@@ -30,3 +30,26 @@ CREATE FUNCTION tenancy._throttle_rewind(by interval) RETURNS bigint
 REVOKE ALL ON FUNCTION tenancy._throttle_attempt(text), tenancy._throttle_check(text), tenancy._throttle_count(text),
     tenancy._throttle_success(text), tenancy._throttle_available(),
     tenancy._throttle_rewind(interval) FROM PUBLIC;
+
+-- The failed-login queue (extension/src/login_queue.cpp): what a failed login
+-- writes in the caller's transaction, kept in shared memory until that
+-- transaction ends and written again by a background worker if it did not
+-- commit. NULL without shared_preload_libraries (and on a standby); false
+-- when the queue is full.
+-- The table counter row of a failure _throttle_attempt counted (login_key as
+-- given to it).
+CREATE FUNCTION tenancy._login_queue_row(login_key text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_login_queue_row' LANGUAGE C VOLATILE STRICT;
+-- A failed login's audit entries: kind 'user' or 'sub_user', the user's id if
+-- known, the login name as audited, the main account email typed (sub-user),
+-- the reason and the recent failures.
+CREATE FUNCTION tenancy._login_queue_audit(kind text, user_id bigint, name text, main_name text,
+                                           reason text, recent_failures integer) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tenancy_login_queue_audit' LANGUAGE C VOLATILE;
+-- Records queued, every database (tests, monitoring).
+CREATE FUNCTION tenancy._login_queue_length() RETURNS integer
+    AS 'MODULE_PATHNAME', 'tenancy_login_queue_length' LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION tenancy._login_queue_row(text),
+    tenancy._login_queue_audit(text, bigint, text, text, text, integer),
+    tenancy._login_queue_length() FROM PUBLIC;
