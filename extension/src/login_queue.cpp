@@ -86,6 +86,7 @@ struct Queue {
     LWLock *lock;
     uint64 next_seq;
     int used;
+    int in_flight;  // taken by a writer, not yet committed (counted as queued)
     TimestampTz full_logged_at;
     Record records[kCapacity];
 };
@@ -209,6 +210,22 @@ namespace {
 using tenancy::Record;
 using tenancy::queue;
 
+int my_in_flight = 0;  // this writer's share of queue->in_flight
+
+void add_in_flight(int n) {
+    LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+    queue->in_flight += n;
+    LWLockRelease(queue->lock);
+    my_in_flight += n;
+}
+
+// A writer that dies in the middle of a batch (its records are lost, the
+// error says why) must not leave them counted.
+void release_in_flight(int code, Datum arg) {
+    if (my_in_flight != 0)
+        add_in_flight(-my_in_flight);
+}
+
 int compare_seq(const void *a, const void *b) {
     uint64 x = static_cast<const Record *>(a)->seq, y = static_cast<const Record *>(b)->seq;
     return x < y ? -1 : x > y ? 1 : 0;
@@ -283,12 +300,16 @@ int drain() {
         }
         LWLockRelease(queue->lock);
     }
+    add_in_flight(m);
     if (m > 0) {
         qsort(todo, m, sizeof(Record), compare_seq);
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
         if (OidIsValid(get_extension_oid("tenancy", true))) {
             pgstat_report_activity(STATE_RUNNING, "SELECT tenancy._login_failure_replay(...)");
+            // Held to commit: tenancy._throttle_rewind() waits for it, so it
+            // shifts either both a row and its shared failure or neither.
+            SPI_execute("SELECT pg_advisory_xact_lock(32762622053868409)", false, 0);
             for (int k = 0; k < m; k++)
                 if (todo[k].kind != tenancy::kRow ||
                     tenancy::throttle_holds_failure(todo[k].digest, todo[k].at))
@@ -299,6 +320,7 @@ int drain() {
     }
     pfree(todo);
     CommitTransactionCommand();
+    add_in_flight(-m);
     pgstat_report_stat(false);
     pgstat_report_activity(STATE_IDLE, NULL);
     return mine - done;
@@ -368,13 +390,14 @@ Datum tenancy_login_queue_audit(PG_FUNCTION_ARGS) {
     });
 }
 
-// _login_queue_length() -> records queued (all databases); NULL without the preload.
+// _login_queue_length() -> records queued or being written (all databases);
+// NULL without the preload. 0: every failure so far is in its table.
 PG_FUNCTION_INFO_V1(tenancy_login_queue_length);
 Datum tenancy_login_queue_length(PG_FUNCTION_ARGS) {
     if (queue == nullptr)
         PG_RETURN_NULL();
     LWLockAcquire(queue->lock, LW_SHARED);
-    int used = queue->used;
+    int used = queue->used + queue->in_flight;
     LWLockRelease(queue->lock);
     PG_RETURN_INT32(used);
 }
@@ -389,6 +412,7 @@ void tenancy_login_audit_writer_main(Datum arg) {
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+    before_shmem_exit(release_in_flight, (Datum)0);
     TimestampTz last_busy = GetCurrentTimestamp();
     for (;;) {
         CHECK_FOR_INTERRUPTS();
