@@ -287,13 +287,14 @@ bool throttle_holds_failure(const unsigned char *digest, TimestampTz at) {
 }
 
 void throttle_init() {
+    // A PGC_POSTMASTER setting may be defined only while preloading.
+    if (!process_shared_preload_libraries_in_progress)
+        return;
     DefineCustomIntVariable(
         "tenancy.login_throttle_entries",
         "Login names the shared login throttle can hold (entries inside their window are never "
         "evicted; when full, new names are refused as throttled).",
         NULL, &max_entries, 16384, 64, 16 * 1024 * 1024, PGC_POSTMASTER, 0, NULL, NULL, NULL);
-    if (!process_shared_preload_libraries_in_progress)
-        return;
     previous_shmem_request = shmem_request_hook;
     shmem_request_hook = throttle_shmem_request;
     previous_shmem_startup = shmem_startup_hook;
