@@ -221,9 +221,9 @@ bool reap(WorkerSlot *s, bool sealer, TimestampTz now) {
     pfree(s->handle);
     s->handle = nullptr;
     if (!TimestampDifferenceExceeds(s->started_at, now, kSealerIdleExitMs - 500)) {
-        s->backoff_ms = s->backoff_ms == 0 ? kFirstRetryMs
-                                           : (s->backoff_ms * 2 > kMaxRetryMs ? kMaxRetryMs
-                                                                               : s->backoff_ms * 2);
+        s->backoff_ms = s->backoff_ms == 0
+                            ? kFirstRetryMs
+                            : (s->backoff_ms * 2 > kMaxRetryMs ? kMaxRetryMs : s->backoff_ms * 2);
         s->retry_at = TimestampTzPlusMilliseconds(now, s->backoff_ms);
         if (!s->reported)
             ereport(LOG,

@@ -207,8 +207,8 @@ int login_queue_discard(Oid dboid) {
 
 namespace {
 
-using tenancy::Record;
 using tenancy::queue;
+using tenancy::Record;
 
 int my_in_flight = 0;  // this writer's share of queue->in_flight
 
@@ -250,9 +250,8 @@ void replay(const Record *r) {
     values[6] = CStringGetTextDatum(r->reason);
     values[7] = Int32GetDatum(r->recent_failures);
     nulls[7] = r->recent_failures >= 0 ? ' ' : 'n';
-    SPI_execute_with_args(
-        "SELECT tenancy._login_failure_replay($1, $2, $3, $4, $5, $6, $7, $8)", 8, types, values,
-        nulls, false, 0);
+    SPI_execute_with_args("SELECT tenancy._login_failure_replay($1, $2, $3, $4, $5, $6, $7, $8)", 8,
+                          types, values, nulls, false, 0);
 }
 
 // One pass over this database's records: drops those whose transaction
@@ -379,7 +378,8 @@ Datum tenancy_login_queue_audit(PG_FUNCTION_ARGS) {
         else if (strcmp(kind, "sub_user") == 0)
             r.kind = tenancy::kSubUserLogin;
         else
-            throw tenancy::SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "kind must be user or sub_user");
+            throw tenancy::SqlError(ERRCODE_INVALID_PARAMETER_VALUE,
+                                    "kind must be user or sub_user");
         r.user_id = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
         tenancy::copy_text(r.name, sizeof r.name, tenancy::arg_text(fcinfo, 2));
         tenancy::copy_text(r.main_name, sizeof r.main_name, tenancy::arg_text(fcinfo, 3));

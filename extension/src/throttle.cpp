@@ -74,8 +74,8 @@ shmem_startup_hook_type previous_shmem_startup = nullptr;
 void throttle_shmem_request() {
     if (previous_shmem_request)
         previous_shmem_request();
-    RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(SharedState)),
-                                    hash_estimate_size(max_entries, sizeof(Entry))));
+    RequestAddinShmemSpace(
+        add_size(MAXALIGN(sizeof(SharedState)), hash_estimate_size(max_entries, sizeof(Entry))));
     RequestNamedLWLockTranche(kTrancheName, 1);
     login_queue_request();
 }
