@@ -265,7 +265,7 @@ RESET ROLE;
 
 -- ---- a full shared table -------------------------------------------------------
 -- A locked name (five failures, rolled back) is never evicted, however many
--- other names fail afterwards (more than tenancy.login_throttle_entries): the
+-- other names fail afterwards (20,000, and more than tenancy.login_throttle_entries): the
 -- table refuses the names it has no room for (fail closed) instead.
 SET ROLE tenancy_app;
 BEGIN;
@@ -274,7 +274,7 @@ FROM generate_series(1, 5) g;
 ROLLBACK;
 RESET ROLE;
 SELECT count(*) FILTER (WHERE NOT tenancy._throttle_attempt('user:junk-' || g || '@thr.test')) > 0 AS junk_refused
-FROM generate_series(1, coalesce(nullif(current_setting('tenancy.login_throttle_entries', true), '')::int, 8192) + 1000) g;
+FROM generate_series(1, greatest(20000, coalesce(nullif(current_setting('tenancy.login_throttle_entries', true), '')::int, 0) + 1000)) g;
 SELECT tenancy._throttle_check('user:victim@thr.test') AS victim_still_locked;
 SELECT tenancy._throttle_attempt('user:newcomer@thr.test') AS newcomer_admitted_while_full;
 -- Once the windows have passed (rewound here), the table makes room again.
