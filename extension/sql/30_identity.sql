@@ -272,11 +272,14 @@ CREATE FUNCTION tenancy._throttle_enter(login_key text) RETURNS boolean
                 ELSE coalesce(tenancy._throttle_attempt(lower(login_key)), true) END
 $$;
 
--- A failed attempt, in the table (shared memory counted it on entry).
+-- A failed attempt, in the table (shared memory counted it on entry). Queued
+-- first (login_queue.cpp): should this transaction not commit, a background
+-- worker inserts the row, so a rollback cannot reset the table counter either.
 CREATE FUNCTION tenancy._record_failure(login_key text) RETURNS void
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
+    SELECT tenancy._login_queue_row(lower(login_key));
     DELETE FROM tenancy.login_failures f
     WHERE f.key_hash = tenancy.sha256_hex(lower(login_key))
       AND f.failed_at < clock_timestamp() - interval '1 day';
@@ -327,46 +330,93 @@ BEGIN
     END IF;
 END $$;
 
--- A failed user login: in every main account the user is a member of (at the
--- user's highest membership there, so its owner reads it), or in the
--- installation's chain for an unknown email. recent_failures: the shared
--- counter's failures in the window, this one included; it also counts
--- attempts whose own entries a rollback discarded.
+-- The login.failure entries of a failed login, with their detail (login,
+-- reason, recent_failures, plus extra). kind 'user': in every main account the
+-- user is a member of (at the user's highest membership there, so its owner
+-- reads it), or in the installation's chain for an unknown email. kind
+-- 'sub_user': in every main account owned by the main account email typed
+-- (main_name), or in the installation's chain if it names none.
+CREATE FUNCTION tenancy._audit_login_failure_write(kind text, who bigint, login_name text, main_name text,
+                                                   reason text, recent integer, extra jsonb)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    d jsonb := jsonb_strip_nulls(jsonb_build_object('login', kind, 'reason', reason,
+                                                    'recent_failures', recent)) || coalesce(extra, '{}');
+BEGIN
+    IF kind = 'user' THEN
+        PERFORM tenancy._audit_login_failure_at(
+            ARRAY(SELECT DISTINCT ON (m.main_id) m.account_path
+                  FROM tenancy.memberships m WHERE m.user_id = who
+                  ORDER BY m.main_id, tenancy.nlevel(m.account_path), m.account_id),
+            login_name, d, d);
+    ELSE
+        PERFORM tenancy._audit_login_failure_at(
+            ARRAY(SELECT a.path FROM tenancy.users o
+                  JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
+                  JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.main_id
+                  WHERE lower(o.email) = lower(main_name)
+                  ORDER BY a.main_id),
+            login_name, d,
+            d || jsonb_build_object('reason', 'unknown_main_account',
+                                    'main_account_email', tenancy._audit_login_name(main_name)));
+    END IF;
+END $$;
+
+-- A failed user login's entries (see _audit_login_failure_write), queued
+-- first so that they are written even if the caller's transaction does not
+-- commit. recent_failures: the shared counter's failures in the window, this
+-- one included.
 CREATE FUNCTION tenancy._audit_login_failure(user_id bigint, typed_email text, reason text)
     RETURNS void
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT tenancy._audit_login_failure_at(
-        ARRAY(SELECT DISTINCT ON (m.main_id) m.account_path
-              FROM tenancy.memberships m WHERE m.user_id = _audit_login_failure.user_id
-              ORDER BY m.main_id, tenancy.nlevel(m.account_path), m.account_id),
-        typed_email, d, d)
-    FROM (SELECT jsonb_strip_nulls(jsonb_build_object('login', 'user', 'reason', reason,
-              'recent_failures', tenancy._throttle_count(format('user:%s', lower(coalesce(typed_email, '')))))) AS d) x
-$$;
+DECLARE
+    login_name text := tenancy._audit_login_name(typed_email);
+    recent integer := tenancy._throttle_count(format('user:%s', lower(coalesce(typed_email, ''))));
+BEGIN
+    PERFORM tenancy._login_queue_audit('user', user_id, login_name, NULL, reason, recent);
+    PERFORM tenancy._audit_login_failure_write('user', user_id, login_name, NULL, reason, recent, NULL);
+END $$;
 
--- A failed sub-user login: in every main account owned by the main account
--- email typed, or in the installation's chain if it names none.
-CREATE FUNCTION tenancy._audit_sub_login_failure(main_account_email text, typed_email text, reason text)
+-- A failed sub-user login's entries, queued first likewise. login_keys: the
+-- throttle keys of the attempt (recent_failures is the highest count).
+CREATE FUNCTION tenancy._audit_sub_login_failure(main_account_email text, typed_email text, reason text,
+                                                 login_keys text[])
     RETURNS void
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT tenancy._audit_login_failure_at(
-        ARRAY(SELECT a.path FROM tenancy.users o
-              JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
-              JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.main_id
-              WHERE lower(o.email) = lower(main_account_email)
-              ORDER BY a.main_id),
-        typed_email,
-        jsonb_strip_nulls(d || jsonb_build_object('reason', reason)),
-        d || jsonb_build_object('reason', 'unknown_main_account',
-                                'main_account_email', tenancy._audit_login_name(main_account_email)))
-    FROM (SELECT jsonb_strip_nulls(jsonb_build_object('login', 'sub_user', 'recent_failures',
-              tenancy._throttle_count(format('sub:%s:%s', lower(coalesce(main_account_email, '')),
-                                             lower(coalesce(typed_email, '')))))) AS d) x
-$$;
+DECLARE
+    login_name text := tenancy._audit_login_name(typed_email);
+    main_name text := tenancy._audit_login_name(main_account_email);
+    recent integer := (SELECT max(tenancy._throttle_count(k)) FROM unnest(login_keys) k);
+BEGIN
+    PERFORM tenancy._login_queue_audit('sub_user', NULL, login_name, main_name, reason, recent);
+    PERFORM tenancy._audit_login_failure_write('sub_user', NULL, login_name, main_name, reason, recent, NULL);
+END $$;
+
+-- Called by the login audit writer (login_queue.cpp) for a queued failure
+-- whose transaction did not commit: the table counter row ('row', with its
+-- original time), or the login.failure entries, marked rolled_back with the
+-- attempt's time.
+CREATE FUNCTION tenancy._login_failure_replay(kind text, key_hash text, failed_at timestamptz, who bigint,
+                                              login_name text, main_name text, reason text, recent integer)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF kind = 'row' THEN
+        INSERT INTO tenancy.login_failures (key_hash, failed_at) VALUES (_login_failure_replay.key_hash, _login_failure_replay.failed_at);
+    ELSE
+        PERFORM tenancy._audit_login_failure_write(kind, who, login_name, main_name, reason, recent,
+            jsonb_build_object('rolled_back', true, 'attempted_at', failed_at));
+    END IF;
+END $$;
 
 -- An event of a session's principal in account (main_id, account_id); the
 -- installation's chain if that account is gone.
@@ -800,8 +850,11 @@ CREATE FUNCTION tenancy.login_sub_user(main_account_email text, email text, pass
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    login_key text := format('sub:%s:%s', lower(coalesce(main_account_email, '')),
-                             lower(coalesce(login_sub_user.email, '')));
+    mains bigint[];
+    login_keys text[];
+    entered_keys text[] := '{}';
+    entered_mains bigint[] := '{}';
+    i integer;
     su tenancy.sub_users;
     candidate tenancy.sub_users;
     main tenancy.accounts;
@@ -810,18 +863,35 @@ BEGIN
     IF main_account_email IS NULL OR login_sub_user.email IS NULL OR login_sub_user.password IS NULL THEN
         RETURN tenancy._login_failed();
     END IF;
-    IF NOT tenancy._throttle_enter(login_key) THEN
+    -- Throttled per sub-user targeted: (main account id, sub-user email) for
+    -- each main account the email typed owns, so a main account's N owners'
+    -- emails do not buy 5 x N guesses; the typed pair when it owns none (the
+    -- same cost and answer: nothing tells whether the names exist).
+    mains := ARRAY(SELECT m.main_id FROM tenancy.users o
+                   JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
+                   WHERE lower(o.email) = lower(main_account_email)
+                   ORDER BY m.main_id);
+    login_keys := CASE WHEN cardinality(mains) = 0
+                       THEN ARRAY[format('sub:%s:%s', lower(main_account_email), lower(login_sub_user.email))]
+                       ELSE ARRAY(SELECT format('subid:%s:%s', x, lower(login_sub_user.email))
+                                  FROM unnest(mains) WITH ORDINALITY AS u(x, n) ORDER BY n) END;
+    FOR i IN 1 .. cardinality(login_keys) LOOP
+        IF tenancy._throttle_enter(login_keys[i]) THEN
+            entered_keys := entered_keys || login_keys[i];
+            entered_mains := entered_mains || mains[i];
+        END IF;
+    END LOOP;
+    IF cardinality(entered_keys) = 0 THEN
         PERFORM tenancy.dummy_password_check(login_sub_user.password);
-        PERFORM tenancy._audit_sub_login_failure(main_account_email, login_sub_user.email, 'throttled');
+        PERFORM tenancy._audit_sub_login_failure(main_account_email, login_sub_user.email, 'throttled', login_keys);
         RETURN tenancy._login_failed();
     END IF;
     -- The same person may own several main accounts: the first sub-user whose
-    -- password matches (usually there is exactly one candidate).
+    -- password matches (usually there is exactly one candidate), among the
+    -- main accounts not throttled for this name.
     FOR candidate IN
-        SELECT x.* FROM tenancy.users o
-        JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
-        JOIN tenancy.sub_users x ON x.main_id = m.main_id AND lower(x.email) = lower(login_sub_user.email)
-        WHERE lower(o.email) = lower(main_account_email)
+        SELECT x.* FROM tenancy.sub_users x
+        WHERE x.main_id = ANY (entered_mains) AND lower(x.email) = lower(login_sub_user.email)
         ORDER BY x.main_id
     LOOP
         IF tenancy.verify_password(login_sub_user.password, candidate.password_hash) THEN
@@ -833,12 +903,14 @@ BEGIN
         IF candidate.id IS NULL THEN
             PERFORM tenancy.dummy_password_check(login_sub_user.password);
         END IF;
-        PERFORM tenancy._record_failure(login_key);
+        FOR i IN 1 .. cardinality(entered_keys) LOOP
+            PERFORM tenancy._record_failure(entered_keys[i]);
+        END LOOP;
         PERFORM tenancy._audit_sub_login_failure(main_account_email, login_sub_user.email,
-            CASE WHEN candidate.id IS NULL THEN 'unknown_sub_user' ELSE 'bad_password' END);
+            CASE WHEN candidate.id IS NULL THEN 'unknown_sub_user' ELSE 'bad_password' END, login_keys);
         RETURN tenancy._login_failed();
     END IF;
-    PERFORM tenancy._clear_failures(login_key);
+    PERFORM tenancy._clear_failures(format('subid:%s:%s', su.main_id, lower(login_sub_user.email)));
     -- The password is right: from here on errors may say why.
     IF su.status <> 'active' THEN
         RAISE EXCEPTION 'sub-user "%" is inactive', su.public_id USING ERRCODE = '28000';
@@ -1155,7 +1227,9 @@ REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(), tenancy._enqueue_email(bigi
     tenancy._throttle_enter(text), tenancy._record_failure(text), tenancy._clear_failures(text),
     tenancy._login_failed(), tenancy._audit_login_name(text),
     tenancy._audit_login_failure_at(tenancy.account_path[], text, jsonb, jsonb),
-    tenancy._audit_login_failure(bigint, text, text), tenancy._audit_sub_login_failure(text, text, text),
+    tenancy._audit_login_failure(bigint, text, text), tenancy._audit_sub_login_failure(text, text, text, text[]),
+    tenancy._audit_login_failure_write(text, bigint, text, text, text, integer, jsonb),
+    tenancy._login_failure_replay(text, text, timestamptz, bigint, text, text, text, integer),
     tenancy._audit_session_event(tenancy.sessions, text, text, jsonb),
     tenancy._new_session(text, bigint, bigint, bigint, bigint, bigint, boolean),
     tenancy._chain_active(tenancy.account_path), tenancy._current_session_id(),

@@ -22,11 +22,12 @@ void _PG_init(void) {
     if (sodium_init() < 0)
         elog(FATAL, "tenancy: libsodium failed to initialise");
     // Before context_init(): it reserves the "tenancy." prefix, which would
-    // drop a tenancy.audit_* value read from postgresql.conf before the load.
+    // drop a tenancy.audit_* (or login_throttle_*) value read from
+    // postgresql.conf before the load.
     tenancy::audit_init();
+    tenancy::throttle_init();
     tenancy::audit_batch_init();
     tenancy::log_scrub_init();
     tenancy::context_init();
-    tenancy::throttle_init();
 }
 }

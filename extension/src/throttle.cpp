@@ -5,21 +5,28 @@
 // This table lives in shared memory (requested at shared_preload_libraries
 // time), outside any transaction: an attempt counts the moment it starts.
 //
-// Layout: a set-associative table of kSets x kWays entries. An entry is keyed
-// by HMAC-SHA-256(salt, login key) with a random salt drawn at server start, so
-// neither emails nor their plain hashes sit in memory and nobody can pick keys
-// that crowd one set to evict a victim's entry. An entry keeps the times of its
-// last kMaxFailures failures (a ring): the key is throttled while all of them
-// lie within the window, exactly the rule of the SQL counter (5 failures within
-// 15 minutes lock until the oldest is 15 minutes old). A full set evicts the
-// entry whose newest failure is oldest (its window ended longest ago). One
-// LWLock guards the table; every operation is a few hundred nanoseconds.
+// Layout: a shared hash table of at most tenancy.login_throttle_entries
+// entries, keyed by HMAC-SHA-256(salt, login key) with a random salt drawn at
+// server start, so neither emails nor their plain hashes sit in memory. An
+// entry keeps the times of its last kMaxFailures failures (a ring): the key is
+// throttled while all of them lie within the window, exactly the rule of the
+// SQL counter (5 failures within 15 minutes lock until the oldest is 15
+// minutes old).
+//
+// An entry with a failure inside the window is never evicted: forgetting it
+// would lift a lock (20,000 junk names used to push a locked victim out of a
+// set-associative table). When the table is full, a new key first sweeps out
+// the entries whose window has ended; if none has, the new key is refused as
+// if throttled (fail closed) and nothing is counted. The sweep runs at most
+// once per freed moment: the table remembers when its earliest live entry
+// expires. One LWLock guards the table.
 //
 // Without shared_preload_libraries there is no table: every function returns
 // NULL and the SQL side falls back to the table counter alone.
 #include "throttle.hpp"
 
 #include "boundary.hpp"
+#include "login_queue.hpp"
 #include "sha256.hpp"
 
 extern "C" {
@@ -30,6 +37,8 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 }
 
@@ -40,31 +49,35 @@ namespace {
 
 constexpr int kMaxFailures = 5;
 constexpr int64 kWindowUsec = int64(15) * 60 * USECS_PER_SEC;
-constexpr int kSets = 512;
-constexpr int kWays = 16;  // 8192 entries, 72 bytes each: under 600 kB
-constexpr size_t kDigestSize = 32;
+constexpr size_t kDigestSize = kThrottleDigestSize;
 constexpr const char *kTrancheName = "tenancy_login_throttle";
 
+int max_entries = 16384;  // tenancy.login_throttle_entries
+
 struct Entry {
-    unsigned char digest[kDigestSize];
+    unsigned char digest[kDigestSize];   // hash key: must come first
     TimestampTz failures[kMaxFailures];  // 0: unused slot
 };
 
-struct SharedTable {
+struct SharedState {
     LWLock *lock;
     unsigned char salt[32];
-    Entry sets[kSets][kWays];
+    // No entry can expire before this: a full table need not be swept sooner.
+    TimestampTz next_expiry;
 };
 
-SharedTable *table = nullptr;
+SharedState *state = nullptr;
+HTAB *entries = nullptr;
 shmem_request_hook_type previous_shmem_request = nullptr;
 shmem_startup_hook_type previous_shmem_startup = nullptr;
 
 void throttle_shmem_request() {
     if (previous_shmem_request)
         previous_shmem_request();
-    RequestAddinShmemSpace(sizeof(SharedTable));
+    RequestAddinShmemSpace(
+        add_size(MAXALIGN(sizeof(SharedState)), hash_estimate_size(max_entries, sizeof(Entry))));
     RequestNamedLWLockTranche(kTrancheName, 1);
+    login_queue_request();
 }
 
 void throttle_shmem_startup() {
@@ -72,16 +85,25 @@ void throttle_shmem_startup() {
         previous_shmem_startup();
     bool found = false;
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-    auto *t = static_cast<SharedTable *>(
-        ShmemInitStruct("tenancy login throttle", sizeof(SharedTable), &found));
+    auto *s = static_cast<SharedState *>(
+        ShmemInitStruct("tenancy login throttle", sizeof(SharedState), &found));
     if (!found) {
-        memset(t, 0, sizeof(SharedTable));
-        t->lock = &(GetNamedLWLockTranche(kTrancheName))->lock;
-        if (!pg_strong_random(t->salt, sizeof(t->salt)))
+        memset(s, 0, sizeof(SharedState));
+        s->lock = &(GetNamedLWLockTranche(kTrancheName))->lock;
+        if (!pg_strong_random(s->salt, sizeof(s->salt)))
             elog(FATAL, "tenancy: could not generate the login throttle's salt");
     }
+    HASHCTL info;
+    memset(&info, 0, sizeof(info));
+    info.keysize = kDigestSize;
+    info.entrysize = sizeof(Entry);
+    // All entries allocated at start: the table never grows into the shared
+    // memory other modules count on.
+    entries = ShmemInitHash("tenancy login throttle entries", max_entries, max_entries, &info,
+                            HASH_ELEM | HASH_BLOBS);
     LWLockRelease(AddinShmemInitLock);
-    table = t;
+    state = s;
+    login_queue_startup();
 }
 
 TimestampTz newest(const Entry &e) {
@@ -99,28 +121,42 @@ int live_failures(const Entry &e, TimestampTz now) {
     return n;
 }
 
-// The entry of digest in its set, or (create) a fresh one in place of the
-// entry whose last failure is oldest. Caller holds the lock (exclusive to create).
-Entry *find_entry(const unsigned char *digest, bool create) {
-    uint32 set_index = 0;
-    memcpy(&set_index, digest, sizeof(set_index));
-    Entry *set = table->sets[set_index % kSets];
-    Entry *victim = &set[0];
-    TimestampTz victim_newest = newest(set[0]);
-    for (int w = 0; w < kWays; ++w) {
-        TimestampTz n = newest(set[w]);
-        if (n != 0 && memcmp(set[w].digest, digest, kDigestSize) == 0)
-            return &set[w];
-        if (n < victim_newest) {
-            victim = &set[w];
-            victim_newest = n;
+// Removes every entry whose window has ended; notes when the next one ends.
+// Caller holds the lock exclusively.
+void sweep(TimestampTz now) {
+    HASH_SEQ_STATUS scan;
+    hash_seq_init(&scan, entries);
+    TimestampTz next = DT_NOEND;
+    Entry *e;
+    while ((e = static_cast<Entry *>(hash_seq_search(&scan))) != nullptr) {
+        TimestampTz n = newest(*e);
+        if (n <= now - kWindowUsec) {
+            hash_search(entries, e->digest, HASH_REMOVE, nullptr);
+        } else if (n + kWindowUsec < next) {
+            next = n + kWindowUsec;
         }
     }
-    if (!create)
-        return nullptr;
-    memset(victim, 0, sizeof(Entry));
-    memcpy(victim->digest, digest, kDigestSize);
-    return victim;
+    state->next_expiry = next;
+}
+
+// The key's entry, or (create) a new one; nullptr when the table is full of
+// entries inside their window. Caller holds the lock (exclusive to create).
+Entry *find_entry(const unsigned char *digest, bool create, TimestampTz now) {
+    auto *e = static_cast<Entry *>(hash_search(entries, digest, HASH_FIND, nullptr));
+    if (e != nullptr || !create)
+        return e;
+    if (hash_get_num_entries(entries) >= max_entries) {
+        if (now < state->next_expiry)
+            return nullptr;
+        sweep(now);
+        if (hash_get_num_entries(entries) >= max_entries)
+            return nullptr;
+    }
+    bool found = false;
+    e = static_cast<Entry *>(hash_search(entries, digest, HASH_ENTER_NULL, &found));
+    if (e != nullptr && !found)
+        memset(e->failures, 0, sizeof(e->failures));
+    return e;
 }
 
 void record_failure(Entry *e, TimestampTz now) {
@@ -134,9 +170,7 @@ void record_failure(Entry *e, TimestampTz now) {
 // The salted digest of the function's text argument.
 void key_digest(FunctionCallInfo fcinfo, unsigned char *digest) {
     auto *key = reinterpret_cast<text *>(pg_call([&] { return PG_GETARG_TEXT_PP(0); }));
-    static_assert(kDigestSize == kSha256Size);
-    if (!hmac_sha256(table->salt, sizeof(table->salt), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-                     digest))
+    if (!throttle_digest(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), digest))
         throw SqlError(ERRCODE_INTERNAL_ERROR, "HMAC-SHA-256 failed");
 }
 
@@ -149,43 +183,43 @@ int locked_op(Op op, const unsigned char *digest) {
     return pg_call([&]() -> int {
         TimestampTz now = GetCurrentTimestamp();
         int result = 1;
-        LWLockAcquire(table->lock, op == Op::Check || op == Op::Count ? LW_SHARED : LW_EXCLUSIVE);
+        LWLockAcquire(state->lock, op == Op::Check || op == Op::Count ? LW_SHARED : LW_EXCLUSIVE);
         switch (op) {
             case Op::Attempt: {
                 // Check and count in one step: parallel attempts cannot all
-                // slip through on the same count.
-                Entry *e = find_entry(digest, true);
-                if (live_failures(*e, now) >= kMaxFailures) {
+                // slip through on the same count. No room: refused (fail closed).
+                Entry *e = find_entry(digest, true, now);
+                if (e == nullptr || live_failures(*e, now) >= kMaxFailures) {
                     result = 0;
                 } else {
                     record_failure(e, now);
+                    if (now + kWindowUsec < state->next_expiry)
+                        state->next_expiry = now + kWindowUsec;
                 }
                 break;
             }
             case Op::Check: {
-                Entry *e = find_entry(digest, false);
+                Entry *e = find_entry(digest, false, now);
                 result = e != nullptr && live_failures(*e, now) >= kMaxFailures;
                 break;
             }
             case Op::Count: {
-                Entry *e = find_entry(digest, false);
+                Entry *e = find_entry(digest, false, now);
                 result = e == nullptr ? 0 : live_failures(*e, now);
                 break;
             }
             case Op::Success: {
-                Entry *e = find_entry(digest, false);
-                if (e != nullptr)
-                    memset(e, 0, sizeof(Entry));
+                hash_search(entries, digest, HASH_REMOVE, nullptr);
                 break;
             }
         }
-        LWLockRelease(table->lock);
+        LWLockRelease(state->lock);
         return result;
     });
 }
 
 Datum run(FunctionCallInfo fcinfo, Op op) {
-    if (table == nullptr) {
+    if (state == nullptr) {
         fcinfo->isnull = true;
         return (Datum)0;
     }
@@ -200,27 +234,67 @@ Datum run(FunctionCallInfo fcinfo, Op op) {
 int64 rewind(int64 usec) {
     return pg_call([&]() -> int64 {
         int64 touched = 0;
-        LWLockAcquire(table->lock, LW_EXCLUSIVE);
-        for (auto &set : table->sets)
-            for (Entry &e : set) {
-                bool any = false;
-                for (TimestampTz &t : e.failures)
-                    if (t != 0) {
-                        t = t - usec > 1 ? t - usec : 1;
-                        any = true;
-                    }
-                touched += any ? 1 : 0;
-            }
-        LWLockRelease(table->lock);
+        LWLockAcquire(state->lock, LW_EXCLUSIVE);
+        HASH_SEQ_STATUS scan;
+        hash_seq_init(&scan, entries);
+        Entry *e;
+        while ((e = static_cast<Entry *>(hash_seq_search(&scan))) != nullptr) {
+            for (TimestampTz &t : e->failures)
+                if (t != 0)
+                    t = t - usec > 1 ? t - usec : 1;
+            ++touched;
+        }
+        state->next_expiry = 0;  // the next full moment sweeps
+        LWLockRelease(state->lock);
         return touched;
     });
 }
 
 }  // namespace
 
+bool throttle_available() {
+    return state != nullptr;
+}
+
+bool throttle_digest(const char *key, size_t len, unsigned char *digest) {
+    static_assert(kDigestSize == kSha256Size);
+    return state != nullptr && hmac_sha256(state->salt, sizeof(state->salt), key, len, digest);
+}
+
+TimestampTz throttle_newest_failure(const unsigned char *digest) {
+    if (state == nullptr)
+        return 0;
+    TimestampTz n = 0;
+    LWLockAcquire(state->lock, LW_SHARED);
+    auto *e = static_cast<Entry *>(hash_search(entries, digest, HASH_FIND, nullptr));
+    if (e != nullptr)
+        n = newest(*e);
+    LWLockRelease(state->lock);
+    return n;
+}
+
+bool throttle_holds_failure(const unsigned char *digest, TimestampTz at) {
+    if (state == nullptr || at == 0)
+        return false;
+    bool holds = false;
+    LWLockAcquire(state->lock, LW_SHARED);
+    auto *e = static_cast<Entry *>(hash_search(entries, digest, HASH_FIND, nullptr));
+    if (e != nullptr)
+        for (TimestampTz t : e->failures)
+            holds = holds || t == at;
+    LWLockRelease(state->lock);
+    return holds;
+}
+
 void throttle_init() {
+    // A PGC_POSTMASTER setting may be defined only while preloading.
     if (!process_shared_preload_libraries_in_progress)
         return;
+    DefineCustomIntVariable(
+        "tenancy.login_throttle_entries",
+        "Login names the shared login throttle can hold (entries inside their window are never "
+        "evicted; when full, new names are refused as throttled).",
+        NULL, &max_entries, 16384, 64, 16 * 1024 * 1024, PGC_POSTMASTER, 0, NULL, NULL, NULL);
     previous_shmem_request = shmem_request_hook;
     shmem_request_hook = throttle_shmem_request;
     previous_shmem_startup = shmem_startup_hook;
@@ -258,14 +332,14 @@ Datum tenancy_throttle_success(PG_FUNCTION_ARGS) {
 
 PG_FUNCTION_INFO_V1(tenancy_throttle_available);
 Datum tenancy_throttle_available(PG_FUNCTION_ARGS) {
-    return BoolGetDatum(tenancy::table != nullptr);
+    return BoolGetDatum(tenancy::throttle_available());
 }
 
 // _throttle_rewind(by interval) -> entries touched; NULL without the table.
 PG_FUNCTION_INFO_V1(tenancy_throttle_rewind);
 Datum tenancy_throttle_rewind(PG_FUNCTION_ARGS) {
     return tenancy::guard([&]() -> Datum {
-        if (tenancy::table == nullptr) {
+        if (!tenancy::throttle_available()) {
             fcinfo->isnull = true;
             return (Datum)0;
         }

@@ -1,6 +1,7 @@
 # Login throttling when tenancy is NOT in shared_preload_libraries: there is no
 # shared-memory counter, the C functions answer NULL, and the table counter
-# alone throttles (committed failures only; see README "Login throttling").
+# alone throttles (committed failures only; see README "Login throttling"),
+# and nothing queues failed logins for after a rollback.
 NOPRELOAD_WORK=$TENANCY_TEST_WORK/nopreload
 mkdir -p "$NOPRELOAD_WORK" && chmod 0755 "$NOPRELOAD_WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$NOPRELOAD_WORK"
@@ -17,8 +18,9 @@ if cluster_init "$NOPRELOAD_WORK/pg" "$nopreload_port" && cluster_start "$NOPREL
     $N -c "CREATE EXTENSION tenancy" \
        -c "SELECT tenancy.create_main_account('No Preload', 'np@np.test', 'np-pass-1')" \
        -c "SELECT tenancy.create_main_account('No Preload 2', 'np2@np.test', 'np2-pass-1')" >/dev/null
-    check shared-table-absent "f t " \
-        -c "SELECT tenancy._throttle_available()" -c "SELECT tenancy._throttle_attempt('user:x@y') IS NULL"
+    check shared-table-absent "f t t " \
+        -c "SELECT tenancy._throttle_available()" -c "SELECT tenancy._throttle_attempt('user:x@y') IS NULL" \
+        -c "SELECT tenancy._login_queue_length() IS NULL AND tenancy._login_queue_row('user:x@y') IS NULL"
     # Committed failures (autocommit) throttle through the table.
     check committed-failures-throttle "t " \
         -c "SELECT tenancy.login('np@np.test', 'bad-1')" -c "SELECT tenancy.login('np@np.test', 'bad-2')" \
