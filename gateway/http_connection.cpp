@@ -174,6 +174,12 @@ void refuse_connection(socket_t sock, const std::string &peer, int max) {
         "X-Content-Type-Options: nosniff\r\n" +
         kRequestIdHeader + ": " + id + "\r\n\r\n" + body;
     (void)::send(sock, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    // Closing with unread input would reset the connection, and the client
+    // could lose the answer: end our side, then discard what has arrived.
+    ::shutdown(sock, SHUT_WR);
+    std::array<char, 4096> discard{};
+    for (int i = 0; i < 16 && ::recv(sock, discard.data(), discard.size(), MSG_DONTWAIT) > 0; ++i) {
+    }
 
     static std::atomic<long long> last_log{0};
     static std::atomic<long long> refused{0};
