@@ -472,9 +472,11 @@ def main():
             return data if "api-e2e-up" in ids else None  # sealed by now
         data = poll(listed, 15, "sealed entries listed")
         positions = [e["position"] for e in data]
-        assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
+        assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions), \
+            [(e["position"], e["action"], e["target"]) for e in data]
         assert all(len(e["digest"]) == 64 for e in data), data[0]
-        assert any(e["action"] == "insert" and e["target"] == "tenancy.accounts" for e in data)
+        assert any(e["action"] == "insert" and e["target"] == "tenancy.accounts" for e in data), \
+            [(e["position"], e["action"], e["target"]) for e in data]
         status, _, body = call(path + "?action=api.request", api["key"])
         only = json.loads(body)["data"]
         assert only and all(e["action"] == "api.request" for e in only), only
