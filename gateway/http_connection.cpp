@@ -235,35 +235,49 @@ bool LimitedServer::process_and_close_socket(socket_t sock) {
     if (!peers_.acquire(peer)) {
         refuse_connection(sock, peer, limits_.max_connections_per_peer);
     } else {
-        DeadlineStream strm(sock, to_ms(read_timeout_sec_, read_timeout_usec_),
-                            to_ms(write_timeout_sec_, write_timeout_usec_));
-        t_stream = &strm;
-        const auto keep_alive = std::chrono::seconds(keep_alive_timeout_sec_);
-        for (size_t left = keep_alive_max_count_; left > 0; --left) {
-            // Wait for the next request's first byte (an idle connection
-            // closes after the keep-alive timeout, or when the server stops).
-            const auto idle_until = Clock::now() + keep_alive;
-            int ready = strm.has_buffered() ? 1 : 0;
-            while (ready == 0 && svr_sock_ != INVALID_SOCKET && Clock::now() < idle_until)
-                ready = wait_for(
-                    sock, POLLIN,
-                    std::min<std::chrono::milliseconds>(
-                        kIdlePollSlice, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            idle_until - Clock::now()) +
-                                            std::chrono::milliseconds(1)));
-            if (ready <= 0 || svr_sock_ == INVALID_SOCKET)
-                break;
-            strm.start_request(limits_.request_read_timeout);
-            bool connection_closed = false;
-            ret = process_request(strm, left == 1, connection_closed, nullptr);
-            if (!ret || connection_closed || strm.timed_out())
-                break;
-        }
-        t_stream = nullptr;
-        peers_.release(peer);
+        // Released however serving ends (cpp-httplib may let an exception out).
+        struct Slot {
+            PeerCounter &peers;
+            const std::string &peer;
+            ~Slot() { peers.release(peer); }
+        } slot{peers_, peer};
+        ret = serve(sock);
     }
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
+    return ret;
+}
+
+bool LimitedServer::serve(socket_t sock) {
+    DeadlineStream strm(sock, to_ms(read_timeout_sec_, read_timeout_usec_),
+                        to_ms(write_timeout_sec_, write_timeout_usec_));
+    // For the error handler (request_read_timed_out), while this runs.
+    struct Current {
+        explicit Current(const DeadlineStream *s) { t_stream = s; }
+        ~Current() { t_stream = nullptr; }
+    } current(&strm);
+    const auto keep_alive = std::chrono::seconds(keep_alive_timeout_sec_);
+    bool ret = false;
+    for (size_t left = keep_alive_max_count_; left > 0; --left) {
+        // Wait for the next request's first byte (an idle connection closes
+        // after the keep-alive timeout, or when the server stops).
+        const auto idle_until = Clock::now() + keep_alive;
+        int ready = strm.has_buffered() ? 1 : 0;
+        while (ready == 0 && svr_sock_ != INVALID_SOCKET && Clock::now() < idle_until) {
+            auto left_ms =
+                std::chrono::duration_cast<std::chrono::milliseconds>(idle_until - Clock::now());
+            ready = wait_for(sock, POLLIN,
+                             std::min<std::chrono::milliseconds>(
+                                 kIdlePollSlice, left_ms + std::chrono::milliseconds(1)));
+        }
+        if (ready <= 0 || svr_sock_ == INVALID_SOCKET)
+            break;
+        strm.start_request(limits_.request_read_timeout);
+        bool connection_closed = false;
+        ret = process_request(strm, left == 1, connection_closed, nullptr);
+        if (!ret || connection_closed || strm.timed_out())
+            break;
+    }
     return ret;
 }
 

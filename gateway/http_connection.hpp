@@ -47,6 +47,8 @@ class LimitedServer : public httplib::Server {
 
   private:
     bool process_and_close_socket(socket_t sock) override;
+    // The keep-alive loop over one admitted connection.
+    bool serve(socket_t sock);
 
     const ConnectionLimits limits_;
     PeerCounter peers_;
