@@ -31,15 +31,44 @@ namespace {
 constexpr const char *kServerFailureDetail = "the request failed; the gateway log has the cause";
 
 // How far a request's transaction got: a failure at a stage means every
-// stage before it succeeded.
-enum class Stage { Role, Authenticate, ActAs, Handler, Record };
+// stage before it succeeded. Restricted: the credential was accepted, but its
+// context may only complete its second factor or change its password.
+enum class Stage { Role, Authenticate, Restricted, ActAs, Handler, Record };
 
-void enter_context(Tx &tx, const std::string &credential, const std::string &account,
-                   Stage *stage) {
+// The SQLSTATE the database raises for what a restricted context may not do;
+// problem_for_sqlstate() turns it into the answer.
+const char *restricted_sqlstate(const std::string &role) {
+    if (role == "mfa_pending")
+        return "28T01";
+    if (role == "password_change")
+        return "28T02";
+    return nullptr;
+}
+
+// Drops to tenancy_app, authenticates (reading the context's role in the same
+// round trip) and acts in account when one is named. A restricted context
+// (MFA pending, password to change) is refused before anything else runs
+// unless the route allows it (or the request is only being recorded).
+void enter_context(Tx &tx, const std::string &credential, const std::string &account, Stage *stage,
+                   RestrictedContext restricted) {
     *stage = Stage::Role;
     tx.exec("SET LOCAL ROLE tenancy_app");
     *stage = Stage::Authenticate;
-    tx.exec("SELECT tenancy.authenticate($1)", {credential});
+    // OFFSET 0 keeps the subquery, so authenticate() runs before whoami().
+    Result r = tx.exec(
+        "SELECT tenancy.whoami()->>'role' FROM (SELECT tenancy.authenticate($1) OFFSET 0) a",
+        {credential});
+    if (const char *sqlstate = restricted_sqlstate(r.value(0, 0).value_or(""))) {
+        *stage = Stage::Restricted;
+        if (restricted == RestrictedContext::refuse) {
+            Problem p = problem_for_sqlstate(sqlstate);
+            p.detail = p.code == "mfa_required"
+                           ? "this session must complete multi-factor authentication first"
+                           : "this session must change its password first";
+            throw ApiError{p};
+        }
+        return;  // a restricted context cannot switch accounts
+    }
     if (!account.empty()) {
         *stage = Stage::ActAs;
         tx.exec("SELECT tenancy.act_as($1)", {account});
@@ -65,7 +94,8 @@ Problem problem_for_failure(const TxError &error) {
 }  // namespace
 
 void run_api_request(DbPool &pool, const std::string &route, const httplib::Request &req,
-                     httplib::Response &res, const ApiHandler &handler) {
+                     httplib::Response &res, const ApiHandler &handler,
+                     RestrictedContext restricted) {
     const std::string request_id = request_id_of(res);
     std::optional<std::string> credential =
         bearer_credential(req.get_header_value("Authorization"));
@@ -83,7 +113,7 @@ void run_api_request(DbPool &pool, const std::string &route, const httplib::Requ
     TxOutcome outcome;
     try {
         outcome = run_transaction(pool, [&](Tx &tx) {
-            enter_context(tx, *credential, account, &stage);
+            enter_context(tx, *credential, account, &stage, restricted);
             stage = Stage::Handler;
             answer = handler(tx, req);
             stage = Stage::Record;
@@ -130,13 +160,14 @@ void run_api_request(DbPool &pool, const std::string &route, const httplib::Requ
 
     // The credential was accepted, the request then refused: record it in a
     // transaction of its own (the first one rolled back). In the account the
-    // request acted in, or the credential's own when switching failed.
-    if (stage < Stage::ActAs || stage == Stage::Record)
+    // request acted in, or the credential's own when switching failed or the
+    // context was restricted.
+    if (stage < Stage::Restricted || stage == Stage::Record)
         return;
     Stage again = Stage::Role;
     const std::string acted_in = stage > Stage::ActAs ? account : std::string();
     TxOutcome recorded = run_transaction(pool, [&](Tx &tx) {
-        enter_context(tx, *credential, acted_in, &again);
+        enter_context(tx, *credential, acted_in, &again, RestrictedContext::allow);
         record_request(tx, route, req.method, problem.status, request_id);
     });
     if (!recorded)

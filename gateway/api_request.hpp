@@ -12,6 +12,10 @@
 // back and the request is recorded in a second transaction, so a refused
 // request is on the log too. A request whose credential is refused has no
 // account to be recorded in (authenticate() itself counts and logs logins).
+// A session whose MFA is pending or whose password must change gets 401
+// mfa_required / 403 password_change_required right after authenticate(),
+// unless its route is one such a session may use; that refusal is recorded
+// like any other.
 #pragma once
 
 #include "db_pool.hpp"
@@ -43,11 +47,16 @@ struct ApiError {
 
 using ApiHandler = std::function<ApiAnswer(Tx &, const httplib::Request &)>;
 
+// Whether a route serves a restricted context (MFA pending, password to
+// change): only verifying the factor, changing the password and logging out.
+enum class RestrictedContext { refuse, allow };
+
 // Runs handler as described above and writes the answer or the problem.
 // route is the route's pattern as documented ("GET /v1/me"), recorded in the
 // audit entry instead of the concrete path.
 void run_api_request(DbPool &pool, const std::string &route, const httplib::Request &req,
-                     httplib::Response &res, const ApiHandler &handler);
+                     httplib::Response &res, const ApiHandler &handler,
+                     RestrictedContext restricted = RestrictedContext::refuse);
 
 void register_me_routes(HttpServer &server, DbPool &pool);
 void register_audit_routes(HttpServer &server, DbPool &pool);

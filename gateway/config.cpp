@@ -37,6 +37,10 @@ const IntOption kIntOptions[] = {
      3600000},
     {"--audit-seal-interval-ms", "TENANCY_AUDIT_SEAL_INTERVAL_MS", &Config::audit_seal_interval_ms,
      0, 60000},
+    {"--request-read-timeout-ms", "TENANCY_REQUEST_READ_TIMEOUT_MS",
+     &Config::request_read_timeout_ms, 100, 600000},
+    {"--max-connections-per-peer", "TENANCY_MAX_CONNECTIONS_PER_PEER",
+     &Config::max_connections_per_peer, 1, 100000},
 };
 
 ConfigResult fail(std::string message) {
@@ -106,6 +110,10 @@ std::string usage_text() {
            "(default 5000)\n"
            "  --audit-seal-interval-ms N TENANCY_AUDIT_SEAL_INTERVAL_MS call tenancy.audit_seal() "
            "this often (default 0: never; the extension's background sealer does it)\n"
+           "  --request-read-timeout-ms N TENANCY_REQUEST_READ_TIMEOUT_MS total time to receive "
+           "one request's headers and body, then 408 (default 10000)\n"
+           "  --max-connections-per-peer N TENANCY_MAX_CONNECTIONS_PER_PEER open connections per "
+           "client address, more get 429 (default 8)\n"
            "  --help                     print this help and exit\n";
 }
 

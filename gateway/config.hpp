@@ -23,6 +23,14 @@ struct Config {
     // Calls tenancy.audit_seal() this often (audit_sealer.hpp); 0: never
     // (the extension's background sealer does it).
     int audit_seal_interval_ms = 0;
+    // Total time to receive one request's line, headers and body, counted
+    // from its first byte; a slower request gets 408 and its connection
+    // closes (a per-recv timeout alone lets a byte every few seconds hold a
+    // worker forever).
+    int request_read_timeout_ms = 10000;
+    // Connections one peer address may hold open at once; more are answered
+    // 429 and closed, so one client cannot take every worker thread.
+    int max_connections_per_peer = 8;
 };
 
 struct ConfigResult {

@@ -1,9 +1,14 @@
 #include "http_server.hpp"
 
 #include "log.hpp"
+#include "request_checks.hpp"
+
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <random>
 
@@ -85,7 +90,10 @@ void send_problem(httplib::Response &res, const Problem &problem) {
                     kProblemContentType);
 }
 
-HttpServer::HttpServer(const Config &config) : config_(config) {
+HttpServer::HttpServer(const Config &config)
+    : config_(config),
+      server_(ConnectionLimits{std::chrono::milliseconds(config.request_read_timeout_ms),
+                               config.max_connections_per_peer}) {
     const int threads = config_.threads;
     server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     // The Debian library is prebuilt, so the CPPHTTPLIB_TCP_NODELAY macro
@@ -97,12 +105,32 @@ HttpServer::HttpServer(const Config &config) : config_(config) {
     server_.set_read_timeout(10);
     server_.set_write_timeout(10);
     server_.set_payload_max_length(1 << 20);
-    server_.set_default_headers({{"Cache-Control", "no-store"}});
+    // On every answer, errors included: nothing is cacheable, and a browser
+    // must not guess a type other than the one sent.
+    server_.set_default_headers(
+        {{"Cache-Control", "no-store"}, {"X-Content-Type-Options", "nosniff"}});
+    // cpp-httplib's default sets SO_REUSEPORT, with which a second gateway on
+    // the same port starts and silently takes half the connections;
+    // SO_REUSEADDR only allows a restart while old connections linger.
+    server_.set_socket_options([](socket_t sock) {
+        int yes = 1;
+        ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     install_hooks();
 }
 
-void HttpServer::route(const std::string &method, const std::string &pattern, Handler handler) {
+void HttpServer::route(const std::string &method, const std::string &pattern, Handler inner) {
     routes_.push_back({method, std::regex(pattern)});
+    // Checked here, once the body is read: answering from the pre-routing
+    // hook would leave an unread body in the connection.
+    Handler handler = [inner = std::move(inner)](const httplib::Request &req,
+                                                 httplib::Response &res) {
+        if (auto where = control_character_in(req)) {
+            send_problem(res, problem_invalid_request("control character in " + *where));
+            return;
+        }
+        inner(req, res);
+    };
     if (method == "GET")
         server_.Get(pattern, std::move(handler));
     else if (method == "POST")
@@ -152,6 +180,14 @@ void HttpServer::install_hooks() {
     server_.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request &req, httplib::Response &res) {
             ensure_request_id(req, res);
+            // The request did not arrive in time (http_connection.hpp): 408,
+            // and the connection closes.
+            if (request_read_timed_out()) {
+                // So the answer says "Connection: close", not "Keep-Alive".
+                const_cast<httplib::Request &>(req).set_header("Connection", "close");
+                send_problem(res, problem_for_status(408, "the request did not arrive in time"));
+                return httplib::Server::HandlerResponse::Handled;
+            }
             if (!res.body.empty())
                 return httplib::Server::HandlerResponse::Unhandled;
             if (res.status == 404) {
@@ -205,9 +241,14 @@ void HttpServer::install_hooks() {
 }
 
 bool HttpServer::bind(std::string &error) {
+    errno = 0;
     if (!server_.bind_to_port(config_.listen, config_.port)) {
-        error = "cannot listen on " + config_.listen + ":" + std::to_string(config_.port) +
-                " (address in use or not available)";
+        const int cause = errno;
+        error = "cannot listen on " + config_.listen + ":" + std::to_string(config_.port) + " (" +
+                (cause == EADDRINUSE ? std::string("the port is in use by another process")
+                 : cause != 0        ? std::string(std::strerror(cause))
+                                     : std::string("address in use or not available")) +
+                ")";
         return false;
     }
     return true;

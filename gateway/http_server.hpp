@@ -1,9 +1,11 @@
 // The HTTP layer: cpp-httplib plus what every response needs: a Request-Id
-// header, problem+json for every error (404, 405, 500, ...), and one JSON log
-// line per request.
+// header, problem+json for every error (404, 405, 408, 500, ...), no-store and
+// nosniff headers, the control-character check, and one JSON log line per
+// request.
 #pragma once
 
 #include "config.hpp"
+#include "http_connection.hpp"
 #include "problem.hpp"
 
 #include <httplib.h>
@@ -39,7 +41,8 @@ class HttpServer {
     // R"(/v1/accounts/([^/]+))". Methods: GET, POST, PUT, PATCH, DELETE.
     void route(const std::string &method, const std::string &pattern, Handler handler);
 
-    // Binds the listening socket; false (with error) if that fails.
+    // Binds the listening socket; false (with error) if that fails, also when
+    // another process listens on the port (no SO_REUSEPORT sharing).
     bool bind(std::string &error);
     // Serves until stop(); in-flight requests finish before it returns.
     bool run();
@@ -53,7 +56,7 @@ class HttpServer {
     void install_hooks();
 
     const Config &config_;
-    httplib::Server server_;
+    LimitedServer server_;
     struct RouteEntry {
         std::string method;
         std::regex pattern;

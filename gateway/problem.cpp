@@ -44,6 +44,9 @@ Problem problem_for_status(int status, std::string detail) {
         case 405:
             p = make(405, "method_not_allowed", "Method not allowed");
             break;
+        case 408:
+            p = make(408, "request_timeout", "Request timeout");
+            break;
         case 409:
             p = make(409, "conflict", "Conflict");
             break;
@@ -62,6 +65,9 @@ Problem problem_for_status(int status, std::string detail) {
         case 422:
             p = make(422, "unprocessable", "Unprocessable request");
             break;
+        case 429:
+            p = make(429, "too_many_connections", "Too many connections");
+            break;
         case 503:
             p = make(503, "service_unavailable", "Service unavailable");
             break;
@@ -76,10 +82,22 @@ Problem problem_for_status(int status, std::string detail) {
     return p;
 }
 
+Problem problem_invalid_request(std::string detail) {
+    Problem p = make(400, "invalid_request", "Invalid request");
+    p.detail = std::move(detail);
+    return p;
+}
+
 Problem problem_for_sqlstate(const std::string &s) {
     // Exact codes first, then classes.
     if (s == "28000" || s == "28P01")
         return make(401, "unauthenticated", "Authentication required");
+    // A session whose second factor is still pending, or whose password must
+    // change first, may do nothing else.
+    if (s == "28T01")
+        return make(401, "mfa_required", "Multi-factor authentication required");
+    if (s == "28T02")
+        return make(403, "password_change_required", "Password change required");
     if (s == "42501")
         return make(403, "forbidden", "Forbidden");
     if (s == "P0002")

@@ -23,6 +23,10 @@ nlohmann::json problem_json(const Problem &p, const std::string &request_id = ""
 // The problem for an HTTP status the gateway itself produces (404, 405, ...).
 Problem problem_for_status(int status, std::string detail = "");
 
+// 400 invalid_request: the request itself is malformed where the gateway
+// reads it (a control character in the path, a query value or a header).
+Problem problem_invalid_request(std::string detail);
+
 // The one place that maps a PostgreSQL SQLSTATE to an HTTP answer.
 // detail is left empty: the caller decides what of the message is safe to
 // show (a 500 must not echo internals).

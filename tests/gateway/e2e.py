@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ WORK = sys.argv[1]
 CLUSTER = os.path.join(WORK, "gw-e2e-pg")
 LOG = os.path.join(WORK, "gw-e2e-gateway.log")
 ERR = os.path.join(WORK, "gw-e2e-gateway.err")
+GW_ROLE = "gw_e2e"  # the gateways' own database login role
 
 failures = 0
 started = []  # gateway processes to kill on the way out
@@ -112,7 +114,14 @@ def main():
     http_port = free_port()
     cluster("cluster_init", pg_port)
     cluster("cluster_start")
-    conninfo = "host=%s port=%d dbname=postgres user=postgres" % (CLUSTER, pg_port)
+    # Every gateway here logs in as its own client role, a member of
+    # tenancy_gateway (tenancy.create_client(..., gateway => true)), never
+    # as a superuser; psql below is the DBA (postgres).
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", CLUSTER, "-p", str(pg_port),
+                    "-U", "postgres", "-d", "postgres", "-c", "CREATE EXTENSION tenancy",
+                    "-c", "SELECT tenancy.create_client('%s', NULL, gateway => true)" % GW_ROLE],
+                   check=True, capture_output=True, timeout=60)
+    conninfo = "host=%s port=%d dbname=postgres user=%s" % (CLUSTER, pg_port, GW_ROLE)
     gw = start_gateway(["--listen", "127.0.0.1", "--port", str(http_port), "--database-url",
                         conninfo, "--pool-size", "4"])
     poll(lambda: request(http_port, "/healthz")[0] == 200, 15, "gateway up")
@@ -219,6 +228,138 @@ def main():
         assert by_id["log-case-2"]["status"] == 404 and by_id["log-case-2"]["path"] == "/nope"
         assert by_id["log-case-post"]["method"] == "POST"
         assert by_id["log-case-post"]["status"] == 405
+
+    @case("gateway_logs_in_as_its_own_client_role")
+    def _():
+        def dba(sql):
+            return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", CLUSTER,
+                                   "-p", str(pg_port), "-U", "postgres", "-d", "postgres", "-c", sql],
+                                  check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+        assert request(http_port, "/readyz")[0] == 200
+        users = dba("SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity "
+                    "WHERE application_name = 'tenancy-gateway'")
+        assert users == GW_ROLE, users
+        assert dba("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = '%s'" % GW_ROLE) == "f"
+        assert dba("SELECT gateway FROM tenancy.clients WHERE name = '%s'" % GW_ROLE) == "t"
+
+    @case("second_gateway_on_a_used_port_exits_1")
+    def _():
+        # Without SO_REUSEPORT the bind fails: exit 1 with one clear line,
+        # and the first gateway keeps the port.
+        r = subprocess.run([GATEWAY, "--port", str(http_port), "--database-url", conninfo],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (r.returncode, r.stderr)
+        assert "cannot listen on 127.0.0.1:%d" % http_port in r.stderr, r.stderr
+        assert "in use" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        for _ in range(4):
+            assert request(http_port, "/healthz")[0] == 200
+
+    def read_until_closed(conn, bound_s):
+        """Everything the server sends until it closes (a reset counts as closed)."""
+        conn.settimeout(bound_s)
+        got = b""
+        try:
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return got
+                got += chunk
+        except ConnectionResetError:
+            return got
+
+    slow = {}
+
+    def slow_gateway():
+        if "port" not in slow:
+            slow["port"] = free_port()
+            start_gateway(["--port", str(slow["port"]), "--database-url", conninfo, "--threads", "16",
+                           "--request-read-timeout-ms", "2000", "--max-connections-per-peer", "8"],
+                          log=LOG + ".slow", err=ERR + ".slow")
+            poll(lambda: request(slow["port"], "/healthz")[0] == 200, 15, "gateway up")
+        return slow["port"]
+
+    @case("slow_request_cut_off_after_its_deadline")
+    def _():
+        # Each line arrives well within the per-read timeout; only a total
+        # deadline over headers and body ends these requests.
+        port = slow_gateway()
+        for first, drip in ((b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-Slow: 1\r\n"),
+                            (b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"a")):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.sendall(first)
+            got = b""
+            conn.settimeout(0.3)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 30:
+                try:
+                    conn.sendall(drip)
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+                except socket.timeout:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+            conn.close()
+            assert time.monotonic() - t0 < 30, "the slow request was never cut off"
+            assert got.startswith(b"HTTP/1.1 408 "), got[:200]
+            assert b"Connection: close" in got, got
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert json.loads(body)["code"] == "request_timeout", body
+
+    @case("slow_clients_cannot_starve_healthz")
+    def _():
+        # 20 connections from another address (127.0.0.2), each sending a
+        # header line every 0.3 s, against 16 worker threads: the peer cap
+        # refuses all but 8 (429), the deadline ends those (408), and
+        # /healthz from 127.0.0.1 keeps answering throughout.
+        port = slow_gateway()
+        attackers = []
+        for _ in range(20):
+            conn = socket.socket()
+            conn.bind(("127.0.0.2", 0))
+            conn.settimeout(10)
+            conn.connect(("127.0.0.1", port))
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            attackers.append(conn)
+        answers = [None] * len(attackers)
+
+        def trickle():
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and any(a is None for a in answers):
+                for i, conn in enumerate(attackers):
+                    if answers[i] is not None:
+                        continue
+                    try:
+                        conn.settimeout(0.02)
+                        answers[i] = conn.recv(4096)  # an answer, or b"" when closed
+                        continue
+                    except socket.timeout:
+                        pass
+                    except ConnectionResetError:
+                        answers[i] = b""
+                        continue
+                    try:
+                        conn.sendall(b"X-Slow: 1\r\n")
+                    except (BrokenPipeError, ConnectionResetError):
+                        answers[i] = read_until_closed(conn, 1)
+                time.sleep(0.3)
+        dripper = threading.Thread(target=trickle)
+        dripper.start()
+        try:
+            for _ in range(5):
+                status, _, body = request(port, "/healthz", timeout=5)
+                assert status == 200, (status, body)
+                time.sleep(0.2)
+        finally:
+            dripper.join()
+            for conn in attackers:
+                conn.close()
+        assert all(a is not None for a in answers), "some slow connections were never ended"
+        codes = sorted(a[:12].decode() for a in answers if a)
+        assert "HTTP/1.1 429" in codes, codes
+        assert "HTTP/1.1 408" in codes, codes
 
     # ---- /v1: authenticated requests, each recorded in the audit log ----
     def psql(sql, db="api_e2e"):
@@ -331,9 +472,11 @@ def main():
             return data if "api-e2e-up" in ids else None  # sealed by now
         data = poll(listed, 15, "sealed entries listed")
         positions = [e["position"] for e in data]
-        assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
+        assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions), \
+            [(e["position"], e["action"], e["target"]) for e in data]
         assert all(len(e["digest"]) == 64 for e in data), data[0]
-        assert any(e["action"] == "insert" and e["target"] == "tenancy.accounts" for e in data)
+        assert any(e["action"] == "insert" and e["target"] == "tenancy.accounts" for e in data), \
+            [(e["position"], e["action"], e["target"]) for e in data]
         status, _, body = call(path + "?action=api.request", api["key"])
         only = json.loads(body)["data"]
         assert only and all(e["action"] == "api.request" for e in only), only
@@ -341,7 +484,13 @@ def main():
         assert len(first["data"]) == 2 and first["next_cursor"], first
         second = json.loads(call(path + "?limit=2&cursor=" + first["next_cursor"], api["key"])[2])
         assert second["data"] and second["data"][0]["position"] < first["data"][-1]["position"], second
-        assert [e["position"] for e in first["data"] + second["data"]] == positions[:len(first["data"]) + len(second["data"])]
+        # Each call adds an entry the sealer may link meanwhile: compare the
+        # pages with a later full listing, from the first page's top down
+        # (positions only grow, so nothing below it changes).
+        paged = [e["position"] for e in first["data"] + second["data"]]
+        later = [e["position"] for e in json.loads(call(path + "?limit=500", api["key"])[2])["data"]]
+        below = [p for p in later if p <= paged[0]]
+        assert paged == below[:len(paged)], (paged, below[:len(paged)], positions[:len(paged)])
         for bad in ("?limit=0", "?limit=501", "?cursor=abc", "?from=not-a-time"):
             status, headers, body = call(path + bad, api["key"])
             assert status == 422, (bad, status, body)
@@ -371,7 +520,7 @@ def main():
         port = free_port()
         log = os.path.join(WORK, "gw-e2e-norole.log")
         p = start_gateway(["--port", str(port), "--database-url",
-                           conninfo.replace("dbname=postgres", "dbname=api_e2e").replace("user=postgres", "user=gw_no_app")],
+                           conninfo.replace("dbname=postgres", "dbname=api_e2e").replace("user=" + GW_ROLE, "user=gw_no_app")],
                           log=log, err=ERR + ".norole")
         poll(lambda: request(port, "/readyz")[0] == 200, 15, "gateway ready")
         status, headers, body = request(port, "/v1/me", headers={"Authorization": "Bearer " + api["key"]})
@@ -394,6 +543,90 @@ def main():
         v = json.loads(call(path, api["key"])[2])
         assert v["ok"] is False and v["first_bad"] == listed["position"], (v, listed["position"])
         assert v["reason"], v
+
+    @case("api_control_characters_400_invalid_request")
+    def _():
+        # cpp-httplib percent-decodes these; libpq would cut a parameter at
+        # the NUL and act in acc_x for "acc_x%00anything".
+        main = api["main"]
+        ok_status = call("/v1/me", api["key"], {"Tenancy-Account": main})[0]
+        assert ok_status == 200, ok_status
+        for path, headers in (
+                ("/v1/me", {"Tenancy-Account": main + "%00"}),
+                ("/v1/me", {"Tenancy-Account": main + "%00" + "x" * 5}),
+                ("/v1/me", {"Tenancy-Account": main + "%0aX-Evil: 1"}),
+                ("/v1/accounts/%s%%00/audit-log" % main, {}),
+                ("/v1/accounts/%s%%1f/audit-log/verify" % main, {}),
+                ("/v1/accounts/%s/audit-log?action=api.request%%00" % main, {}),
+                ("/v1/accounts/%s/audit-log?act%%00ion=x" % main, {}),
+                ("/v1/accounts/%s/audit-log?actor=%%7f" % main, {})):
+            status, h, body = call(path, api["key"], dict(headers, **{"X-Request-Id": "ctl-1"}))
+            assert status == 400, (path, headers, status, body)
+            j = problem(400, h, body, "invalid_request")
+            assert "control character" in j["detail"], j
+        # Refused before any transaction: nothing recorded.
+        assert api_entry("ctl-1") is None
+
+    @case("api_answers_are_no_store_and_nosniff")
+    def _():
+        main = api["main"]
+        for path, credential, expect in (("/v1/me", api["key"], 200),
+                                          ("/v1/me", None, 401),
+                                          ("/v1/accounts/acc_nosuch/audit-log", api["key"], 404),
+                                          ("/v1/accounts/%s/audit-log?limit=0" % main, api["key"], 422),
+                                          ("/v1/me?x=%00", api["key"], 400),
+                                          ("/v1/nothing-here", api["key"], 404)):
+            status, headers, body = call(path, credential)
+            assert status == expect, (path, status, body)
+            assert headers.get("Cache-Control") == "no-store", (path, dict(headers))
+            assert headers.get("X-Content-Type-Options") == "nosniff", (path, dict(headers))
+        status, headers, _ = call("/v1/me", api["key"], method="POST", body=b"")
+        assert status == 405 and headers.get("X-Content-Type-Options") == "nosniff", dict(headers)
+
+    @case("api_mfa_pending_session_401_mfa_required_and_audited")
+    def _():
+        psql("SELECT tenancy.create_main_account('Mfa E2E', 'mfa@api.test', 'mfa-pass-1')")
+        uri = psql("BEGIN; SELECT tenancy.login('mfa@api.test', 'mfa-pass-1') IS NOT NULL; "
+                   "SELECT tenancy.enroll_mfa(); COMMIT").splitlines()[-1]
+        secret = uri.split("secret=")[1].split("&")[0]
+        codes = psql("BEGIN; SELECT tenancy.login('mfa@api.test', 'mfa-pass-1') IS NOT NULL; "
+                     "SELECT array_length(tenancy.confirm_mfa(tenancy.totp('%s')), 1); COMMIT" % secret)
+        assert codes.splitlines()[-1] == "10" or int(codes.splitlines()[-1]) > 0, codes
+        pending = psql("SELECT tenancy.login('mfa@api.test', 'mfa-pass-1')")
+        assert pending.startswith("tns_"), pending
+        api["mfa_pending"] = pending
+        for path in ("/v1/me", "/v1/accounts/%s/audit-log" % api["main"]):
+            status, headers, body = call(path, pending, {"X-Request-Id": "mfa-pending-%d" % len(path)})
+            assert status == 401, (path, status, body)
+            problem(401, headers, body, "mfa_required")
+        # A restricted session cannot act elsewhere either, and says why.
+        status, headers, body = call("/v1/me", pending, {"Tenancy-Account": api["main"]})
+        assert status == 401, (status, body)
+        problem(401, headers, body, "mfa_required")
+
+    @case("api_password_change_session_403_password_change_required_and_audited")
+    def _():
+        owner = "BEGIN; SELECT tenancy.login('owner@api.test', 'api-pass-1') IS NOT NULL; %s; COMMIT"
+        sub = psql(owner % "SELECT tenancy.create_sub_user('sub@api.test', 'Sub', 'User', 'sub-temp-pass-1')"
+                   ).splitlines()[-1]
+        psql(owner % ("SELECT tenancy.activate_sub_user('%s')" % sub))
+        temp = psql("SELECT substring(body from 'temporary password: (\\S+)') FROM tenancy.outbox "
+                    "WHERE recipient = 'sub@api.test' ORDER BY id DESC LIMIT 1")
+        token = psql("SELECT tenancy.login_sub_user('owner@api.test', 'sub@api.test', '%s')" % temp)
+        assert token.startswith("tns_"), token
+        status, headers, body = call("/v1/me", token, {"X-Request-Id": "pw-change-1"})
+        assert status == 403, (status, body)
+        problem(403, headers, body, "password_change_required")
+
+    @case("api_restricted_session_refusals_are_audited")
+    def _():
+        # Recorded like any refused request, in a transaction of its own
+        # under the restricted context (the database must accept the
+        # gateway's api.request entry there).
+        for rid, status, kind in (("mfa-pending-6", 401, "user"), ("pw-change-1", 403, "sub_user")):
+            e = api_entry(rid)
+            assert e, "no api.request entry for %s (see the gateway log)" % rid
+            assert e["change"]["status"] == status and e["actor_kind"] == kind, e
 
     @case("bad_flag_exits_2")
     def _():

@@ -6,9 +6,11 @@
 #include "config.hpp"
 #include "db_pool.hpp"
 #include "db_tx.hpp"
+#include "http_connection.hpp"
 #include "http_server.hpp"
 #include "log.hpp"
 #include "problem.hpp"
+#include "request_checks.hpp"
 
 #include <atomic>
 #include <cstdio>
@@ -23,6 +25,7 @@
 
 using namespace tenancy::gateway;
 using namespace std::chrono_literals;
+using namespace std::string_literals;
 
 namespace {
 
@@ -150,6 +153,25 @@ void config_cases() {
         CHECK(parse({"--audit-seal-interval-ms", "60001"}, {{"TENANCY_DATABASE_URL", "dbname=x"}})
                   .kind == ConfigResult::Kind::error);
     });
+    run_case("config_connection_limits", [] {
+        Env env{{"TENANCY_DATABASE_URL", "dbname=x"}};
+        auto d = parse({}, env);
+        CHECK_EQ(d.config.request_read_timeout_ms, 10000);
+        CHECK_EQ(d.config.max_connections_per_peer, 8);
+        auto f = parse({"--request-read-timeout-ms", "2500", "--max-connections-per-peer=3"}, env);
+        CHECK(f.kind == ConfigResult::Kind::ok);
+        CHECK_EQ(f.config.request_read_timeout_ms, 2500);
+        CHECK_EQ(f.config.max_connections_per_peer, 3);
+        auto e = parse({}, {{"TENANCY_DATABASE_URL", "dbname=x"},
+                            {"TENANCY_REQUEST_READ_TIMEOUT_MS", "700"},
+                            {"TENANCY_MAX_CONNECTIONS_PER_PEER", "64"}});
+        CHECK_EQ(e.config.request_read_timeout_ms, 700);
+        CHECK_EQ(e.config.max_connections_per_peer, 64);
+        CHECK(
+            is_error(parse({"--request-read-timeout-ms", "99"}, env), "--request-read-timeout-ms"));
+        CHECK(is_error(parse({"--max-connections-per-peer", "0"}, env),
+                       "--max-connections-per-peer"));
+    });
     run_case("config_help", [] {
         auto r = parse({"--help"});
         CHECK(r.kind == ConfigResult::Kind::help);
@@ -201,6 +223,9 @@ void problem_cases() {
         const Row rows[] = {
             {"28000", 401, "unauthenticated"},
             {"28P01", 401, "unauthenticated"},
+            {"28T01", 401, "mfa_required"},
+            {"28T02", 403, "password_change_required"},
+            {"28T03", 500, "internal_error"},
             {"42501", 403, "forbidden"},
             {"P0002", 404, "not_found"},
             {"23505", 409, "conflict"},
@@ -251,6 +276,55 @@ void problem_cases() {
         CHECK_EQ(problem_for_status(418).status, 418);
         CHECK_EQ(problem_for_status(500).code, std::string("internal_error"));
         CHECK_EQ(problem_for_status(200).status, 500);
+        CHECK_EQ(problem_for_status(408).code, std::string("request_timeout"));
+        CHECK_EQ(problem_for_status(429).code, std::string("too_many_connections"));
+        Problem bad = problem_invalid_request("control character in the path");
+        CHECK_EQ(bad.status, 400);
+        CHECK_EQ(bad.code, std::string("invalid_request"));
+        CHECK_EQ(bad.detail, std::string("control character in the path"));
+    });
+    run_case("control_characters_found", [] {
+        CHECK(!has_control_character(""));
+        CHECK(!has_control_character("acc_1_abc ~!\x80\xc3\xa9"));
+        for (char c : {'\0', '\x01', '\t', '\n', '\r', '\x1f', '\x7f'})
+            CHECK(has_control_character(std::string("acc_1") + c + "x"));
+        httplib::Request req;
+        req.path = "/v1/me";
+        req.params.emplace("limit", "5");
+        req.headers.emplace("Tenancy-Account", "acc_1_abc");
+        req.headers.emplace("User-Agent", std::string("odd\x01agent"));  // not read: not checked
+        CHECK(!control_character_in(req));
+        auto with = [&](auto change) {
+            httplib::Request r = req;
+            change(r);
+            return control_character_in(r).value_or("");
+        };
+        CHECK_EQ(with([](auto &r) { r.path = "/v1/accounts/acc\0x"s; }), std::string("the path"));
+        CHECK_EQ(with([](auto &r) { r.params.emplace("action", "a\0b"s); }),
+                 std::string("query parameter \"action\""));
+        CHECK_EQ(with([](auto &r) { r.params.emplace(std::string("x\ny"), "1"); }),
+                 std::string("query parameter \"?\""));
+        CHECK_EQ(with([](auto &r) { r.headers.emplace("Tenancy-Account", "acc_1_abc\0evil"s); }),
+                 std::string("header Tenancy-Account"));
+        CHECK_EQ(with([](auto &r) { r.headers.emplace("authorization", "Bearer a\rb"); }),
+                 std::string("header Authorization"));
+    });
+    run_case("peer_counter_caps_each_address", [] {
+        PeerCounter peers(2);
+        CHECK(peers.acquire("10.0.0.1"));
+        CHECK(peers.acquire("10.0.0.1"));
+        CHECK(!peers.acquire("10.0.0.1"));
+        CHECK_EQ(peers.count("10.0.0.1"), 2);
+        CHECK(peers.acquire("10.0.0.2"));  // another address has its own allowance
+        peers.release("10.0.0.1");
+        CHECK(peers.acquire("10.0.0.1"));
+        peers.release("10.0.0.1");
+        peers.release("10.0.0.1");
+        peers.release("10.0.0.1");  // one release too many does not go negative
+        CHECK_EQ(peers.count("10.0.0.1"), 0);
+        CHECK(peers.acquire("10.0.0.1"));
+        CHECK(peers.acquire("10.0.0.1"));
+        CHECK(!peers.acquire("10.0.0.1"));
     });
     run_case("bearer_credential_parsing", [] {
         auto none = std::optional<std::string>();
