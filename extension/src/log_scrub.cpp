@@ -23,6 +23,7 @@
 //  * Overlapping or touching scrubbed spans merge into one placeholder.
 // Nothing here allocates or throws: it runs inside PostgreSQL's error reporting.
 #include "log_scrub.hpp"
+#include "ascii.hpp"
 
 #include <cstring>
 
@@ -64,15 +65,11 @@ constexpr size_t kLongestSecretWord = 21;  // "password_needs_rehash"
 // to run to the end (searching is O(text x tag)).
 constexpr size_t kMaxDollarTag = 64;
 
-bool is_digit(unsigned char c) {
-    return c >= '0' && c <= '9';
-}
-bool is_alpha(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-bool is_alnum(unsigned char c) {
-    return is_digit(c) || is_alpha(c);
-}
+using ascii::is_alnum;
+using ascii::is_alpha;
+using ascii::is_digit;
+using ascii::lower;
+
 bool is_word(unsigned char c) {
     return is_alnum(c) || c == '_';
 }
@@ -92,9 +89,6 @@ bool is_dollar_tag_start(unsigned char c) {
 }
 bool is_dollar_tag_cont(unsigned char c) {
     return is_dollar_tag_start(c) || is_digit(c);
-}
-unsigned char lower(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
 }
 
 struct Span {

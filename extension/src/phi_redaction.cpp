@@ -22,6 +22,7 @@
 //    by '#', '$', '£' or '€', is not a phone or card.
 // Matches consist of ASCII bytes and whole UTF-8 characters only.
 #include "phi_redaction.hpp"
+#include "ascii.hpp"
 
 #include <cstdint>
 #include <cstring>
@@ -36,18 +37,10 @@ constexpr size_t kMaxPhoneDigits = 15;
 constexpr size_t kMinCardDigits = 13;
 constexpr size_t kMaxCardDigits = 19;
 
-bool is_digit(unsigned char c) {
-    return c >= '0' && c <= '9';
-}
-bool is_alpha(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-bool is_alnum(unsigned char c) {
-    return is_digit(c) || is_alpha(c);
-}
-unsigned char lower(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
-}
+using ascii::is_alnum;
+using ascii::is_alpha;
+using ascii::is_digit;
+using ascii::lower;
 
 // Decodes one UTF-8 character at t[pos]; returns its length, or 0 when the
 // bytes there are not a well-formed character.
