@@ -349,35 +349,35 @@ END $$;
 -- account_tree(account): the account and its descendants as one nested JSON
 -- document {id, name, status, plan, children: [...]}, children by creation
 -- order (path order). Default: the active account; one outside the active
--- subtree is "not found", like everywhere else.
+-- subtree is "not found", like everywhere else. Built a level at a time,
+-- deepest first: each level's nodes take their children from the level below
+-- in one grouped join, so the cost grows with the subtree, not its square.
 CREATE FUNCTION tenancy.account_tree(account text DEFAULT NULL) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
     top tenancy.accounts;
-    r record;
-    children jsonb := '{}';  -- parent id -> its finished child nodes, in order
-    node jsonb;
+    parents bigint[];  -- the level below: each node's parent id, in path order
+    nodes jsonb[];
 BEGIN
     IF tenancy._context_field('account') IS NULL THEN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
     END IF;
     PERFORM tenancy._refuse_restricted();
     top := tenancy._visible_account(coalesce(account, tenancy.current_account()));
-    -- Deepest first: every child is finished before its parent is built.
-    FOR r IN SELECT a.id, a.parent_id, a.public_id, a.name, a.status, a.plan
-             FROM tenancy.accounts a WHERE a.path <@ top.path
-             ORDER BY a.path DESC LOOP
-        node := jsonb_build_object('id', r.public_id, 'name', r.name, 'status', r.status, 'plan', r.plan,
-                                   'children', coalesce(children -> r.id::text, '[]'));
-        children := children - r.id::text;
-        IF r.id = top.id THEN
-            RETURN node;
-        END IF;
-        -- Prepend: walking backwards, the earlier sibling comes later.
-        children := jsonb_set(children, ARRAY[r.parent_id::text],
-                              jsonb_build_array(node) || coalesce(children -> r.parent_id::text, '[]'));
+    FOR depth IN REVERSE (SELECT max(tenancy.nlevel(a.path)) FROM tenancy.accounts a WHERE a.path <@ top.path)
+                         .. tenancy.nlevel(top.path) LOOP
+        SELECT array_agg(x.parent_id ORDER BY x.path), array_agg(x.node ORDER BY x.path)
+        INTO parents, nodes
+        FROM (SELECT a.parent_id, a.path,
+                     jsonb_build_object('id', a.public_id, 'name', a.name, 'status', a.status, 'plan', a.plan,
+                                        'children', coalesce(c.kids, '[]')) AS node
+              FROM tenancy.accounts a
+              LEFT JOIN (SELECT u.parent_id, jsonb_agg(u.node ORDER BY u.ord) AS kids
+                         FROM unnest(parents, nodes) WITH ORDINALITY AS u(parent_id, node, ord)
+                         GROUP BY u.parent_id) c ON c.parent_id = a.id
+              WHERE a.path <@ top.path AND tenancy.nlevel(a.path) = depth) x;
     END LOOP;
-    RETURN NULL;
+    RETURN nodes[1];
 END $$;
