@@ -936,6 +936,22 @@ END $$;
 
 -- ---- invitations ------------------------------------------------------------------------------
 
+-- A role a membership may get (any product role but sub_user), and only an
+-- owner hands out owner: raises 22023 / 42501 ("only an owner may <verb> an
+-- owner").
+CREATE FUNCTION tenancy._check_member_role(role text, verb text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF role IS NULL OR role = 'sub_user' OR NOT EXISTS (SELECT FROM tenancy.roles r WHERE r.name = role) THEN
+        RAISE EXCEPTION 'unknown role "%"', role USING ERRCODE = '22023';
+    END IF;
+    IF role = 'owner' AND tenancy.current_role_name() <> 'owner' THEN
+        RAISE EXCEPTION 'only an owner may % an owner', verb USING ERRCODE = '42501';
+    END IF;
+END $$;
+
 -- invite(account, email, role): owners and admins (members write); an admin
 -- cannot invite an owner. Re-inviting the same email to the same account
 -- replaces the pending invitation (the old token stops working). The token
@@ -954,13 +970,7 @@ BEGIN
     PERFORM tenancy._require('members', 'write');
     a := tenancy._visible_account(account);
     clean_email := tenancy._check_email(invite.email);
-    IF invite.role IS NULL OR invite.role = 'sub_user'
-       OR NOT EXISTS (SELECT FROM tenancy.roles r WHERE r.name = invite.role) THEN
-        RAISE EXCEPTION 'unknown role "%"', invite.role USING ERRCODE = '22023';
-    END IF;
-    IF invite.role = 'owner' AND tenancy.current_role_name() <> 'owner' THEN
-        RAISE EXCEPTION 'only an owner may invite an owner' USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenancy._check_member_role(invite.role, 'invite');
     IF a.status <> 'active' THEN
         RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '55000';
     END IF;
@@ -1223,7 +1233,7 @@ GRANT EXECUTE ON FUNCTION tenancy.purge_identity(interval) TO tenancy_admin;
 -- ---- function privileges ------------------------------------------------------------------
 
 REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(), tenancy._enqueue_email(bigint, text, text, text),
-    tenancy._check_password(text), tenancy._check_email(text),
+    tenancy._check_password(text), tenancy._check_email(text), tenancy._check_member_role(text, text),
     tenancy._throttle_enter(text), tenancy._record_failure(text), tenancy._clear_failures(text),
     tenancy._login_failed(), tenancy._audit_login_name(text),
     tenancy._audit_login_failure_at(tenancy.account_path[], text, jsonb, jsonb),

@@ -58,13 +58,7 @@ CREATE FUNCTION tenancy.set_member_role(account text, user_id bigint, role text)
 DECLARE
     m tenancy.memberships := tenancy._managed_membership(account, user_id);
 BEGIN
-    IF set_member_role.role IS NULL OR set_member_role.role = 'sub_user'
-       OR NOT EXISTS (SELECT FROM tenancy.roles r WHERE r.name = set_member_role.role) THEN
-        RAISE EXCEPTION 'unknown role "%"', set_member_role.role USING ERRCODE = '22023';
-    END IF;
-    IF set_member_role.role = 'owner' AND tenancy.current_role_name() <> 'owner' THEN
-        RAISE EXCEPTION 'only an owner may make an owner' USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenancy._check_member_role(set_member_role.role, 'make');
     IF set_member_role.role = m.role THEN
         RETURN;
     END IF;
