@@ -111,7 +111,7 @@ class LiteralLexer {
             if (c == '\'') {
                 bool escapes =
                     p_ >= 1 && (t_[p_ - 1] == 'E' || t_[p_ - 1] == 'e') && token_start(p_ - 1);
-                return emit(s, p_, quoted_end(p_ + 1, escapes));
+                return emit(s, p_, quoted_end(p_ + 1, '\'', escapes));
             }
             if (c == '-' && d == '-') {
                 const void *nl = std::memchr(t_ + p_, '\n', n_ - p_);
@@ -128,7 +128,7 @@ class LiteralLexer {
                     return emit(s, p_, dollar_end(p_, q + 1));
             }
             if (c == '"' && dq_ == DoubleQuotes::Identifier) {
-                p_ = last_end_ = double_quoted_end(p_ + 1);
+                p_ = last_end_ = quoted_end(p_ + 1, '"');
                 continue;
             }
             if (c == '"' && dq_ == DoubleQuotes::CompactIdentifier && p_ >= not_compact_before_) {
@@ -154,14 +154,14 @@ class LiteralLexer {
     bool token_start(size_t i) const {
         return i == 0 || i == last_end_ || !is_ident_cont(t_[i - 1]);
     }
-    // After the opening quote at q - 1: the end of '...' ('' doubles a quote;
-    // with escapes, a backslash escapes the next byte).
-    size_t quoted_end(size_t q, bool escapes) const {
+    // After the opening quote at q - 1: the end of '...' or "..." (a doubled
+    // quote stands for one; with escapes, a backslash escapes the next byte).
+    size_t quoted_end(size_t q, char quote, bool escapes = false) const {
         while (q < n_) {
             if (escapes && t_[q] == '\\') {
                 q += 2;
-            } else if (t_[q] == '\'') {
-                if (q + 1 < n_ && t_[q + 1] == '\'')
+            } else if (t_[q] == quote) {
+                if (q + 1 < n_ && t_[q + 1] == quote)
                     q += 2;
                 else
                     return q + 1;
@@ -171,20 +171,7 @@ class LiteralLexer {
         }
         return n_;
     }
-    size_t double_quoted_end(size_t q) const {
-        while (q < n_) {
-            if (t_[q] == '"') {
-                if (q + 1 < n_ && t_[q + 1] == '"')
-                    q += 2;
-                else
-                    return q + 1;
-            } else {
-                q++;
-            }
-        }
-        return n_;
-    }
-    // As double_quoted_end, but 0 when white space comes first. Double quotes
+    // As quoted_end for "...", but 0 when white space comes first. Double quotes
     // before that white space are then read as ignored, so that each byte is
     // looked at a bounded number of times.
     size_t compact_quoted_end(size_t q) {
