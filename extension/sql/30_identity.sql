@@ -336,6 +336,18 @@ END $$;
 -- reads it), or in the installation's chain for an unknown email. kind
 -- 'sub_user': in every main account owned by the main account email typed
 -- (main_name), or in the installation's chain if it names none.
+-- The main accounts an email owns (a sub-user's "main account email" is the
+-- email of an owner of its main account), in id order.
+CREATE FUNCTION tenancy._owned_main_ids(owner_email text) RETURNS bigint[]
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+    SELECT ARRAY(SELECT m.main_id FROM tenancy.users o
+                 JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
+                 WHERE lower(o.email) = lower(owner_email)
+                 ORDER BY m.main_id)
+$$;
+
 CREATE FUNCTION tenancy._audit_login_failure_write(kind text, who bigint, login_name text, main_name text,
                                                    reason text, recent integer, extra jsonb)
     RETURNS void
@@ -354,10 +366,8 @@ BEGIN
             login_name, d, d);
     ELSE
         PERFORM tenancy._audit_login_failure_at(
-            ARRAY(SELECT a.path FROM tenancy.users o
-                  JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
-                  JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.main_id
-                  WHERE lower(o.email) = lower(main_name)
+            ARRAY(SELECT a.path FROM tenancy.accounts a
+                  WHERE a.main_id = ANY (tenancy._owned_main_ids(main_name)) AND a.id = a.main_id
                   ORDER BY a.main_id),
             login_name, d,
             d || jsonb_build_object('reason', 'unknown_main_account',
@@ -867,10 +877,7 @@ BEGIN
     -- each main account the email typed owns, so a main account's N owners'
     -- emails do not buy 5 x N guesses; the typed pair when it owns none (the
     -- same cost and answer: nothing tells whether the names exist).
-    mains := ARRAY(SELECT m.main_id FROM tenancy.users o
-                   JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
-                   WHERE lower(o.email) = lower(main_account_email)
-                   ORDER BY m.main_id);
+    mains := tenancy._owned_main_ids(main_account_email);
     login_keys := CASE WHEN cardinality(mains) = 0
                        THEN ARRAY[format('sub:%s:%s', lower(main_account_email), lower(login_sub_user.email))]
                        ELSE ARRAY(SELECT format('subid:%s:%s', x, lower(login_sub_user.email))
@@ -1234,6 +1241,7 @@ GRANT EXECUTE ON FUNCTION tenancy.purge_identity(interval) TO tenancy_admin;
 
 REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(), tenancy._enqueue_email(bigint, text, text, text),
     tenancy._check_password(text), tenancy._check_email(text), tenancy._check_member_role(text, text),
+    tenancy._owned_main_ids(text),
     tenancy._throttle_enter(text), tenancy._record_failure(text), tenancy._clear_failures(text),
     tenancy._login_failed(), tenancy._audit_login_name(text),
     tenancy._audit_login_failure_at(tenancy.account_path[], text, jsonb, jsonb),
