@@ -54,9 +54,9 @@ void enter_context(Tx &tx, const std::string &credential, const std::string &acc
     *stage = Stage::Role;
     tx.exec("SET LOCAL ROLE tenancy_app");
     *stage = Stage::Authenticate;
-    // OFFSET 0 keeps the subquery, so authenticate() runs before whoami().
+    // OFFSET 0 keeps the subquery, so authenticate() runs before current_role_name().
     Result r = tx.exec(
-        "SELECT tenancy.whoami()->>'role' FROM (SELECT tenancy.authenticate($1) OFFSET 0) a",
+        "SELECT tenancy.current_role_name() FROM (SELECT tenancy.authenticate($1) OFFSET 0) a",
         {credential});
     if (const char *sqlstate = restricted_sqlstate(r.value(0, 0).value_or(""))) {
         *stage = Stage::Restricted;
