@@ -4,8 +4,9 @@
 # Builds a 1,111-account tree (main . 10 . 10 . 10) and a 5-million-row
 # protected table spread evenly over its accounts, then times
 #   SELECT count(*), sum(duration) FROM bench_calls
-# under RLS as tenancy_app in a context at the top (main account, all rows), in
-# the middle (a level-2 account, 1/10) and at a leaf (1/1000), against the same
+# under RLS as a client role (a member of tenancy_app) in a context at the top
+# (main account, all rows), in the middle (a level-2 account, 1/10) and at a
+# leaf (1/1000), against the same
 # query with no RLS and a hand-written WHERE account_path <@ '<path>'.
 # Times are EXPLAIN ANALYZE execution times (median of 5). Also times 10,000
 # authenticate() calls in a PL/pgSQL loop (median and p99), and checks that a
@@ -26,6 +27,7 @@ export PGHOST=$WORK/pg PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
 q() { psql -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
 q -c "CREATE EXTENSION tenancy"
+q -c "SELECT tenancy.create_client('bench_client')"  # clients log in as their own roles
 q -c "UPDATE tenancy.plans SET max_subaccounts = 100000, max_depth = 8 WHERE name = 'standard'"
 MAIN=$(q -c "SELECT tenancy.create_main_account('Bench', 'bench@example.test', 'a long enough password')")
 q <<SQL
@@ -83,7 +85,7 @@ for level in top mid leaf; do
     case $level in top) acct=$MAIN ;; mid) acct=$MID ;; leaf) acct=$LEAF ;; esac
     path=$(q -c "SELECT path FROM tenancy.accounts WHERE public_id = '$acct'")
     rows=$(q -c "SELECT count(*) FROM bench_calls WHERE account_path OPERATOR(tenancy.<@) '$path'")
-    rls=$(median_ms tenancy_app "SELECT tenancy.authenticate('$KEY'); SELECT tenancy.act_as('$acct');" "$QUERY")
+    rls=$(median_ms bench_client "SELECT tenancy.authenticate('$KEY'); SELECT tenancy.act_as('$acct');" "$QUERY")
     raw=$(median_ms postgres "" "$QUERY WHERE account_path OPERATOR(tenancy.<@) '$path'::tenancy.account_path")
     printf '%-8s %10s %14.1f %14.1f %7.2fx\n' "$level" "$rows" "$rls" "$raw" "$(echo "$rls / $raw" | bc -l)"
 done
@@ -91,7 +93,7 @@ done
 # Parallel scan under RLS returns exactly the subtree.
 path=$(q -c "SELECT path FROM tenancy.accounts WHERE public_id = '$MID'")
 truth=$(q -c "SELECT count(*) FROM bench_calls WHERE account_path OPERATOR(tenancy.<@) '$path'")
-parallel=$(psql -qAtX -U tenancy_app <<SQL | tail -1
+parallel=$(psql -qAtX -U bench_client <<SQL | tail -1
 SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET enable_indexscan = off; SET enable_bitmapscan = off;
 BEGIN; SELECT tenancy.authenticate('$KEY'); SELECT tenancy.act_as('$MID');
 SELECT count(*) FROM bench_calls;
@@ -102,7 +104,7 @@ echo
 echo "parallel scan under RLS (mid context): $parallel rows; subtree holds $truth rows: $([ "$parallel" = "$truth" ] && echo exact || echo MISMATCH)"
 
 # authenticate() per call.
-psql -qAtX -U tenancy_app <<SQL
+psql -qAtX -U bench_client <<SQL
 CREATE TEMP TABLE samples (us float8);
 DO \$\$
 DECLARE t0 timestamptz; i int;
