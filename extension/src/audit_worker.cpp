@@ -254,6 +254,7 @@ void reset_backoff() {
     for (WorkerSlot &w : writers) {
         w.backoff_ms = 0;
         w.retry_at = 0;
+        w.reported = false;
     }
 }
 
