@@ -215,3 +215,29 @@ COMMIT;
 SELECT apitest.try(format('SELECT tenancy.authenticate(%L)', :'dana_tok2'));
 SELECT apitest.try(format('SELECT tenancy.authenticate(%L)', :'mfa_tok')) AS other_unharmed;
 RESET ROLE;
+
+-- ---- api_logout: the token ends, this transaction keeps its context ----
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'dana_tok3') IS NOT NULL;
+SELECT tenancy.api_logout();
+SELECT tenancy.current_account() IS NOT NULL AS context_kept;
+COMMIT;
+SELECT apitest.try(format('SELECT tenancy.authenticate(%L)', :'dana_tok3'));
+-- a restricted (MFA-pending) session may log out
+BEGIN;
+SELECT tenancy.api_login('north@apa.test', 'north-pass-1') ->> 'token' AS pending_tok \gset
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'pending_tok') IS NOT NULL;
+SELECT tenancy.current_role_name() AS role;
+SELECT tenancy.api_logout();
+COMMIT;
+SELECT apitest.try(format('SELECT tenancy.authenticate(%L)', :'pending_tok'));
+-- an API key holds no session; no context at all
+BEGIN;
+SELECT tenancy.authenticate(:'north_key') IS NOT NULL;
+SELECT apitest.try('SELECT tenancy.api_logout()');
+COMMIT;
+SELECT apitest.try('SELECT tenancy.api_logout()');
+RESET ROLE;

@@ -43,6 +43,20 @@ BEGIN
     RETURN CASE WHEN token IS NOT NULL THEN tenancy._login_answer(token) END;
 END $$;
 
+-- logout() for a request that records itself after the call (the gateway's
+-- api.request entry): the session ends at once (every later authenticate()
+-- refuses its token), but this transaction keeps its context until it ends.
+-- Works in a restricted context, as logout() does.
+CREATE FUNCTION tenancy.api_logout() RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    s tenancy.sessions := tenancy._require_session();
+BEGIN
+    UPDATE tenancy.sessions x SET revoked_at = now() WHERE x.id = s.id AND x.revoked_at IS NULL;
+END $$;
+
 -- switch_account(account): make `account` the one the credential acts in from
 -- now on, with act_as()'s rules (a user: an account of theirs or a
 -- descendant; a sub-user or API key: a descendant of its own account; never
