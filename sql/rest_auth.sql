@@ -1,5 +1,5 @@
 -- The REST auth routes' SQL (33_api_auth.sql): api_login, api_login_sub_user,
--- switch_account, list_sessions.
+-- switch_account, list_sessions, api_logout. (Named to run after audit.sql, which reads the whole log.)
 \set VERBOSITY terse
 SET client_min_messages = warning;
 SELECT coalesce(tenancy._throttle_rewind('1 day'), 0) >= 0 AS throttle_reset;
