@@ -8,6 +8,11 @@ namespace {
 
 // The one answer of a refused login, whatever the cause (unknown name, wrong
 // password, throttled): the extension answers NULL alike for all of them.
+// Refusing rolls the request back (the request is recorded only in a
+// context, and a refused login has none), yet the failure counts: the
+// extension counts it in shared memory as the attempt starts, and its login
+// audit writer writes the table row and the login.failure entries of a
+// transaction that did not commit (README, "Failed-login queue").
 Problem login_refused() {
     Problem p = problem_for_status(401, "invalid credentials or too many attempts");
     p.code = "invalid_credentials";
