@@ -134,10 +134,17 @@ bool replica_failure(const std::string &sqlstate) {
 }
 
 void send_answer(httplib::Response &res, const ApiAnswer &answer) {
-    if (answer.status == 204)
+    if (answer.status == 204) {
         res.status = 204;
-    else
+    } else {
         send_json(res, answer.status, answer.body);
+        // A refusal a handler answers without rolling back (its count must
+        // commit: a wrong MFA code) is a problem like any other.
+        if (answer.status >= 400) {
+            std::string body = std::move(res.body);
+            res.set_content(body, kProblemContentType);
+        }
+    }
 }
 
 }  // namespace
