@@ -88,6 +88,9 @@ std::string utc_now() {
 }
 
 constexpr const char *kRecordSql = "SELECT tenancy.audit_event('api.request', $1, $2::jsonb)";
+constexpr const char *kRecordIfContextSql =
+    "SELECT tenancy.audit_event('api.request', $1, $2::jsonb) "
+    "WHERE tenancy.current_account() IS NOT NULL";
 
 Params record_params(const Route &route, int status, const std::string &request_id) {
     const std::string label = route.method + " " + route.path;
@@ -230,10 +233,16 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
                         nlohmann::json::parse(stored.value(0, 1).value_or("null"), nullptr, false);
                 }
             }
+            // Recorded with the route's success status; a handler that
+            // answers otherwise and does not end with exec_last gets its
+            // real status rebound below. A route without a bearer (login)
+            // has a context only when it succeeded.
+            std::optional<size_t> record;
             if (!read_only)
-                tx.defer(kRecordSql,
-                         record_params(route, replayed ? answer.status : route.status, request_id),
-                         kRecord);
+                record = tx.defer(bearer ? kRecordSql : kRecordIfContextSql,
+                                  record_params(route, replayed ? answer.status : route.status,
+                                                request_id),
+                                  kRecord);
             if (replayed)
                 return;
             if (idempotency_key)

@@ -39,8 +39,9 @@ ApiAnswer sub_user_login(Tx &tx, const ApiCall &call) {
 }
 
 ApiAnswer verify_mfa(Tx &tx, const ApiCall &call) {
-    // A wrong code is not an error in SQL, so that its count commits.
-    Result r = tx.exec_last("SELECT tenancy.verify_mfa($1)", {call.text("code")});
+    // A wrong code is not an error in SQL, so that its count commits. Not
+    // exec_last: the audit record must say 401 when the code was wrong.
+    Result r = tx.exec("SELECT tenancy.verify_mfa($1)", {call.text("code")});
     if (r.value(0, 0) != std::optional<std::string>("t")) {
         Problem p = problem_for_status(401, "invalid MFA code or too many attempts");
         p.code = "invalid_mfa_code";
