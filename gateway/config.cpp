@@ -26,6 +26,8 @@ struct StringOption {
 const StringOption kStringOptions[] = {
     {"--listen", "TENANCY_LISTEN", &Config::listen},
     {"--database-url", "TENANCY_DATABASE_URL", &Config::database_url},
+    {"--tls-cert", "TENANCY_TLS_CERT", &Config::tls_cert},
+    {"--tls-key", "TENANCY_TLS_KEY", &Config::tls_key},
 };
 
 const IntOption kIntOptions[] = {
@@ -41,6 +43,9 @@ const IntOption kIntOptions[] = {
      &Config::request_read_timeout_ms, 100, 600000},
     {"--max-connections-per-peer", "TENANCY_MAX_CONNECTIONS_PER_PEER",
      &Config::max_connections_per_peer, 1, 100000},
+    {"--max-connections", "TENANCY_MAX_CONNECTIONS", &Config::max_connections, 1, 65536},
+    {"--keep-alive-timeout-ms", "TENANCY_KEEP_ALIVE_TIMEOUT_MS", &Config::keep_alive_timeout_ms,
+     100, 3600000},
 };
 
 ConfigResult fail(std::string message) {
@@ -104,8 +109,8 @@ std::string usage_text() {
            "(default 8)\n"
            "  --pool-timeout-ms N        TENANCY_POOL_TIMEOUT_MS      wait for a free connection "
            "(default 2000)\n"
-           "  --threads N                TENANCY_THREADS              HTTP worker threads "
-           "(default 16)\n"
+           "  --threads N                TENANCY_THREADS              HTTP worker threads kept "
+           "ready; more start on demand up to --max-connections (default 16)\n"
            "  --statement-timeout-ms N   TENANCY_STATEMENT_TIMEOUT_MS bound on one statement "
            "(default 5000)\n"
            "  --audit-seal-interval-ms N TENANCY_AUDIT_SEAL_INTERVAL_MS call tenancy.audit_seal() "
@@ -114,6 +119,15 @@ std::string usage_text() {
            "one request's headers and body, then 408 (default 10000)\n"
            "  --max-connections-per-peer N TENANCY_MAX_CONNECTIONS_PER_PEER open connections per "
            "client address, more get 429 (default 8)\n"
+           "  --max-connections N        TENANCY_MAX_CONNECTIONS      connections served at once, "
+           "more get 503 at once (default 1024)\n"
+           "  --keep-alive-timeout-ms N  TENANCY_KEEP_ALIVE_TIMEOUT_MS an idle connection closes "
+           "after this long (default 5000)\n"
+           "  --tls-cert FILE            TENANCY_TLS_CERT             serve HTTPS with this PEM "
+           "certificate chain (with --tls-key)\n"
+           "  --tls-key FILE             TENANCY_TLS_KEY              the certificate's PEM "
+           "private "
+           "key\n"
            "  --help                     print this help and exit\n";
 }
 
@@ -177,6 +191,10 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
         return fail("a database is required: --database-url or TENANCY_DATABASE_URL");
     if (!conninfo_valid(c.database_url, error))
         return fail("invalid database URL: " + error);
+    if (c.tls_cert.empty() != c.tls_key.empty())
+        return fail(
+            "TLS needs both --tls-cert and --tls-key (or TENANCY_TLS_CERT and "
+            "TENANCY_TLS_KEY)");
     return result;
 }
 

@@ -2,7 +2,7 @@
 //
 // Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the database
 // stays unreachable at start or the port cannot be bound, 2 on bad
-// configuration.
+// configuration (including a TLS certificate or key that cannot be used).
 #include "api_request.hpp"
 #include "audit_sealer.hpp"
 #include "config.hpp"
@@ -116,6 +116,10 @@ int main(int argc, char **argv) {
     };
 
     std::string error;
+    if (!server.configure_tls(error)) {
+        std::fprintf(stderr, "tenancy-gateway: %s\n", error.c_str());
+        return finish(2);
+    }
     if (!wait_for_database(pool, error)) {
         if (g_stop_requested)
             return finish(0);
@@ -136,6 +140,8 @@ int main(int argc, char **argv) {
                {"port", config.port},
                {"pool_size", config.pool_size},
                {"threads", config.threads},
+               {"max_connections", config.max_connections},
+               {"tls", server.tls()},
                {"audit_seal_interval_ms", config.audit_seal_interval_ms}});
     if (!g_stop_requested)
         server.run();  // returns after stop(), in-flight requests done
