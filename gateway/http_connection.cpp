@@ -521,6 +521,8 @@ std::shared_ptr<TlsContext> TlsContext::load(const std::string &cert_file,
         return nullptr;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+        // OpenSSL also fails here ("key values mismatch") when the key does
+        // not belong to the certificate.
         error = "cannot load the TLS key from " + key_file + ": " + openssl_error();
         return nullptr;
     }
