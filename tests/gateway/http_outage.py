@@ -24,8 +24,13 @@ WORK = sys.argv[1]
 CLIENTS = 4
 POOL_TIMEOUT_MS = 1000
 STATEMENT_TIMEOUT_MS = 2000
-# Far beyond what any request may take: only a hang reaches it.
-HANG_S = (POOL_TIMEOUT_MS + STATEMENT_TIMEOUT_MS) / 1000.0 + 10
+# Far beyond what a request may take (a pool wait, or a fresh connection:
+# libpq's connect_timeout of 2 s, then setup statements bounded by the
+# statement timeout + 1 s; measured at most ~5 s here): only a hang reaches
+# it. The freeze lasts longer, so a request that waited for the database to
+# come back would be caught.
+HANG_S = (POOL_TIMEOUT_MS + STATEMENT_TIMEOUT_MS) / 1000.0 + 9
+FREEZE_S = float(os.environ.get("HTTP_OUTAGE_FREEZE_S", str(HANG_S + 2)))
 
 
 def cluster_pids(cluster):
@@ -119,7 +124,7 @@ def run(cluster):
         pids = cluster_pids(cluster)
         signal_all(pids, signal.SIGSTOP)
         try:
-            time.sleep(float(os.environ.get("HTTP_OUTAGE_FREEZE_S", "5")))
+            time.sleep(FREEZE_S)
         finally:
             phase["now"] = "thawed"
             signal_all(pids, signal.SIGCONT)
@@ -136,6 +141,9 @@ def run(cluster):
         by_phase.setdefault((a[0], a[2]), 0)
         by_phase[(a[0], a[2])] += 1
     note("answers by phase and status: %s" % sorted(by_phase.items(), key=str))
+    for a in answers:
+        if a[5] is not None and a[5] > 2.5:
+            note("slow answer: %r" % (a,))
     for path in ("/v1/me", "/readyz"):
         slowest = max((a for a in answers if a[1] == path and a[5] is not None),
                       key=lambda a: a[5], default=None)
