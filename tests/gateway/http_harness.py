@@ -12,7 +12,8 @@ import sys
 import time
 
 ROOT = os.getcwd()
-GATEWAY = os.path.join(ROOT, "gateway", "tenancy-gateway")
+# HTTP_TEST_GATEWAY: another binary to run the same tests against.
+GATEWAY = os.environ.get("HTTP_TEST_GATEWAY") or os.path.join(ROOT, "gateway", "tenancy-gateway")
 GW_ROLE = "gw_http"  # the gateways' own database login role
 
 failures = 0
