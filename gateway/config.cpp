@@ -28,6 +28,7 @@ const StringOption kStringOptions[] = {
     {"--database-url", "TENANCY_DATABASE_URL", &Config::database_url},
     {"--tls-cert", "TENANCY_TLS_CERT", &Config::tls_cert},
     {"--tls-key", "TENANCY_TLS_KEY", &Config::tls_key},
+    {"--replica-url", "TENANCY_REPLICA_URL", &Config::replica_url},
 };
 
 const IntOption kIntOptions[] = {
@@ -46,6 +47,7 @@ const IntOption kIntOptions[] = {
     {"--max-connections", "TENANCY_MAX_CONNECTIONS", &Config::max_connections, 1, 65536},
     {"--keep-alive-timeout-ms", "TENANCY_KEEP_ALIVE_TIMEOUT_MS", &Config::keep_alive_timeout_ms,
      100, 3600000},
+    {"--replica-max-lag-ms", "TENANCY_REPLICA_MAX_LAG_MS", &Config::replica_max_lag_ms, 0, 3600000},
 };
 
 ConfigResult fail(std::string message) {
@@ -126,8 +128,11 @@ std::string usage_text() {
            "  --tls-cert FILE            TENANCY_TLS_CERT             serve HTTPS with this PEM "
            "certificate chain (with --tls-key)\n"
            "  --tls-key FILE             TENANCY_TLS_KEY              the certificate's PEM "
-           "private "
-           "key\n"
+           "private key\n"
+           "  --replica-url CONNINFO     TENANCY_REPLICA_URL          a hot standby that serves "
+           "GETs (default: none)\n"
+           "  --replica-max-lag-ms N     TENANCY_REPLICA_MAX_LAG_MS   GETs go to the primary while "
+           "the standby lags more (default 1000)\n"
            "  --help                     print this help and exit\n";
 }
 
@@ -195,6 +200,8 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
         return fail(
             "TLS needs both --tls-cert and --tls-key (or TENANCY_TLS_CERT and "
             "TENANCY_TLS_KEY)");
+    if (!c.replica_url.empty() && !conninfo_valid(c.replica_url, error))
+        return fail("invalid replica URL: " + error);
     return result;
 }
 

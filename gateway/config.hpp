@@ -40,6 +40,10 @@ struct Config {
     // TLS: both or neither (PEM files: certificate chain, private key).
     std::string tls_cert;
     std::string tls_key;
+    // A hot standby that serves GETs (replica_router.hpp); empty: none.
+    std::string replica_url;
+    // GETs go to the primary while the standby lags more than this.
+    int replica_max_lag_ms = 1000;
 };
 
 struct ConfigResult {
