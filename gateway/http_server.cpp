@@ -24,7 +24,7 @@ using SteadyClock = std::chrono::steady_clock;
 // time can live in a thread_local between the pre-routing hook and the logger.
 thread_local SteadyClock::time_point t_request_start{};
 thread_local std::chrono::system_clock::time_point t_request_wall{};
-// The label of the route whose handler runs (empty: none ran).
+// The label of the route whose handler runs (nullptr: none ran).
 thread_local const std::string *t_route_label = nullptr;
 
 // What a client is told to wait before retrying a 503, in seconds.
