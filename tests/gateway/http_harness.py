@@ -3,6 +3,7 @@ a database with the extension in the run's cluster (PGHOST/PGPORT/PGUSER, as
 tests/run-all sets them) or a throw-away cluster of its own, the real gateway
 binary, raw HTTP/1.1 over sockets, and PASS/FAIL lines.
 """
+import atexit
 import json
 import os
 import signal
@@ -18,6 +19,17 @@ GW_ROLE = "gw_http"  # the gateways' own database login role
 
 failures = 0
 started = []  # gateway processes to kill on the way out
+
+
+def kill_started():
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+# Also when a script dies before finish() (e.g. its output pipe closed).
+atexit.register(kill_started)
 
 
 def report(ok, name, why=""):
@@ -204,8 +216,5 @@ def percentile(values, p):
 
 
 def finish():
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    kill_started()
     sys.exit(1 if failures else 0)
