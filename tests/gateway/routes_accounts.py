@@ -4,13 +4,16 @@ clients cannot see each other, an enterprise with regional teams, a reseller
 three levels deep (create, move, tree), deactivation refusing a subtree's
 credentials at once, 120 accounts paged by 50, and hostile input that changes
 nothing. Run by tests/suites/31_gateway_routes.sh (real gateway, real cluster).
-"""
+
+Usage: routes_accounts.py WORKDIR (from the repository root)."""
+import atexit
 import json
+import sys
 
-import gwlib
-from gwlib import case
+from gwlib import Gateway, case, finish
 
-gw = gwlib.start("routes_accounts")
+gw = Gateway(sys.argv[1], "accounts")
+atexit.register(gw.stop)  # also when a setup step raises
 
 MISSING = "acc_999999_000000000000"
 
@@ -40,20 +43,14 @@ def create(token, parent, name):
 
 
 def get(token, acc):
-    return gw.call("GET", "/v1/accounts/" + acc, token=token)
-
-
-def same_problem(a, b):
-    """Two problem answers alike but for their request ids."""
-    (sa, _, ba), (sb, _, bb) = a, b
-    strip = lambda x: {k: v for k, v in x.items() if k != "request_id"}
-    return sa == sb and strip(ba) == strip(bb)
+    """(status, headers, body) of GET /v1/accounts/{acc}."""
+    return tuple(gw.call("GET", "/v1/accounts/" + acc, token=token))
 
 
 def missing_like(token, method, path_of, body=None):
     """method on another tenant's account answers exactly as on a missing id."""
-    theirs = gw.call(method, path_of(OTHER), token=token, body=body)
-    missing = gw.call(method, path_of(MISSING), token=token, body=body)
+    theirs = tuple(gw.call(method, path_of(OTHER), token=token, body=body))
+    missing = tuple(gw.call(method, path_of(MISSING), token=token, body=body))
     assert theirs[0] == 404, theirs
     # the detail names the id the caller sent: compare with that substituted
     strip = lambda b: json.dumps({k: v for k, v in b.items() if k != "request_id"}).replace(OTHER, "ID").replace(MISSING, "ID")
@@ -358,10 +355,10 @@ def _():
             assert body.get("field") == field, (payload, body)
     for method, path in (("PATCH", "/v1/accounts/" + C1), ("POST", "/v1/accounts"),
                          ("POST", "/v1/accounts/%s/move" % C1)):
-        status, _, body = gw.call(method, path, token=RESELLER_KEY, body='{"name": "x",')
+        status, _, body = gw.call(method, path, token=RESELLER_KEY, raw_body=b'{"name": "x",')
         assert status == 400 and body["code"] == "invalid_json", (path, status, body)
     assert account_row(C1) == before, (account_row(C1), before)
     assert count_accounts() == count
 
 
-gw.finish()
+sys.exit(finish())
