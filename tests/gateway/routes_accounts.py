@@ -102,6 +102,15 @@ def _():
         assert theirs[2]["detail"].replace(target, "X") == missing[2]["detail"].replace(MISSING, "X"), (theirs, missing)
     status, _, body = gw.call("GET", "/v1/accounts", token=b_key)
     assert [r["id"] for r in body["data"]] == [CLIENT_B], body
+    assert "path" not in body["data"][0], body  # internal ids stay inside
+    # a sibling's tree is missing too; filtering by a sibling finds nothing
+    theirs = gw.call("GET", "/v1/accounts/%s/tree" % CLIENT_B, token=a_key)
+    missing = gw.call("GET", "/v1/accounts/%s/tree" % MISSING, token=a_key)
+    assert theirs.problem(404, "not_found")["detail"].replace(CLIENT_B, "X") == \
+        missing.problem(404, "not_found")["detail"].replace(MISSING, "X"), (theirs, missing)
+    for parent in (CLIENT_B, MISSING):
+        status, _, body = gw.call("GET", "/v1/accounts?parent=" + parent, token=a_key)
+        assert status == 200 and body == {"data": [], "next_cursor": None}, (parent, status, body)
     # the agency sees all of them, in tree order
     status, _, body = gw.call("GET", "/v1/accounts", token=AGENCY_KEY)
     assert [r["id"] for r in body["data"]] == [AGENCY, CLIENT_A, a_sub, CLIENT_B], body
@@ -198,7 +207,7 @@ def _():
     # standard plan: 4 levels; a fifth is refused and nothing is created
     before = count_accounts()
     status, _, body = gw.call("POST", "/v1/accounts", token=RESELLER_KEY, body={"parent": C1AI, "name": "too deep"})
-    assert status == 422 or status == 409, (status, body)
+    assert status == 409 and body["code"] == "plan_limit", (status, body)
     assert count_accounts() == before
     status, _, body = gw.call("POST", "/v1/accounts/%s/move" % C1A, token=RESELLER_KEY, body={"new_parent": C2})
     assert status == 200 and body["parent"] == C2 and body["id"] == C1A, (status, body)
@@ -225,6 +234,10 @@ def _():
     assert get(c2_key, C2)[0] == 200 and get(deep_key, C1AI)[0] == 200
     status, _, body = gw.call("POST", "/v1/accounts/%s/deactivate" % C2, token=RESELLER_KEY)
     assert status == 200 and body["status"] == "inactive" and body["id"] == C2, (status, body)
+    before = count_accounts()
+    r = gw.call("POST", "/v1/accounts", token=RESELLER_KEY, body={"parent": C2, "name": "under inactive"})
+    r.problem(409, "invalid_state")
+    assert count_accounts() == before
     for token, acc in ((c2_key, C2), (deep_key, C1AI)):
         status, _, body = get(token, acc)
         assert status == 401 and body["code"] == "unauthenticated", (status, body)
