@@ -1,4 +1,5 @@
--- Accounts for the API: get_account() and update_account() (merge patches of
+-- Accounts for the API (runs after audit.sql, whose expected ids assume it is
+-- first to create accounts): get_account() and update_account() (merge patches of
 -- branding and settings, validation, permissions, audit), and no direct UPDATE.
 \set VERBOSITY terse
 SET client_min_messages = warning;
