@@ -114,6 +114,12 @@ def _():
     # the agency sees all of them, in tree order
     status, _, body = gw.call("GET", "/v1/accounts", token=AGENCY_KEY)
     assert [r["id"] for r in body["data"]] == [AGENCY, CLIENT_A, a_sub, CLIENT_B], body
+    # the agency acting in a client (Tenancy-Account) sees that client's subtree only
+    status, _, body = gw.call("GET", "/v1/accounts", token=AGENCY_KEY, headers={"Tenancy-Account": CLIENT_A})
+    assert [r["id"] for r in body["data"]] == [CLIENT_A, a_sub], body
+    assert get(AGENCY_KEY, CLIENT_B)[0] == 200
+    r = gw.call("GET", "/v1/accounts/" + CLIENT_B, token=AGENCY_KEY, headers={"Tenancy-Account": CLIENT_A})
+    r.problem(404, "not_found")
     # a client's own account shows no parent: children never learn about ancestors
     status, _, body = get(a_key, CLIENT_A)
     assert status == 200 and body["parent"] is None, body
