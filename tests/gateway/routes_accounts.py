@@ -242,7 +242,7 @@ def _():
     assert status == 200 and body["status"] == "inactive" and body["id"] == C2, (status, body)
     before = count_accounts()
     r = gw.call("POST", "/v1/accounts", token=RESELLER_KEY, body={"parent": C2, "name": "under inactive"})
-    r.problem(409, "invalid_state")
+    r.problem(409, "conflict")
     assert count_accounts() == before
     for token, acc in ((c2_key, C2), (deep_key, C1AI)):
         status, _, body = get(token, acc)
