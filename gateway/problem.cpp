@@ -109,6 +109,10 @@ Problem problem_for_sqlstate(const std::string &s) {
         return make(422, "idempotency_key_reused", "Idempotency key reused");
     if (s == "23505")
         return make(409, "conflict", "Conflict");
+    // A plan's limit (subaccounts, depth, sub-users, keys): the request was
+    // well formed, the account's plan refuses it.
+    if (s == "53400")
+        return make(409, "plan_limit", "Plan limit reached");
     // object_not_in_prerequisite_state: the state forbids it now (MFA already
     // on, an inactive account).
     if (s == "55000")
