@@ -1,13 +1,10 @@
 -- Team management for the gateway's routes (35_api_team.sql): sub-users and
 -- API keys addressed through the account of the path, a manager's password reset.
+-- (Named to run after audit*.sql: that test expects a database no earlier test
+-- has put accounts or audit entries in.)
 \set VERBOSITY terse
 SET client_min_messages = warning;
 SELECT coalesce(tenancy._throttle_rewind('1 day'), 0) >= 0 AS throttle_reset;
- throttle_reset 
-----------------
- t
-(1 row)
-
 CREATE SCHEMA IF NOT EXISTS tmtest;
 GRANT USAGE ON SCHEMA tmtest TO PUBLIC;
 CREATE OR REPLACE FUNCTION tmtest.try(q text) RETURNS text LANGUAGE plpgsql AS $$
@@ -32,6 +29,7 @@ CREATE OR REPLACE FUNCTION tmtest.sub(pub text) RETURNS TABLE (name text, surnam
     SELECT name, surname, status, visible, must_change_password, temp_password_expires_at > now(),
            password_hash LIKE '$argon2id$%' FROM tenancy.sub_users WHERE public_id = pub $$;
 GRANT EXECUTE ON FUNCTION tmtest.sub(text) TO PUBLIC;
+
 SELECT tenancy.create_main_account('Team Co', 'owner@tm.test', 'owner-pass-1') AS co \gset
 SELECT tenancy.create_main_account('Rival Co', 'rival@tm.test', 'rival-pass-1') AS rival \gset
 INSERT INTO tenancy.users (email, password_hash) VALUES
@@ -44,263 +42,71 @@ WHERE a.public_id = :'co' AND u.email IN ('admin@tm.test', 'member@tm.test');
 SET ROLE tenancy_app;
 BEGIN;
 SELECT tenancy.login('rival@tm.test', 'rival-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.create_sub_user_in(:'rival', 'r@tm.test', 'R', 'R', 'rival-temp-1') ->> 'id' AS rival_sub \gset
 SELECT tenancy.create_api_key_in(:'rival', 'rk', 'owner') ->> 'id' AS rival_key \gset
 COMMIT;
+
 -- ---- sub-users: create in the main account of the path ----
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.create_account(:'co', 'Branch') AS branch \gset
 SELECT tenancy.create_sub_user_in(:'co', 'ann@tm.test', 'Ann', 'Lee', 'ann-temp-1') AS ann_json \gset
 SELECT :'ann_json'::jsonb ->> 'id' AS ann \gset
 -- the answer: what the API shows, never a hash or password
 SELECT key, CASE WHEN key IN ('id', 'created_at') THEN '(set)' ELSE value::text END AS value
 FROM jsonb_each(:'ann_json'::jsonb) ORDER BY key;
-         key          |     value     
-----------------------+---------------
- activated_at         | null
- active               | false
- created_at           | (set)
- email                | "ann@tm.test"
- id                   | (set)
- last_login_at        | null
- must_change_password | true
- name                 | "Ann"
- surname              | "Lee"
- visible              | true
-(10 rows)
-
 SELECT :'ann' ~ '^sub_[0-9]+_[0-9]+$' AS id_format;
- id_format 
------------
- t
-(1 row)
-
 -- a subaccount has no sub-users; another tenant's account and a made-up one are "not found"
 SELECT tmtest.try(format('SELECT tenancy.create_sub_user_in(%L, ''b@tm.test'', ''B'', ''B'', ''b-temp-12'')', :'branch')) AS in_subaccount;
-                                   in_subaccount                                   
------------------------------------------------------------------------------------
- 42501: sub-users are managed in the main account; account "acc_X" is a subaccount
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.create_sub_user_in(%L, ''b@tm.test'', ''B'', ''B'', ''b-temp-12'')', :'rival')) AS other_tenant;
-           other_tenant           
-----------------------------------
- P0002: account "acc_X" not found
-(1 row)
-
 SELECT tmtest.try('SELECT tenancy.create_sub_user_in(''acc_1_000000000000'', ''b@tm.test'', ''B'', ''B'', ''b-temp-12'')') AS missing;
-             missing              
-----------------------------------
- P0002: account "acc_X" not found
-(1 row)
-
 -- the rules of create_sub_user still hold
 SELECT tmtest.try(format('SELECT tenancy.create_sub_user_in(%L, ''ANN@tm.test'', ''A'', ''L'', ''ann-temp-1'')', :'co')) AS same_email;
-                        same_email                         
------------------------------------------------------------
- 23505: a sub-user with email "ANN@tm.test" already exists
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.create_sub_user_in(%L, ''c@tm.test'', ''C'', ''C'', ''short'')', :'co')) AS short_password;
-                 short_password                 
-------------------------------------------------
- 22023: a password must be 8 to 1024 bytes long
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.create_sub_user_in(%L, ''c@tm.test'', NULL, ''C'', ''c-temp-123'')', :'co')) AS no_name;
-                       no_name                       
------------------------------------------------------
- 22023: name and surname must be 1 to 200 characters
-(1 row)
-
 SELECT count(*) AS sub_users FROM tenancy.sub_users;
- sub_users 
------------
-         1
-(1 row)
-
 COMMIT;
 -- a member cannot; from a subaccount context the main account is not even visible
 BEGIN;
 SELECT tenancy.login('member@tm.test', 'member-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.create_sub_user_in(%L, ''m@tm.test'', ''M'', ''M'', ''m-temp-123'')', :'co')) AS member_create;
-               member_create                
---------------------------------------------
- 42501: role member may not write sub_users
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, visible => false)', :'co', :'ann')) AS member_update;
-               member_update                
---------------------------------------------
- 42501: role member may not write sub_users
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.set_sub_user_password(%L, ''member-set-1'')', :'ann')) AS member_password;
-              member_password               
---------------------------------------------
- 42501: role member may not write sub_users
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.delete_sub_user_in(%L, %L)', :'co', :'ann')) AS member_delete;
-               member_delete                
---------------------------------------------
- 42501: role member may not write sub_users
-(1 row)
-
 ROLLBACK;
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.act_as(:'branch') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, visible => false)', :'co', :'ann')) AS from_branch;
-           from_branch            
-----------------------------------
- P0002: account "acc_X" not found
-(1 row)
-
 ROLLBACK;
+
 -- ---- update: fields, activation, password, refusals that change nothing ----
 BEGIN;
 SELECT tenancy.login('admin@tm.test', 'admin-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT j ->> 'name' AS name, j ->> 'surname' AS surname, j -> 'visible' AS visible, j -> 'active' AS active
 FROM tenancy.update_sub_user_in(:'co', :'ann', name => 'Anna', surname => 'Lee-Park', visible => false) j;
- name | surname  | visible | active 
-------+----------+---------+--------
- Anna | Lee-Park | false   | false
-(1 row)
-
 -- another tenant's sub-user through our account, ours through theirs, a made-up one: not found
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, name => ''x'')', :'co', :'rival_sub')) AS foreign_sub;
-            foreign_sub            
------------------------------------
- P0002: sub-user "sub_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, name => ''x'')', :'rival', :'ann')) AS via_foreign_account;
-       via_foreign_account        
-----------------------------------
- P0002: account "acc_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, ''sub_1_999999'', name => ''x'')', :'co')) AS missing_sub;
-            missing_sub            
------------------------------------
- P0002: sub-user "sub_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, ''not-a-sub-id'', name => ''x'')', :'co')) AS malformed_sub;
-              malformed_sub               
-------------------------------------------
- P0002: sub-user "not-a-sub-id" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, branch_name => ''x'')', :'co', :'ann')) AS unknown_arg;
-                                             unknown_arg                                             
------------------------------------------------------------------------------------------------------
- 42883: function tenancy.update_sub_user_in(unknown, unknown, branch_name => unknown) does not exist
-(1 row)
-
 -- activation and a password at once: refused (activation mails its own)
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, active => true, password => ''chosen-pass-1'')', :'co', :'ann')) AS both;
-                                         both                                         
---------------------------------------------------------------------------------------
- 22023: activation mails a fresh temporary password: set active or password, not both
-(1 row)
-
 -- a bad password refuses the whole edit
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, name => ''Changed'', password => ''short'')', :'co', :'ann')) AS short_password;
-                 short_password                 
-------------------------------------------------
- 22023: a password must be 8 to 1024 bytes long
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.update_sub_user_in(%L, %L, name => '''')', :'co', :'ann')) AS empty_name;
-                     empty_name                      
------------------------------------------------------
- 22023: name and surname must be 1 to 200 characters
-(1 row)
-
 SELECT * FROM tmtest.sub(:'ann');
- name | surname  |  status  | visible | must_change | temp_expiry | hash_len_ok 
-------+----------+----------+---------+-------------+-------------+-------------
- Anna | Lee-Park | inactive | f       | t           |             | t
-(1 row)
-
 COMMIT;
 -- activation mails fresh credentials; activating an active sub-user again is no change
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tmtest.mails('ann@tm.test') AS mails_before;
- mails_before 
---------------
-            0
-(1 row)
-
 SELECT tenancy.update_sub_user_in(:'co', :'ann', active => true) -> 'active' AS active;
- active 
---------
- true
-(1 row)
-
 SELECT tmtest.mails('ann@tm.test') AS mails_after_activation;
- mails_after_activation 
-------------------------
-                      1
-(1 row)
-
 SELECT tenancy.update_sub_user_in(:'co', :'ann', active => true, name => 'Ann') ->> 'name' AS name;
- name 
-------
- Ann
-(1 row)
-
 SELECT tmtest.mails('ann@tm.test') AS mails_after_second_patch;
- mails_after_second_patch 
---------------------------
-                        1
-(1 row)
-
 SELECT * FROM tmtest.sub(:'ann');
- name | surname  | status | visible | must_change | temp_expiry | hash_len_ok 
-------+----------+--------+---------+-------------+-------------+-------------
- Ann  | Lee-Park | active | f       | t           | t           | t
-(1 row)
-
 COMMIT;
 RESET ROLE;
 SELECT tmtest.mailed_password('ann@tm.test') AS ann_pw \gset
@@ -309,335 +115,96 @@ SET ROLE tenancy_app;
 BEGIN;
 SELECT tenancy.login_sub_user('owner@tm.test', 'ann@tm.test', :'ann_pw') AS ann_tok \gset
 SELECT tenancy.current_role_name();
- current_role_name 
--------------------
- password_change
-(1 row)
-
 SELECT tenancy.change_password(:'ann_pw', 'ann-own-pass-1');
- change_password 
------------------
- 
-(1 row)
-
 SELECT tenancy.current_role_name();
- current_role_name 
--------------------
- sub_user
-(1 row)
-
 COMMIT;
 BEGIN;
 SELECT tenancy.login_sub_user('owner@tm.test', 'ann@tm.test', 'ann-own-pass-1') AS ann_tok2 \gset
 SELECT tenancy.current_role_name();
- current_role_name 
--------------------
- sub_user
-(1 row)
-
 -- a sub-user cannot reset passwords, not even its own this way
 SELECT tmtest.try(format('SELECT tenancy.set_sub_user_password(%L, ''self-set-pass-1'')', :'ann')) AS self_reset;
-                  self_reset                  
-----------------------------------------------
- 42501: role sub_user may not write sub_users
-(1 row)
-
 COMMIT;
+
 -- ---- a manager resets the password: a temporary one, open sessions end ----
 BEGIN;
 SELECT tenancy.login('admin@tm.test', 'admin-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.update_sub_user_in(:'co', :'ann', password => 'reset-pass-1') -> 'must_change_password' AS must_change;
- must_change 
--------------
- true
-(1 row)
-
 SELECT * FROM tmtest.sub(:'ann');
- name | surname  | status | visible | must_change | temp_expiry | hash_len_ok 
-------+----------+--------+---------+-------------+-------------+-------------
- Ann  | Lee-Park | active | f       | t           | t           | t
-(1 row)
-
 COMMIT;
 SELECT tmtest.try(format('SELECT tenancy.authenticate(%L)', :'ann_tok2')) AS old_session;
-         old_session          
-------------------------------
- 28000: the session has ended
-(1 row)
-
 SELECT tenancy.login_sub_user('owner@tm.test', 'ann@tm.test', 'ann-own-pass-1') IS NULL AS old_password_refused;
-WARNING:  login failed: invalid credentials or too many attempts
- old_password_refused 
-----------------------
- t
-(1 row)
-
 BEGIN;
 SELECT tenancy.login_sub_user('owner@tm.test', 'ann@tm.test', 'reset-pass-1') AS ann_tok3 \gset
 SELECT tenancy.current_role_name() AS must_change_first;
- must_change_first 
--------------------
- password_change
-(1 row)
-
 SELECT count(*) AS accounts_visible FROM tenancy.accounts;
- accounts_visible 
-------------------
-                0
-(1 row)
-
 SELECT tenancy.change_password('reset-pass-1', 'ann-new-pass-2');
- change_password 
------------------
- 
-(1 row)
-
 SELECT tenancy.current_role_name();
- current_role_name 
--------------------
- sub_user
-(1 row)
-
 COMMIT;
 -- the contract function directly, by an owner; the reset leaves no secret in the audit log
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.set_sub_user_password(:'ann', 'reset-pass-2');
- set_sub_user_password 
------------------------
- 
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.set_sub_user_password(%L, ''short'')', :'ann')) AS short;
-                     short                      
-------------------------------------------------
- 22023: a password must be 8 to 1024 bytes long
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.set_sub_user_password(%L, ''reset-pass-3'')', :'rival_sub')) AS foreign_sub;
-            foreign_sub            
------------------------------------
- P0002: sub-user "sub_X" not found
-(1 row)
-
 COMMIT;
 RESET ROLE;
 SELECT count(*) > 0 AS sub_user_updates_audited,
        count(*) FILTER (WHERE change::text ~ '\$argon2|reset-pass|ann-own|ann-new') AS entries_with_secret
 FROM tenancy.audit_log WHERE target = 'tenancy.sub_users' AND action = 'update';
- sub_user_updates_audited | entries_with_secret 
---------------------------+---------------------
- t                        |                   0
-(1 row)
-
 SET ROLE tenancy_app;
+
 -- ---- deactivation through the edit: refused at once; then delete ----
 BEGIN;
 SELECT tenancy.login_sub_user('owner@tm.test', 'ann@tm.test', 'reset-pass-2') AS ann_tok4 \gset
 COMMIT;
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.update_sub_user_in(:'co', :'ann', active => false) -> 'active' AS active;
- active 
---------
- false
-(1 row)
-
 COMMIT;
 SELECT tmtest.try(format('SELECT tenancy.authenticate(%L)', :'ann_tok4')) AS after_deactivation;
-      after_deactivation      
-------------------------------
- 28000: the session has ended
-(1 row)
-
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.delete_sub_user_in(%L, %L)', :'rival', :'rival_sub')) AS foreign_delete;
-          foreign_delete          
-----------------------------------
- P0002: account "acc_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.delete_sub_user_in(%L, %L)', :'co', :'rival_sub')) AS foreign_sub_delete;
-        foreign_sub_delete         
------------------------------------
- P0002: sub-user "sub_X" not found
-(1 row)
-
 SELECT tenancy.delete_sub_user_in(:'co', :'ann');
- delete_sub_user_in 
---------------------
- 
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.delete_sub_user_in(%L, %L)', :'co', :'ann')) AS again;
-               again               
------------------------------------
- P0002: sub-user "sub_X" not found
-(1 row)
-
 SELECT count(*) AS sub_users FROM tenancy.sub_users;
- sub_users 
------------
-         0
-(1 row)
-
 COMMIT;
+
 -- ---- API keys through the account of the path ----
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.create_api_key_in(:'co', ' ci key ', 'viewer', now() + interval '1 day') AS k \gset
 SELECT (:'k'::jsonb) ->> 'id' AS key_id, (:'k'::jsonb) ->> 'key' AS full_key \gset
 SELECT array(SELECT jsonb_object_keys(:'k'::jsonb) ORDER BY 1) AS answer_keys;
-                   answer_keys                   
--------------------------------------------------
- {created_at,expires_at,id,key,name,prefix,role}
-(1 row)
-
 SELECT :'full_key' LIKE ((:'k'::jsonb) ->> 'prefix') || '%' AS key_starts_with_prefix,
        (:'k'::jsonb) ->> 'name' AS name, (:'k'::jsonb) ->> 'role' AS role,
        :'key_id' ~ '^key_[0-9]+_[0-9]+$' AS id_format;
- key_starts_with_prefix |  name  |  role  | id_format 
-------------------------+--------+--------+-----------
- t                      | ci key | viewer | t
-(1 row)
-
 SELECT prefix = (:'k'::jsonb) ->> 'prefix' AS listed_prefix, revoked_at FROM tenancy.api_keys WHERE public_id = :'key_id';
- listed_prefix | revoked_at 
----------------+------------
- t             | 
-(1 row)
-
 SELECT tenancy.create_api_key_in(:'branch', 'branch key', 'owner') ->> 'id' AS branch_key \gset
 SELECT tmtest.try(format('SELECT tenancy.create_api_key_in(%L, ''x'', ''owner'')', :'rival')) AS other_tenant;
-           other_tenant           
-----------------------------------
- P0002: account "acc_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.create_api_key_in(%L, ''x'', ''emperor'')', :'co')) AS bad_role;
-           bad_role            
--------------------------------
- 22023: unknown role "emperor"
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.create_api_key_in(%L, ''x'', ''owner'', now() - interval ''1 hour'')', :'co')) AS past_expiry;
-               past_expiry               
------------------------------------------
- 22023: expires_at must be in the future
-(1 row)
-
 -- revoke: only a key of exactly that account
 SELECT tmtest.try(format('SELECT tenancy.revoke_api_key_in(%L, %L)', :'co', :'branch_key')) AS subaccount_key_via_main;
-     subaccount_key_via_main      
-----------------------------------
- P0002: API key "key_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.revoke_api_key_in(%L, %L)', :'co', :'rival_key')) AS rival_key;
-            rival_key             
-----------------------------------
- P0002: API key "key_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.revoke_api_key_in(%L, %L)', :'rival', :'rival_key')) AS rival_account;
-          rival_account           
-----------------------------------
- P0002: account "acc_X" not found
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.revoke_api_key_in(%L, ''key_x'')', :'co')) AS malformed;
-            malformed             
-----------------------------------
- P0002: API key "key_x" not found
-(1 row)
-
 COMMIT;
 -- the new key works; an admin may read keys but neither create nor revoke them
 BEGIN;
 SELECT tenancy.authenticate(:'full_key') = :'co' AS key_works, tenancy.current_role_name();
- key_works | current_role_name 
------------+-------------------
- t         | viewer
-(1 row)
-
 ROLLBACK;
 BEGIN;
 SELECT tenancy.login('admin@tm.test', 'admin-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.create_api_key_in(%L, ''x'', ''viewer'')', :'co')) AS admin_create;
-               admin_create               
-------------------------------------------
- 42501: role admin may not write api_keys
-(1 row)
-
 SELECT tmtest.try(format('SELECT tenancy.revoke_api_key_in(%L, %L)', :'co', :'key_id')) AS admin_revoke;
-               admin_revoke               
-------------------------------------------
- 42501: role admin may not write api_keys
-(1 row)
-
 ROLLBACK;
 BEGIN;
 SELECT tenancy.login('owner@tm.test', 'owner-pass-1') IS NOT NULL;
- ?column? 
-----------
- t
-(1 row)
-
 SELECT tenancy.revoke_api_key_in(:'co', :'key_id');
- revoke_api_key_in 
--------------------
- 
-(1 row)
-
 SELECT tenancy.revoke_api_key_in(:'branch', :'branch_key');
- revoke_api_key_in 
--------------------
- 
-(1 row)
-
 SELECT public_id = :'key_id' AS is_key, revoked_at IS NOT NULL AS revoked FROM tenancy.api_keys ORDER BY id;
- is_key | revoked 
---------+---------
- t      | t
- f      | t
-(2 rows)
-
 COMMIT;
 SELECT tmtest.try(format('SELECT tenancy.authenticate(%L)', :'full_key')) AS after_revoke;
-          after_revoke           
----------------------------------
- 28000: API key has been revoked
-(1 row)
-
 RESET ROLE;
