@@ -1,9 +1,14 @@
 // Authenticated /v1 requests (see api_request.hpp).
 #include "api_request.hpp"
 
+#include "list_page.hpp"
 #include "log.hpp"
+#include "read_log.hpp"
 
+#include <openssl/sha.h>
 #include <strings.h>
+
+#include <chrono>
 
 namespace tenancy::gateway {
 
@@ -30,152 +35,290 @@ namespace {
 // What a 5xx answer says: the cause (possibly internals) stays in the log.
 constexpr const char *kServerFailureDetail = "the request failed; the gateway log has the cause";
 
-// How far a request's transaction got: a failure at a stage means every
-// stage before it succeeded. Restricted: the credential was accepted, but its
-// context may only complete its second factor or change its password.
-enum class Stage { Role, Authenticate, Restricted, ActAs, Handler, Record };
+// The statements of a request, in order; a failure's stage says how far the
+// request got (db_tx.hpp: kStageBegin, kStageStatement (the handler's),
+// kStageCommit).
+enum Stage : int { kRole = 1, kAuthenticate, kActAs, kIdempotency, kRecord };
 
-// The SQLSTATE the database raises for what a restricted context may not do;
-// problem_for_sqlstate() turns it into the answer.
-const char *restricted_sqlstate(const std::string &role) {
-    if (role == "mfa_pending")
-        return "28T01";
-    if (role == "password_change")
-        return "28T02";
-    return nullptr;
+// Authenticates and reads the context in one statement. $2: refuse a
+// restricted context (28T01/28T02); $3: also return whoami()'s principal (a
+// GET's record needs it). OFFSET 0 keeps authenticate() first.
+constexpr const char *kAuthenticateSql =
+    "SELECT tenancy.current_role_name(), tenancy.current_account(), "
+    "CASE WHEN $3::boolean THEN (tenancy.whoami()->'principal')::text END, "
+    "CASE WHEN $2::boolean THEN tenancy._refuse_restricted() END IS NULL "
+    "FROM (SELECT tenancy.authenticate($1) OFFSET 0) a";
+
+bool is_restricted_refusal(const std::string &sqlstate) {
+    return sqlstate == "28T01" || sqlstate == "28T02";
 }
 
-// Drops to tenancy_app, authenticates (reading the context's role in the same
-// round trip) and acts in account when one is named. A restricted context
-// (MFA pending, password to change) is refused before anything else runs
-// unless the route allows it (or the request is only being recorded).
-void enter_context(Tx &tx, const std::string &credential, const std::string &account, Stage *stage,
-                   RestrictedContext restricted) {
-    *stage = Stage::Role;
-    tx.exec("SET LOCAL ROLE tenancy_app");
-    *stage = Stage::Authenticate;
-    // OFFSET 0 keeps the subquery, so authenticate() runs before current_role_name().
-    Result r = tx.exec(
-        "SELECT tenancy.current_role_name() FROM (SELECT tenancy.authenticate($1) OFFSET 0) a",
-        {credential});
-    if (const char *sqlstate = restricted_sqlstate(r.value(0, 0).value_or(""))) {
-        *stage = Stage::Restricted;
-        if (restricted == RestrictedContext::refuse) {
-            Problem p = problem_for_sqlstate(sqlstate);
-            p.detail = p.code == "mfa_required"
-                           ? "this session must complete multi-factor authentication first"
-                           : "this session must change its password first";
-            throw ApiError{p};
-        }
-        return;  // a restricted context cannot switch accounts
-    }
-    if (!account.empty()) {
-        *stage = Stage::ActAs;
-        tx.exec("SELECT tenancy.act_as($1)", {account});
-    }
-}
-
-void record_request(Tx &tx, const std::string &route, const std::string &method, int status,
-                    const std::string &request_id) {
-    nlohmann::json detail = {
-        {"method", method}, {"route", route}, {"status", status}, {"request_id", request_id}};
-    tx.exec("SELECT tenancy.audit_event('api.request', $1, $2::jsonb)", {route, detail.dump()});
-}
-
-// The problem for a failed transaction. Our functions' messages for client
-// errors are written for the caller ("account \"x\" not found"); a 5xx
-// message may carry internals and stays in the log.
 Problem problem_for_failure(const TxError &error) {
     Problem p = problem_for_sqlstate(error.sqlstate);
+    // Our functions' messages for client errors are written for the caller
+    // ("account \"x\" not found"); a 5xx message may carry internals.
     p.detail = p.status < 500 ? error.message : kServerFailureDetail;
     return p;
 }
 
+std::string sha256_hex(const std::string &text) {
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char *>(text.data()), text.size(), digest);
+    static const char hex[] = "0123456789abcdef";
+    std::string out = "\\x";
+    for (unsigned char b : digest) {
+        out.push_back(hex[b >> 4]);
+        out.push_back(hex[b & 15]);
+    }
+    return out;
+}
+
+std::string utc_now() {
+    auto now = std::chrono::system_clock::now();
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
+    std::time_t secs = static_cast<std::time_t>(us / 1000000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<long long>(us % 1000000));
+    return buf;
+}
+
+constexpr const char *kRecordSql = "SELECT tenancy.audit_event('api.request', $1, $2::jsonb)";
+
+Params record_params(const Route &route, int status, const std::string &request_id) {
+    const std::string label = route.method + " " + route.path;
+    nlohmann::json detail = {
+        {"method", route.method}, {"route", label}, {"status", status}, {"request_id", request_id}};
+    return {label, detail.dump()};
+}
+
+// Queues the context statements (see kAuthenticateSql) for a bearer route.
+void enter_context(Tx &tx, const std::string &credential, const std::string &account,
+                   bool refuse_restricted, bool want_principal, Result *auth) {
+    tx.queue("SET LOCAL ROLE tenancy_app", {}, kRole);
+    tx.queue(kAuthenticateSql,
+             {credential, refuse_restricted ? "true" : "false", want_principal ? "true" : "false"},
+             kAuthenticate, auth);
+    if (!account.empty())
+        tx.queue("SELECT tenancy.act_as($1)", {account}, kActAs);
+}
+
+// Records a refused request in a transaction of its own (the request's rolled
+// back), in account (or the credential's own account when empty). A restricted
+// context may be recorded too.
+void record_refusal(DbPool &pool, const Route &route, const std::string &credential,
+                    const std::string &account, int status, const std::string &request_id) {
+    TxOutcome recorded = run_transaction(pool, [&](Tx &tx) {
+        enter_context(tx, credential, account, false, false, nullptr);
+        Params p = record_params(route, status, request_id);
+        tx.exec_last(kRecordSql, p);
+    });
+    if (!recorded)
+        log_event("warn", "refused api request not recorded in the audit log",
+                  {{"request_id", request_id},
+                   {"route", route.path},
+                   {"sqlstate", recorded.error.sqlstate},
+                   {"error", recorded.error.message}});
+}
+
+void send_answer(httplib::Response &res, const ApiAnswer &answer) {
+    if (answer.status == 204)
+        res.status = 204;
+    else
+        send_json(res, answer.status, answer.body);
+}
+
 }  // namespace
 
-void run_api_request(DbPool &pool, const std::string &route, const httplib::Request &req,
-                     httplib::Response &res, const ApiHandler &handler,
-                     RestrictedContext restricted) {
-    const std::string request_id = request_id_of(res);
-    std::optional<std::string> credential =
-        bearer_credential(req.get_header_value("Authorization"));
-    if (!credential) {
-        res.set_header("WWW-Authenticate", "Bearer");
-        send_problem(
-            res, problem_for_status(401, "send Authorization: Bearer <API key or session token>"));
-        return;
-    }
-    const std::string account = req.get_header_value(kAccountHeader);
+void refuse(int status, std::string detail) {
+    throw ApiError{problem_for_status(status, std::move(detail))};
+}
 
-    Stage stage = Stage::Role;
+void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
+               httplib::Response &res) {
+    const std::string request_id = request_id_of(res);
+    ApiCall call{req, request_id};
+    std::vector<std::string> names = path_names(route.path);
+    for (size_t i = 0; i < names.size() && i + 1 < req.matches.size(); ++i)
+        call.path[names[i]] = req.matches[i + 1];
+
+    const bool bearer = route.auth == Auth::bearer;
+    std::optional<std::string> credential;
+    if (bearer) {
+        credential = bearer_credential(req.get_header_value("Authorization"));
+        if (!credential) {
+            res.set_header("WWW-Authenticate", "Bearer");
+            send_problem(res, problem_for_status(
+                                  401, "send Authorization: Bearer <API key or session token>"));
+            return;
+        }
+    }
+    const std::string account = bearer ? req.get_header_value(kAccountHeader) : std::string();
+    const bool read_only = route.method == "GET";
+    call.cursor_scope = cursor_scope(route, call, credential.value_or(""));
+
+    // Input is checked before anything runs. A bad request from a valid
+    // credential is still an API call: it is answered after the credential
+    // is checked (401 comes first) and recorded.
+    std::optional<Problem> invalid = validate_query(route, req, call.query_values);
+    if (!invalid)
+        invalid = validate_body(route, req.body, call.body);
+    std::optional<std::string> idempotency_key;
+    if (!invalid && route.method == "POST" && req.has_header(kIdempotencyHeader)) {
+        idempotency_key = req.get_header_value(kIdempotencyHeader);
+        if (idempotency_key->empty() || idempotency_key->size() > 255) {
+            invalid = problem_for_status(422, "Idempotency-Key must be 1 to 255 characters");
+            invalid->code = "invalid_field";
+            invalid->field = kIdempotencyHeader;
+        }
+    }
+
+    RequestContext context;
+    call.context = &context;
+    Result auth;
     ApiAnswer answer;
     std::optional<Problem> refused;
+    bool replayed = false;
+    const std::string request_hash =
+        idempotency_key
+            ? sha256_hex(route.method + " " + req.path + "\n" + account + "\n" + call.body.dump())
+            : std::string();
     TxOutcome outcome;
     try {
-        outcome = run_transaction(pool, [&](Tx &tx) {
-            enter_context(tx, *credential, account, &stage, restricted);
-            stage = Stage::Handler;
-            answer = handler(tx, req);
-            stage = Stage::Record;
-            record_request(tx, route, req.method, answer.status, request_id);
-        });
+        outcome = run_transaction(
+            pool,
+            [&](Tx &tx) {
+                if (bearer)
+                    enter_context(tx, *credential, account,
+                                  route.restricted == RestrictedContext::refuse, read_only, &auth);
+                else
+                    tx.queue("SET LOCAL ROLE tenancy_app", {}, kRole);
+                if (invalid) {
+                    if (bearer)
+                        tx.flush();  // runs the context statements: 401 comes before 422
+                    throw ApiError{*invalid};
+                }
+                if (idempotency_key) {
+                    Result stored;
+                    tx.queue(
+                        "SELECT status, response FROM tenancy.idempotency_begin($1, $2::bytea)",
+                        {*idempotency_key, request_hash}, kIdempotency, &stored);
+                    tx.flush();  // the handler runs only if this is the key's first request
+                    if (stored.rows() == 1) {
+                        replayed = true;
+                        answer.status = std::stoi(stored.value(0, 0).value_or("200"));
+                        answer.body = nlohmann::json::parse(stored.value(0, 1).value_or("null"),
+                                                            nullptr, false);
+                    }
+                }
+                if (!read_only)
+                    tx.defer(
+                        kRecordSql,
+                        record_params(route, replayed ? answer.status : route.status, request_id),
+                        kRecord);
+                if (replayed)
+                    return;
+                if (idempotency_key)
+                    tx.hold_commit();
+                try {
+                    answer = route.handler(tx, call);
+                } catch (const ApiError &) {
+                    // A refusal before the handler's first statement: the
+                    // credential is checked all the same (401 comes first).
+                    if (bearer && auth.rows() == 0 && !tx.finished())
+                        tx.flush();
+                    throw;
+                }
+                if (idempotency_key && !tx.finished()) {
+                    tx.defer("SELECT tenancy.idempotency_finish($1, $2::bytea, $3, $4)",
+                             {*idempotency_key, request_hash, std::to_string(answer.status),
+                              answer.status == 204 ? std::string() : answer.body.dump()},
+                             kIdempotency);
+                }
+            },
+            TxOptions{read_only});
     } catch (const ApiError &e) {
         refused = e.problem;
     } catch (const std::exception &e) {
         log_event("error", "api handler failed",
-                  {{"request_id", request_id}, {"route", route}, {"error", e.what()}});
+                  {{"request_id", request_id}, {"route", route.path}, {"error", e.what()}});
         refused = problem_for_status(500, kServerFailureDetail);
     }
+    if (auth.rows() == 1) {
+        context.role = auth.value(0, 0).value_or("");
+        context.account = account.empty() ? auth.value(0, 1).value_or("") : account;
+        if (auto p = auth.value(0, 2))
+            context.principal = nlohmann::json::parse(*p, nullptr, false);
+    }
     if (outcome) {
-        if (answer.status == 204)
-            res.status = 204;
-        else
-            send_json(res, answer.status, answer.body);
+        if (replayed)
+            res.set_header("Idempotency-Replayed", "true");
+        send_answer(res, answer);
+        if (read_only && bearer)
+            if (ReadLog *log = read_log())
+                log->push({{"at", utc_now()},
+                           {"account", context.account},
+                           {"principal", context.principal},
+                           {"route", route.method + " " + route.path},
+                           {"method", route.method},
+                           {"status", answer.status},
+                           {"request_id", request_id}});
         return;
     }
 
+    const int stage = outcome.error.stage;
     Problem problem = refused ? *refused : problem_for_failure(outcome.error);
     // The gateway's own database user may not become tenancy_app: a
     // deployment error, not the caller's.
-    if (!refused && stage == Stage::Role && problem.status < 500) {
+    if (!refused && stage == kRole && problem.status < 500) {
         log_event("error", "the gateway's database user cannot SET ROLE tenancy_app",
                   {{"request_id", request_id}, {"error", outcome.error.message}});
         problem = problem_for_status(500, kServerFailureDetail);
     }
+    const bool restricted = !refused && is_restricted_refusal(outcome.error.sqlstate);
     // Whatever authenticate() refuses (a bad, revoked or expired credential,
     // an inactive or vanished account) is a 401, not a 404 or 403.
-    if (!refused && stage == Stage::Authenticate && problem.status < 500) {
+    if (!refused && stage == kAuthenticate && !restricted && problem.status < 500) {
         std::string detail = std::move(problem.detail);
         problem = problem_for_status(401, std::move(detail));
     }
+    if (restricted)
+        problem.detail = problem.code == "mfa_required"
+                             ? "this session must complete multi-factor authentication first"
+                             : "this session must change its password first";
     if (!refused && problem.status >= 500)
         log_event("error", "api request failed",
                   {{"request_id", request_id},
-                   {"route", route},
+                   {"route", route.path},
                    {"sqlstate", outcome.error.sqlstate},
                    {"error", outcome.error.message}});
     if (problem.status == 401)
         res.set_header("WWW-Authenticate", "Bearer");
     send_problem(res, problem);
 
-    // The credential was accepted, the request then refused: record it in a
-    // transaction of its own (the first one rolled back). In the account the
-    // request acted in, or the credential's own when switching failed or the
-    // context was restricted.
-    if (stage < Stage::Restricted || stage == Stage::Record)
+    // Record the refusal when the credential was accepted: in the account
+    // the request acted in, or the credential's own when switching failed or
+    // the context was restricted.
+    const bool accepted = bearer && (auth.rows() == 1 || restricted);
+    if (!accepted || problem.status >= 500)
         return;
-    Stage again = Stage::Role;
-    const std::string acted_in = stage > Stage::ActAs ? account : std::string();
-    TxOutcome recorded = run_transaction(pool, [&](Tx &tx) {
-        enter_context(tx, *credential, acted_in, &again, RestrictedContext::allow);
-        record_request(tx, route, req.method, problem.status, request_id);
-    });
-    if (!recorded)
-        log_event("warn", "refused api request not recorded in the audit log",
-                  {{"request_id", request_id},
-                   {"route", route},
-                   {"sqlstate", recorded.error.sqlstate},
-                   {"error", recorded.error.message}});
+    const bool acted = auth.rows() == 1 && stage != kActAs;
+    if (read_only && auth.rows() == 1) {
+        if (ReadLog *log = read_log())
+            log->push({{"at", utc_now()},
+                       {"account", acted ? context.account : auth.value(0, 1).value_or("")},
+                       {"principal", context.principal},
+                       {"route", route.method + " " + route.path},
+                       {"method", route.method},
+                       {"status", problem.status},
+                       {"request_id", request_id}});
+        return;
+    }
+    record_refusal(pool, route, *credential, acted ? account : std::string(), problem.status,
+                   request_id);
 }
 
 }  // namespace tenancy::gateway

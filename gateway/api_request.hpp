@@ -6,59 +6,49 @@
 // database user may do, a request sees only what row-level security shows
 // its credential), then calls tenancy.authenticate() with the bearer
 // credential and, when the Tenancy-Account header names an account,
-// tenancy.act_as() for it. The handler runs next, and the request is recorded
-// with tenancy.audit_event('api.request', route, {method, route, status,
-// request_id}) before COMMIT. When the handler fails, its transaction rolls
-// back and the request is recorded in a second transaction, so a refused
-// request is on the log too. A request whose credential is refused has no
-// account to be recorded in (authenticate() itself counts and logs logins).
+// tenancy.act_as() for it. These statements go out together with the
+// handler's first statement (db_tx.hpp), so a route with one statement is one
+// round trip: BEGIN, SET LOCAL ROLE, authenticate, act_as, the statement,
+// the audit record and COMMIT.
+//
+// Recording: a mutating request records itself with tenancy.audit_event(
+// 'api.request', route, {method, route, status, request_id}) before COMMIT;
+// when it fails, its transaction rolls back and the refusal is recorded in a
+// second transaction. A GET runs READ ONLY and writes nothing: its record
+// goes to the read log (read_log.hpp), written in batches on the primary. A
+// request whose credential is refused has no account to be recorded in
+// (authenticate() itself counts and logs logins).
+//
 // A session whose MFA is pending or whose password must change gets 401
-// mfa_required / 403 password_change_required right after authenticate(),
-// unless its route is one such a session may use; that refusal is recorded
-// like any other.
+// mfa_required / 403 password_change_required from the authenticate
+// statement itself, unless its route is one such a session may use.
+//
+// POST requests with an Idempotency-Key header: the first answer is stored
+// with the effect, in the same transaction (tenancy.idempotency_begin /
+// idempotency_finish); the same key and body again within 24 h gets it back
+// (header Idempotency-Replayed: true), another body with the key is 422.
 #pragma once
 
 #include "db_pool.hpp"
 #include "db_tx.hpp"
 #include "http_server.hpp"
+#include "route_table.hpp"
 
-#include <functional>
 #include <optional>
 #include <string>
 
 namespace tenancy::gateway {
 
 inline constexpr const char *kAccountHeader = "Tenancy-Account";
+inline constexpr const char *kIdempotencyHeader = "Idempotency-Key";
 
 // The credential of "Authorization: Bearer <credential>" (scheme matched
 // case-insensitively); nullopt when the header is missing or malformed.
 std::optional<std::string> bearer_credential(const std::string &authorization);
 
-// What a handler answers: a status and a JSON body (none for 204).
-struct ApiAnswer {
-    int status = 200;
-    nlohmann::json body;
-};
-
-// A handler's refusal that is not a database error (a bad query parameter).
-struct ApiError {
-    Problem problem;
-};
-
-using ApiHandler = std::function<ApiAnswer(Tx &, const httplib::Request &)>;
-
-// Whether a route serves a restricted context (MFA pending, password to
-// change): only verifying the factor, changing the password and logging out.
-enum class RestrictedContext { refuse, allow };
-
-// Runs handler as described above and writes the answer or the problem.
-// route is the route's pattern as documented ("GET /v1/me"), recorded in the
-// audit entry instead of the concrete path.
-void run_api_request(DbPool &pool, const std::string &route, const httplib::Request &req,
-                     httplib::Response &res, const ApiHandler &handler,
-                     RestrictedContext restricted = RestrictedContext::refuse);
-
-void register_me_routes(HttpServer &server, DbPool &pool);
-void register_audit_routes(HttpServer &server, DbPool &pool);
+// Runs route's handler for req as described above and writes the answer or
+// the problem.
+void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
+               httplib::Response &res);
 
 }  // namespace tenancy::gateway

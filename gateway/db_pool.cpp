@@ -57,6 +57,18 @@ bool wait_readable(PGconn *conn, Clock::time_point deadline) {
     }
 }
 
+// An idle connection has nothing to read unless the server ended it (a
+// restart sends a FATAL message and closes): then reading shows it broken.
+// Checked before a connection is handed out, so a request never sends its
+// statements into a dead connection whose outcome it could not know.
+bool still_open(PGconn *conn) {
+    pollfd pfd{PQsocket(conn), POLLIN, 0};
+    if (::poll(&pfd, 1, 0) <= 0)
+        return true;
+    PQconsumeInput(conn);
+    return PQstatus(conn) == CONNECTION_OK;
+}
+
 }  // namespace
 
 std::optional<std::string> Result::value(int row, int col) const {
@@ -155,6 +167,108 @@ Result exec_params(PGconn *conn, const std::string &sql, const Params &params,
     return Result(last);
 }
 
+namespace {
+
+DbError error_of(PGconn *conn, const PGresult *res) {
+    std::string state = field(res, PG_DIAG_SQLSTATE);
+    std::string msg = field(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (state.empty()) {
+        // libpq's own failure (the connection broke mid-statement).
+        state = kSqlstateConnectionFailure;
+        msg = trimmed(PQresultErrorMessage(res));
+        if (msg.empty())
+            msg = trimmed(PQerrorMessage(conn));
+    }
+    return DbError(state, msg, field(res, PG_DIAG_MESSAGE_DETAIL),
+                   field(res, PG_DIAG_MESSAGE_HINT));
+}
+
+// The next result, waiting at most until deadline; nullptr between
+// statements (libpq's convention).
+PGresult *next_result(PGconn *conn, Clock::time_point deadline, std::chrono::milliseconds timeout) {
+    while (PQisBusy(conn)) {
+        if (!wait_readable(conn, deadline)) {
+            ::shutdown(PQsocket(conn), SHUT_RDWR);
+            PQconsumeInput(conn);
+            throw DbError(kSqlstateQueryCanceled, "database did not answer within " +
+                                                      std::to_string(timeout.count()) + " ms");
+        }
+        if (!PQconsumeInput(conn))
+            throw connection_error(conn, "connection lost");
+    }
+    return PQgetResult(conn);
+}
+
+}  // namespace
+
+void exec_pipeline(PGconn *conn, const std::vector<Statement> &statements,
+                   std::chrono::milliseconds timeout, std::vector<Result> &results) {
+    results.assign(statements.size(), Result());
+    const auto deadline = Clock::now() + timeout;
+    if (PQstatus(conn) != CONNECTION_OK)
+        throw PipelineError(connection_error(conn, "connection lost"), 0);
+    if (!PQenterPipelineMode(conn))
+        throw PipelineError(connection_error(conn, "could not enter pipeline mode"), 0);
+    for (size_t i = 0; i < statements.size(); ++i) {
+        const Statement &s = statements[i];
+        std::vector<const char *> values;
+        values.reserve(s.params.size());
+        for (const auto &p : s.params)
+            values.push_back(p ? p->c_str() : nullptr);
+        if (!PQsendQueryParams(conn, s.sql.c_str(), static_cast<int>(values.size()), nullptr,
+                               values.data(), nullptr, nullptr, 0)) {
+            DbError e = connection_error(conn, "could not send statement");
+            ::shutdown(PQsocket(conn), SHUT_RDWR);  // leave no half-sent pipeline behind
+            PQconsumeInput(conn);
+            throw PipelineError(e, 0);
+        }
+    }
+    if (!PQpipelineSync(conn)) {
+        DbError e = connection_error(conn, "could not send statements");
+        ::shutdown(PQsocket(conn), SHUT_RDWR);
+        PQconsumeInput(conn);
+        throw PipelineError(e, 0);
+    }
+
+    std::optional<PipelineError> failure;
+    size_t index = 0;
+    try {
+        for (; index < statements.size(); ++index) {
+            // Each statement's results end with a nullptr.
+            while (PGresult *res = next_result(conn, deadline, timeout)) {
+                ExecStatusType st = PQresultStatus(res);
+                if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+                    if (!failure)
+                        failure.emplace(error_of(conn, res), index);
+                    PQclear(res);
+                } else if (st == PGRES_PIPELINE_ABORTED) {
+                    PQclear(res);
+                } else {
+                    results[index] = Result(res);
+                }
+            }
+        }
+        PGresult *sync = next_result(conn, deadline, timeout);
+        const bool synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        if (sync)
+            PQclear(sync);
+        if (!synced)
+            throw connection_error(conn, "pipeline out of step");
+    } catch (const DbError &e) {
+        // Timeout or lost connection: the connection is unusable now.
+        if (PQstatus(conn) == CONNECTION_OK) {
+            ::shutdown(PQsocket(conn), SHUT_RDWR);
+            PQconsumeInput(conn);
+        }
+        if (failure)
+            throw *failure;
+        throw PipelineError(e, std::min(index, statements.empty() ? 0 : statements.size() - 1));
+    }
+    PQexitPipelineMode(conn);
+    if (failure)
+        throw *failure;
+}
+
 DbPool::DbPool(PoolOptions options) : options_(std::move(options)) {
     if (options_.max_size < 1)
         options_.max_size = 1;
@@ -212,7 +326,7 @@ DbPool::Lease DbPool::acquire(std::chrono::milliseconds timeout) {
         while (!idle_.empty()) {
             PGconn *conn = idle_.back();
             idle_.pop_back();
-            if (PQstatus(conn) == CONNECTION_OK)
+            if (PQstatus(conn) == CONNECTION_OK && still_open(conn))
                 return Lease(this, conn);
             --open_;
             lock.unlock();

@@ -80,6 +80,32 @@ using Params = std::vector<std::optional<std::string>>;
 Result exec_params(PGconn *conn, const std::string &sql, const Params &params,
                    std::chrono::milliseconds timeout);
 
+// One statement of a pipeline.
+struct Statement {
+    std::string sql;
+    Params params;
+};
+
+// A failure inside a pipeline: which statement (0-based) failed first.
+class PipelineError : public DbError {
+  public:
+    PipelineError(const DbError &cause, size_t index) : DbError(cause), index_(index) {}
+    size_t index() const { return index_; }
+
+  private:
+    size_t index_;
+};
+
+// Sends every statement at once in libpq pipeline mode, followed by one Sync,
+// and reads the results: one round trip for all of them. The server runs them
+// in order and skips the rest after the first failure. Fills results with one
+// Result per statement (those before a failure too); throws PipelineError
+// naming the first statement that failed (a failure to send or a lost
+// connection names the first statement without a result). Bounded by timeout
+// like exec_params.
+void exec_pipeline(PGconn *conn, const std::vector<Statement> &statements,
+                   std::chrono::milliseconds timeout, std::vector<Result> &results);
+
 struct PoolOptions {
     std::string conninfo;
     int max_size = 8;

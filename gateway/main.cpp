@@ -8,7 +8,10 @@
 #include "config.hpp"
 #include "db_pool.hpp"
 #include "http_server.hpp"
+#include "list_page.hpp"
 #include "log.hpp"
+#include "read_log.hpp"
+#include "routes_catalog.hpp"
 
 #include <pthread.h>
 #include <signal.h>
@@ -69,6 +72,30 @@ bool wait_for_database(DbPool &pool, std::string &error) {
     }
 }
 
+// List cursors are sealed with a key every gateway of the database shares,
+// so a cursor from one gateway works on another. Without the function (an
+// older extension) or the right to call it, each gateway uses its own
+// random key: cursors then work only on the gateway that made them.
+void load_cursor_key(DbPool &pool) {
+    try {
+        DbPool::Lease lease = pool.acquire();
+        Result r = exec_params(lease.get(), "SELECT encode(tenancy.gateway_cursor_key(), 'hex')",
+                               {}, pool.client_statement_timeout());
+        std::string hex = r.value(0, 0).value_or("");
+        std::vector<uint8_t> key;
+        for (size_t i = 0; i + 1 < hex.size(); i += 2)
+            key.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+        if (key.size() >= 32) {
+            set_cursor_key(key);
+            return;
+        }
+        log_event("warn", "tenancy.gateway_cursor_key() gave a short key; using a random one");
+    } catch (const DbError &e) {
+        log_event("warn", "list cursors use this gateway's own random key",
+                  {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+    }
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -101,16 +128,20 @@ int main(int argc, char **argv) {
 
     HttpServer server(config);
     register_health_routes(server, pool);
-    register_me_routes(server, pool);
-    register_audit_routes(server, pool);
+    register_routes(server, pool, all_routes());
     std::thread signals(signal_loop, &server, set);
     std::unique_ptr<AuditSealer> sealer;
+    std::unique_ptr<ReadLog> reads;
     auto finish = [&](int code) {
         g_main_done = true;
         pthread_kill(signals.native_handle(), SIGUSR1);
         signals.join();
         if (sealer)
             sealer->stop();
+        if (reads) {
+            set_read_log(nullptr);
+            reads->stop();  // writes what is queued while the pool still serves
+        }
         pool.close();
         return code;
     };
@@ -124,10 +155,13 @@ int main(int argc, char **argv) {
                      static_cast<long long>(kStartupWait.count()), error.c_str());
         return finish(1);
     }
+    load_cursor_key(pool);
     if (!server.bind(error)) {
         std::fprintf(stderr, "tenancy-gateway: %s\n", error.c_str());
         return finish(1);
     }
+    reads = std::make_unique<ReadLog>(pool, ReadLogOptions{});
+    set_read_log(reads.get());
     if (config.audit_seal_interval_ms > 0)
         sealer = std::make_unique<AuditSealer>(
             pool, std::chrono::milliseconds(config.audit_seal_interval_ms));

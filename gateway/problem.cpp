@@ -21,6 +21,8 @@ nlohmann::json problem_json(const Problem &p, const std::string &request_id) {
         {"type", "urn:tenancy:problem:" + p.code},         {"title", p.title}, {"status", p.status},
         {"detail", p.detail.empty() ? p.title : p.detail}, {"code", p.code},
     };
+    if (!p.field.empty())
+        j["field"] = p.field;
     if (!request_id.empty())
         j["request_id"] = request_id;
     return j;
@@ -102,6 +104,9 @@ Problem problem_for_sqlstate(const std::string &s) {
         return make(403, "forbidden", "Forbidden");
     if (s == "P0002")
         return make(404, "not_found", "Not found");
+    // The same Idempotency-Key with another request (idempotency_begin).
+    if (s == "22T01")
+        return make(422, "idempotency_key_reused", "Idempotency key reused");
     if (s == "23505")
         return make(409, "conflict", "Conflict");
     if (s == "40001" || s == "40P01")

@@ -15,9 +15,11 @@ struct Problem {
     std::string code = "internal_error";
     std::string title = "Internal server error";
     std::string detail;
+    std::string field;  // the body field or query parameter at fault, if any
 };
 
-// {"type","title","status","detail","code"} plus "request_id" when given.
+// {"type","title","status","detail","code"} plus "field" and "request_id"
+// when set.
 nlohmann::json problem_json(const Problem &p, const std::string &request_id = "");
 
 // The problem for an HTTP status the gateway itself produces (404, 405, ...).

@@ -38,6 +38,30 @@ GRANT tenancy_app TO tenancy_gateway;
 
 GRANT USAGE ON SCHEMA tenancy TO tenancy_app, tenancy_admin, tenancy_owner;
 
+-- The gateway's own calls (system audit events, Idempotency-Key storage, the
+-- batched record of GETs, the list-cursor key) are for the gateway only: its
+-- login role is a member of tenancy_gateway (a superuser is a member of every
+-- role). session_user, not current_user: the gateway does SET LOCAL ROLE
+-- tenancy_app inside each request, which leaves session_user alone, and only
+-- a superuser session can change its session_user.
+CREATE FUNCTION tenancy._session_is_gateway() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pg_has_role(session_user, 'tenancy_gateway', 'MEMBER') $$;
+-- Raise 42501 unless the session is the gateway's; `what` names the call.
+CREATE FUNCTION tenancy._require_gateway(what text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NOT tenancy._session_is_gateway() THEN
+        RAISE EXCEPTION '% is for the gateway only', what
+            USING ERRCODE = '42501',
+                  HINT = 'The gateway logs in as a role made by tenancy.create_client(..., gateway => true).';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._session_is_gateway(), tenancy._require_gateway(text) FROM PUBLIC;
+
 -- Product roles. A role held in an account applies to its whole subtree.
 CREATE TABLE tenancy.roles (
     name text PRIMARY KEY,

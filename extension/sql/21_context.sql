@@ -79,6 +79,8 @@ BEGIN
             USING ERRCODE = '28T02';
     END IF;
 END $$;
+-- The gateway refuses a restricted context in its authenticate statement.
+GRANT EXECUTE ON FUNCTION tenancy._refuse_restricted() TO tenancy_app;
 
 -- Raise 42501 unless the active role grants `action` on `resource`.
 CREATE FUNCTION tenancy._require(resource text, action text) RETURNS void

@@ -1211,8 +1211,9 @@ $$;
 
 -- ---- housekeeping (DBA) ------------------------------------------------------------------
 
--- Deletes sessions that ended more than `keep` ago, old login failures, and
--- spent or expired invitations; returns how many rows went.
+-- Deletes sessions that ended more than `keep` ago, old login failures,
+-- spent or expired invitations and Idempotency-Keys older than 24 hours;
+-- returns how many rows went.
 CREATE FUNCTION tenancy.purge_identity(keep interval DEFAULT '1 day') RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -1232,7 +1233,10 @@ BEGIN
     DELETE FROM tenancy.invitations i
     WHERE coalesce(i.accepted_at, i.expires_at) < now() - keep OR i.expires_at < now() - keep;
     GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN total + n;
+    total := total + n;
+    -- The gateway's Idempotency-Keys live 24 hours whatever `keep` says
+    -- (32_gateway_support.sql).
+    RETURN total + tenancy.purge_idempotency();
 END $$;
 REVOKE ALL ON FUNCTION tenancy.purge_identity(interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.purge_identity(interval) TO tenancy_admin;

@@ -633,8 +633,8 @@ CREATE FUNCTION tenancy.audit_event(action text, target text, detail jsonb DEFAU
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    -- A superuser is a member of every role.
-    system_writer boolean := pg_has_role(session_user, 'tenancy_gateway', 'MEMBER');
+    -- The gateway's login role, or a superuser (20_roles.sql).
+    system_writer boolean := tenancy._session_is_gateway();
     detail_cap bigint := CASE WHEN system_writer THEN 65536 ELSE 8192 END;
     detail_size bigint := tenancy._audit_detail_size(detail);
 BEGIN
