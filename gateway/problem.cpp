@@ -109,6 +109,12 @@ Problem problem_for_sqlstate(const std::string &s) {
         return make(422, "idempotency_key_reused", "Idempotency key reused");
     if (s == "23505")
         return make(409, "conflict", "Conflict");
+    // A state that forbids the change (the last owner of a main account, an
+    // inactive account), and a plan's limit reached.
+    if (s == "55000")
+        return make(409, "conflict", "Conflict");
+    if (s == "53400")
+        return make(409, "plan_limit_reached", "Plan limit reached");
     if (s == "40001" || s == "40P01")
         return make(409, "concurrent_update", "Concurrent update, retry the request");
     if (s == "57014")
