@@ -100,7 +100,7 @@ ADMIN = join(ACC, OWNER, "admin@team.test", "admin", "admin-pass-1")
 VIEWER = join(ACC, OWNER, "viewer@team.test", "viewer", "viewer-pass-1")
 
 
-@case("members: invite, accept, listed with their role")
+@case("members_invite_accept_listed_with_role")
 def _():
     roles = member_roles(ACC)
     assert roles == {"owner@team.test": "owner", "admin@team.test": "admin",
@@ -110,7 +110,7 @@ def _():
     assert m["user"] == user_id("admin@team.test") and "password_hash" not in m, m
 
 
-@case("members: the list pages with a cursor")
+@case("members_list_pages_with_sealed_cursor")
 def _():
     first = expect(call("GET", "/v1/accounts/%s/members?limit=2" % ACC, OWNER), 200)
     assert len(first["data"]) == 2 and first["next_cursor"], first
@@ -122,9 +122,12 @@ def _():
     # a cursor of this list is refused on another account's list
     got = call("GET", "/v1/accounts/%s/members?cursor=%s" % (RIVAL, first["next_cursor"]), RIVAL_TOKEN)
     assert expect(got, 422)["code"] == "invalid_cursor", got
+    forged = first["next_cursor"][:-2] + ("AA" if not first["next_cursor"].endswith("AA") else "BB")
+    got = call("GET", "/v1/accounts/%s/members?cursor=%s" % (ACC, forged), OWNER)
+    assert expect(got, 422)["code"] == "invalid_cursor", got
 
 
-@case("members: an admin cannot promote to owner, nor touch an owner (403, nothing changes)")
+@case("members_admin_cannot_promote_to_owner_nor_touch_owner_403")
 def _():
     before = db_state("memberships")
     viewer = user_id("viewer@team.test")
@@ -138,7 +141,7 @@ def _():
     assert db_state("memberships") == before
 
 
-@case("members: an admin changes a viewer's role; a viewer may not")
+@case("members_admin_changes_viewer_role_viewer_may_not")
 def _():
     viewer = user_id("viewer@team.test")
     body = expect(call("PATCH", "/v1/accounts/%s/members/%s" % (ACC, viewer), ADMIN, {"role": "member"}), 200)
@@ -148,7 +151,7 @@ def _():
     expect(call("PATCH", "/v1/accounts/%s/members/%s" % (ACC, admin), VIEWER, {"role": "viewer"}), 403)
 
 
-@case("members: the last owner can be neither demoted nor removed (409)")
+@case("members_last_owner_neither_demoted_nor_removed_409")
 def _():
     owner = user_id("owner@team.test")
     body = expect(call("PATCH", "/v1/accounts/%s/members/%s" % (ACC, owner), OWNER, {"role": "admin"}), 409)
@@ -157,7 +160,7 @@ def _():
     assert member_roles(ACC)["owner@team.test"] == "owner"
 
 
-@case("members: hostile bodies are 422 naming the field, nothing changes")
+@case("members_hostile_bodies_422_naming_field_nothing_changes")
 def _():
     before = db_state("memberships")
     viewer = user_id("viewer@team.test")
@@ -171,7 +174,7 @@ def _():
     assert db_state("memberships") == before
 
 
-@case("members: another tenant's account or member is 404 like a missing one")
+@case("members_other_tenant_404_like_missing")
 def _():
     rival_owner = user_id("rival@team.test")
     viewer = user_id("viewer@team.test")
@@ -191,7 +194,7 @@ def _():
     assert sql1("SELECT role FROM tenancy.memberships WHERE user_id = %s" % rival_owner) == "owner"
 
 
-@case("members: remove a member (204); the removed session is refused at once")
+@case("members_remove_204_session_refused_at_once")
 def _():
     gone = join(ACC, OWNER, "leaver@team.test", "viewer", "leaver-pass-1")
     expect(call("GET", "/v1/me", gone), 200)
@@ -202,7 +205,7 @@ def _():
     expect(call("DELETE", "/v1/accounts/%s/members/%s" % (ACC, user_id("leaver@team.test")), OWNER), 404)
 
 
-@case("invitations: the answer never holds the token; accept without a bearer; bad tokens 401")
+@case("invitations_no_token_in_answer_accept_without_bearer_bad_tokens_401")
 def _():
     body = expect(call("POST", "/v1/accounts/%s/invitations" % ACC, OWNER,
                        {"email": "new@team.test", "role": "member"}), 201)
@@ -222,7 +225,7 @@ def _():
     expect(call("POST", "/v1/invitations/accept", None, {"token": token, "password": "new-pass-12"}), 401)
 
 
-@case("invitations: hostile bodies 422, other tenants 404, no permission 403; nothing queued")
+@case("invitations_hostile_422_other_tenant_404_no_permission_403")
 def _():
     before = db_state("outbox")
     path = "/v1/accounts/%s/invitations" % ACC
@@ -267,7 +270,7 @@ def change_password(token, old, new):
            % (q(token), q(old), q(new)))
 
 
-@case("sub-users: create (201, inactive, no password in the answer); listed")
+@case("sub_users_create_201_inactive_no_password_listed")
 def _():
     before = db_state("outbox")
     body = expect(call("POST", SUB_PATH, OWNER, {"email": "ann@team.test", "name": "Ann", "surname": "Lee",
@@ -277,10 +280,11 @@ def _():
     sub["ann"] = body["id"]
     listed = expect(call("GET", SUB_PATH, OWNER), 200)
     assert [s["email"] for s in listed["data"]] == ["ann@team.test"] and listed["next_cursor"] is None, listed
+    assert set(listed["data"][0]) == set(body), (listed, body)  # the list shows what create answered
     assert db_state("outbox") == before  # nothing is mailed before activation
 
 
-@case("sub-users: activation mails the credentials; first login must change the password")
+@case("sub_users_activation_mails_credentials_first_login_changes_password")
 def _():
     body = expect(call("PATCH", "%s/%s" % (SUB_PATH, sub["ann"]), OWNER, {"active": True}), 200)
     assert body["active"] is True, body
@@ -298,7 +302,7 @@ def _():
     sub["ann_token"] = token
 
 
-@case("sub-users: a sub-user cannot manage sub-users, members or keys")
+@case("sub_users_sub_user_cannot_manage_team")
 def _():
     token = sub["ann_token"]
     expect(call("POST", SUB_PATH, token, {"email": "evil@team.test", "name": "E", "surname": "V",
@@ -307,7 +311,7 @@ def _():
     expect(call("POST", "/v1/accounts/%s/api-keys" % ACC, token, {"name": "k", "role": "owner"}), 403)
 
 
-@case("sub-users: edit name, surname, visibility; a password reset is temporary and ends sessions")
+@case("sub_users_edit_fields_password_reset_temporary_ends_sessions")
 def _():
     path = "%s/%s" % (SUB_PATH, sub["ann"])
     body = expect(call("PATCH", path, ADMIN, {"name": "Anna", "surname": "Lee-Park", "visible": False}), 200)
@@ -324,7 +328,7 @@ def _():
     sub["ann_token"] = token
 
 
-@case("sub-users: deactivation refuses the sub-user at once")
+@case("sub_users_deactivation_refused_at_once")
 def _():
     token = sub["ann_token"]
     expect(call("GET", "/v1/me", token), 200)
@@ -333,7 +337,7 @@ def _():
     expect(call("GET", "/v1/me", token), 401)
 
 
-@case("sub-users: hostile bodies are 422 naming the field, nothing changes")
+@case("sub_users_hostile_bodies_422_naming_field_nothing_changes")
 def _():
     before = db_state("sub_users")
     path = "%s/%s" % (SUB_PATH, sub["ann"])
@@ -359,7 +363,7 @@ def _():
     assert db_state("sub_users") == before
 
 
-@case("sub-users: another tenant's account or sub-user is 404 like a missing one")
+@case("sub_users_other_tenant_404_like_missing")
 def _():
     rival = expect(call("POST", "/v1/accounts/%s/sub-users" % RIVAL, RIVAL_TOKEN,
                         {"email": "r@team.test", "name": "R", "surname": "R", "password": "rival-temp-1"}),
@@ -379,7 +383,7 @@ def _():
     assert db_state("sub_users") == before
 
 
-@case("sub-users: delete (204), then 404; a viewer may not")
+@case("sub_users_delete_204_then_404_viewer_may_not")
 def _():
     path = "%s/%s" % (SUB_PATH, sub["ann"])
     expect(call("DELETE", path, VIEWER), 403)
@@ -394,7 +398,7 @@ KEY_PATH = "/v1/accounts/%s/api-keys" % ACC
 key = {}
 
 
-@case("api keys: create (201: the full key only here)")
+@case("api_keys_create_201_full_key_only_here")
 def _():
     body = expect(call("POST", KEY_PATH, OWNER, {"name": "ci", "role": "owner",
                                                   "expires_at": "2099-01-01T00:00:00Z"}), 201)
@@ -403,7 +407,7 @@ def _():
     key.update(body)
 
 
-@case("api keys: used as a bearer; last_used_at appears in the list, never the key or a hash")
+@case("api_keys_used_as_bearer_last_used_listed_never_secret")
 def _():
     listed = expect(call("GET", KEY_PATH, OWNER), 200)
     entry = next(k for k in listed["data"] if k["id"] == key["id"])
@@ -421,7 +425,7 @@ def _():
     assert key["key"] not in text and "hash" not in text and "secret" not in text, listed
 
 
-@case("api keys: revoke (204): refused at once with 401")
+@case("api_keys_revoke_204_refused_at_once_401")
 def _():
     expect(call("DELETE", "%s/%s" % (KEY_PATH, key["id"]), OWNER), 204)
     got = call("GET", "/v1/me", key["key"])
@@ -430,7 +434,7 @@ def _():
     assert next(k for k in listed["data"] if k["id"] == key["id"])["revoked"] is True
 
 
-@case("api keys: hostile bodies are 422 naming the field, nothing changes")
+@case("api_keys_hostile_bodies_422_naming_field_nothing_changes")
 def _():
     before = db_state("api_keys")
     invalid_field(call("POST", KEY_PATH, OWNER, {"role": "owner"}), "name")
@@ -445,7 +449,7 @@ def _():
     assert db_state("api_keys") == before
 
 
-@case("api keys: an admin reads keys but cannot create or revoke; a viewer sees none")
+@case("api_keys_admin_reads_cannot_create_or_revoke_viewer_sees_none")
 def _():
     other = expect(call("POST", KEY_PATH, OWNER, {"name": "other", "role": "viewer"}), 201)
     expect(call("POST", KEY_PATH, ADMIN, {"name": "k", "role": "viewer"}), 403)
@@ -455,7 +459,7 @@ def _():
     expect(call("GET", "/v1/me", other["key"]), 200)
 
 
-@case("api keys: another tenant's account or key is 404 like a missing one")
+@case("api_keys_other_tenant_404_like_missing")
 def _():
     rival = expect(call("POST", "/v1/accounts/%s/api-keys" % RIVAL, RIVAL_TOKEN,
                         {"name": "rk", "role": "owner"}), 201)
@@ -470,6 +474,24 @@ def _():
                     call("POST", "/v1/accounts/%s/api-keys" % MISSING, OWNER, {"name": "x", "role": "owner"}),
                     MISSING)
     expect(call("GET", "/v1/me", rival["key"]), 200)  # still alive
+
+
+@case("plan_limits_409_plan_limit_reached")
+def _():
+    small, small_owner = gw.main_account("Small Co", "owner@small.test", "small-pass-1", plan="free")
+    for i in range(2):  # the free plan: 2 sub-users, 2 active keys per account
+        expect(call("POST", "/v1/accounts/%s/sub-users" % small, small_owner,
+                    {"email": "s%d@small.test" % i, "name": "S", "surname": "S", "password": "s-pass-1234"}),
+               201)
+        expect(call("POST", "/v1/accounts/%s/api-keys" % small, small_owner, {"name": "k%d" % i, "role": "viewer"}),
+               201)
+    before = db_state("sub_users") + db_state("api_keys")
+    p = expect(call("POST", "/v1/accounts/%s/sub-users" % small, small_owner,
+                    {"email": "s9@small.test", "name": "S", "surname": "S", "password": "s-pass-1234"}), 409)
+    assert p["code"] == "plan_limit_reached", p
+    p = expect(call("POST", "/v1/accounts/%s/api-keys" % small, small_owner, {"name": "k9", "role": "viewer"}), 409)
+    assert p["code"] == "plan_limit_reached", p
+    assert db_state("sub_users") + db_state("api_keys") == before
 
 
 sys.exit(finish())
