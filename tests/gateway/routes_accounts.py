@@ -213,7 +213,7 @@ def _():
     # standard plan: 4 levels; a fifth is refused and nothing is created
     before = count_accounts()
     status, _, body = gw.call("POST", "/v1/accounts", token=RESELLER_KEY, body={"parent": C1AI, "name": "too deep"})
-    assert status == 409 and body["code"] == "plan_limit", (status, body)
+    assert status == 409 and body["code"] == "plan_limit_reached", (status, body)
     assert count_accounts() == before
     status, _, body = gw.call("POST", "/v1/accounts/%s/move" % C1A, token=RESELLER_KEY, body={"new_parent": C2})
     assert status == 200 and body["parent"] == C2 and body["id"] == C1A, (status, body)

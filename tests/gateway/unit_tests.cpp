@@ -267,7 +267,7 @@ void problem_cases() {
             {"23505", 409, "conflict"},
             {"40001", 409, "concurrent_update"},
             {"40P01", 409, "concurrent_update"},
-            {"53400", 409, "plan_limit"},
+            {"53400", 409, "plan_limit_reached"},
             {"55000", 409, "conflict"},
             {"22001", 422, "unprocessable"},
             {"22P02", 422, "unprocessable"},
