@@ -10,12 +10,14 @@
 #include "http_server.hpp"
 #include "list_page.hpp"
 #include "log.hpp"
+#include "mailer.hpp"
 #include "read_log.hpp"
 #include "replica_router.hpp"
 #include "routes_catalog.hpp"
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -97,6 +99,24 @@ void load_cursor_key(DbPool &pool) {
     }
 }
 
+MailerOptions mailer_options(const Config &config) {
+    MailerOptions o;
+    o.smtp.url = config.smtp_url;
+    o.smtp.from = config.smtp_from;
+    o.smtp.user = config.smtp_user;
+    o.smtp.password = config.smtp_password;
+    o.smtp.timeout = std::chrono::milliseconds(config.smtp_timeout_ms);
+    o.public_base_url = config.public_base_url;
+    char host[256] = "gateway";
+    gethostname(host, sizeof host - 1);
+    o.claimer = std::string(host) + ":" + std::to_string(config.port);
+    o.batch = config.smtp_batch;
+    o.poll = std::chrono::milliseconds(config.smtp_poll_ms);
+    o.retry_base = std::chrono::milliseconds(config.smtp_retry_base_ms);
+    o.retry_cap = std::chrono::milliseconds(config.smtp_retry_max_ms);
+    return o;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -141,12 +161,15 @@ int main(int argc, char **argv) {
     std::unique_ptr<AuditSealer> sealer;
     std::unique_ptr<ReadLog> reads;
     std::unique_ptr<ReplicaRouter> router;
+    std::unique_ptr<Mailer> mailer;
     auto finish = [&](int code) {
         g_main_done = true;
         pthread_kill(signals.native_handle(), SIGUSR1);
         signals.join();
         if (sealer)
             sealer->stop();
+        if (mailer)
+            mailer->stop();
         if (router) {
             set_replica_router(nullptr);
             router->stop();
@@ -185,6 +208,10 @@ int main(int argc, char **argv) {
     if (config.audit_seal_interval_ms > 0)
         sealer = std::make_unique<AuditSealer>(
             pool, std::chrono::milliseconds(config.audit_seal_interval_ms));
+    // After bind: the port is this process's alone, so host:port names the
+    // mailer's leases uniquely.
+    if (!config.smtp_url.empty())
+        mailer = std::make_unique<Mailer>(pool, mailer_options(config));
     log_event("info", "listening",
               {{"listen", config.listen},
                {"port", config.port},
