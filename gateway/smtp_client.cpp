@@ -41,7 +41,7 @@ int on_debug(CURL *, curl_infotype type, char *data, size_t size, void *userdata
     r->current += line;
     if (line.size() < 4 || line[3] != '-') {
         r->last = r->current;
-        if (r->last[0] == '4' || r->last[0] == '5')
+        if (!r->last.empty() && (r->last[0] == '4' || r->last[0] == '5'))
             r->last_refusal = r->last;
         r->current.clear();
     }

@@ -97,6 +97,9 @@ def sent_all(gw, where):
 
 
 smtp_up()
+for leftover in ("gw-mailer.log", "gw-mailer.log.second"):  # the counters case reads this run's log
+    if os.path.exists(os.path.join(sys.argv[1], leftover)):
+        os.remove(os.path.join(sys.argv[1], leftover))
 gw = Gateway(sys.argv[1], "mailer", gateway_args=gateway_args())
 second = None
 try:
@@ -212,11 +215,10 @@ try:
              30, "temporary failures recorded")
         smtp_up()
         poll(lambda: sent_all(gw, where), 30, "all sent once the listener is back")
-        for i in range(3):
+        for i, oid in enumerate(ids):
             got = recorder.by_recipient("down%d@mail.test" % i)
             assert len(got) == 1, (i, len(got))
-        ids_seen = recorder.message_ids()
-        assert len(ids_seen) == len(set(ids_seen)), collections.Counter(ids_seen).most_common(3)
+            assert got[0]["Message-ID"] == "<outbox-%d.%s@tenancy>" % (oid, installation), got[0]["Message-ID"]
 
     @case("permanent_550_failed_and_owner_reads_it")
     def _():
