@@ -1,4 +1,5 @@
-// Routes: voice-AI data: agents, contacts, conversations, escalations, availability (not yet served).
+// Routes: voice-AI data: agents, contacts, conversations, escalations, availability (not yet
+// served).
 #include "routes_catalog.hpp"
 
 namespace tenancy::gateway {

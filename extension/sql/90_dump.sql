@@ -104,8 +104,8 @@ BEGIN
         'api_keys', 'api_key_secrets', 'api_key_usage', 'protected_tables',
         -- 30_identity
         'mfa_recovery_codes', 'sub_users', 'sessions', 'outbox', 'invitations', 'login_failures',
-        -- 32_gateway_support
-        'idempotency_keys',
+        -- 32_gateway_support, 37_outbox_delivery
+        'idempotency_keys', 'outbox_failures',
         -- 40_audit
         'audit_log', 'audit_chain', 'audit_heads', 'audit_sealer', 'audit_keys',
         -- sequences (identity columns' too: ids continue past the restored ones)
