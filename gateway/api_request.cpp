@@ -4,6 +4,7 @@
 #include "list_page.hpp"
 #include "log.hpp"
 #include "read_log.hpp"
+#include "replica_router.hpp"
 
 #include <openssl/sha.h>
 #include <strings.h>
@@ -87,6 +88,9 @@ std::string utc_now() {
 }
 
 constexpr const char *kRecordSql = "SELECT tenancy.audit_event('api.request', $1, $2::jsonb)";
+constexpr const char *kRecordIfContextSql =
+    "SELECT tenancy.audit_event('api.request', $1, $2::jsonb) "
+    "WHERE tenancy.current_account() IS NOT NULL";
 
 Params record_params(const Route &route, int status, const std::string &request_id) {
     const std::string label = route.method + " " + route.path;
@@ -124,11 +128,26 @@ void record_refusal(DbPool &pool, const Route &route, const std::string &credent
                    {"error", recorded.error.message}});
 }
 
+// A standby's failure that the primary would not have: it is unreachable,
+// out of connections, shutting down, or cancelled a query for a conflict
+// with recovery.
+bool replica_failure(const std::string &sqlstate) {
+    return sqlstate.rfind("08", 0) == 0 || sqlstate == "53300" || sqlstate == "57P01" ||
+           sqlstate == "57P02" || sqlstate == "57P03" || sqlstate == "57014" || sqlstate == "40001";
+}
+
 void send_answer(httplib::Response &res, const ApiAnswer &answer) {
-    if (answer.status == 204)
+    if (answer.status == 204) {
         res.status = 204;
-    else
+    } else {
         send_json(res, answer.status, answer.body);
+        // A refusal a handler answers without rolling back (its count must
+        // commit: a wrong MFA code) is a problem like any other.
+        if (answer.status >= 400) {
+            std::string body = std::move(res.body);
+            res.set_content(body, kProblemContentType);
+        }
+    }
 }
 
 }  // namespace
@@ -187,59 +206,77 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
             ? sha256_hex(route.method + " " + req.path + "\n" + account + "\n" + call.body.dump())
             : std::string();
     TxOutcome outcome;
+    // A GET goes to the standby when one is usable (replica_router.hpp).
+    ReplicaRouter *replica = read_only ? replica_router() : nullptr;
+    const bool on_replica = replica && replica->usable();
     try {
-        outcome = run_transaction(
-            pool,
-            [&](Tx &tx) {
+        auto body = [&](Tx &tx) {
+            if (bearer)
+                enter_context(tx, *credential, account,
+                              route.restricted == RestrictedContext::refuse, read_only, &auth);
+            else
+                tx.queue("SET LOCAL ROLE tenancy_app", {}, kRole);
+            if (invalid) {
                 if (bearer)
-                    enter_context(tx, *credential, account,
-                                  route.restricted == RestrictedContext::refuse, read_only, &auth);
-                else
-                    tx.queue("SET LOCAL ROLE tenancy_app", {}, kRole);
-                if (invalid) {
-                    if (bearer)
-                        tx.flush();  // runs the context statements: 401 comes before 422
-                    throw ApiError{*invalid};
+                    tx.flush();  // runs the context statements: 401 comes before 422
+                throw ApiError{*invalid};
+            }
+            if (idempotency_key) {
+                Result stored;
+                tx.queue("SELECT status, response FROM tenancy.idempotency_begin($1, $2::bytea)",
+                         {*idempotency_key, request_hash}, kIdempotency, &stored);
+                tx.flush();  // the handler runs only if this is the key's first request
+                if (stored.rows() == 1) {
+                    replayed = true;
+                    answer.status = std::stoi(stored.value(0, 0).value_or("200"));
+                    answer.body =
+                        nlohmann::json::parse(stored.value(0, 1).value_or("null"), nullptr, false);
                 }
-                if (idempotency_key) {
-                    Result stored;
-                    tx.queue(
-                        "SELECT status, response FROM tenancy.idempotency_begin($1, $2::bytea)",
-                        {*idempotency_key, request_hash}, kIdempotency, &stored);
-                    tx.flush();  // the handler runs only if this is the key's first request
-                    if (stored.rows() == 1) {
-                        replayed = true;
-                        answer.status = std::stoi(stored.value(0, 0).value_or("200"));
-                        answer.body = nlohmann::json::parse(stored.value(0, 1).value_or("null"),
-                                                            nullptr, false);
-                    }
-                }
-                if (!read_only)
-                    tx.defer(
-                        kRecordSql,
-                        record_params(route, replayed ? answer.status : route.status, request_id),
-                        kRecord);
-                if (replayed)
-                    return;
-                if (idempotency_key)
-                    tx.hold_commit();
-                try {
-                    answer = route.handler(tx, call);
-                } catch (const ApiError &) {
-                    // A refusal before the handler's first statement: the
-                    // credential is checked all the same (401 comes first).
-                    if (bearer && auth.rows() == 0 && !tx.finished())
-                        tx.flush();
-                    throw;
-                }
-                if (idempotency_key && !tx.finished()) {
-                    tx.defer("SELECT tenancy.idempotency_finish($1, $2::bytea, $3, $4)",
-                             {*idempotency_key, request_hash, std::to_string(answer.status),
-                              answer.status == 204 ? std::string() : answer.body.dump()},
-                             kIdempotency);
-                }
-            },
-            TxOptions{read_only});
+            }
+            // Recorded with the route's success status; a handler that
+            // answers otherwise and does not end with exec_last gets its
+            // real status rebound below. A route without a bearer (login)
+            // has a context only when it succeeded.
+            std::optional<size_t> record;
+            if (!read_only)
+                record = tx.defer(bearer ? kRecordSql : kRecordIfContextSql,
+                                  record_params(route, replayed ? answer.status : route.status,
+                                                request_id),
+                                  kRecord);
+            if (replayed)
+                return;
+            if (idempotency_key)
+                tx.hold_commit();
+            try {
+                answer = route.handler(tx, call);
+            } catch (const ApiError &) {
+                // A refusal before the handler's first statement: the
+                // credential is checked all the same (401 comes first).
+                if (bearer && auth.rows() == 0 && !tx.finished())
+                    tx.flush();
+                throw;
+            }
+            if (idempotency_key && !tx.finished()) {
+                tx.defer("SELECT tenancy.idempotency_finish($1, $2::bytea, $3, $4)",
+                         {*idempotency_key, request_hash, std::to_string(answer.status),
+                          answer.status == 204 ? std::string() : answer.body.dump()},
+                         kIdempotency);
+            }
+        };
+        if (on_replica) {
+            outcome = run_transaction(replica->replica(), body, TxOptions{true});
+            if (!outcome && replica_failure(outcome.error.sqlstate)) {
+                // The standby failed where the primary may not: read there.
+                replica->set_aside();
+                replica->count_fallback();
+                auth = Result();
+                outcome = run_transaction(pool, body, TxOptions{true});
+            } else {
+                replica->count_served();
+            }
+        } else {
+            outcome = run_transaction(pool, body, TxOptions{read_only});
+        }
     } catch (const ApiError &e) {
         refused = e.problem;
     } catch (const std::exception &e) {

@@ -26,6 +26,7 @@ struct StringOption {
 const StringOption kStringOptions[] = {
     {"--listen", "TENANCY_LISTEN", &Config::listen},
     {"--database-url", "TENANCY_DATABASE_URL", &Config::database_url},
+    {"--replica-url", "TENANCY_REPLICA_URL", &Config::replica_url},
 };
 
 const IntOption kIntOptions[] = {
@@ -41,6 +42,7 @@ const IntOption kIntOptions[] = {
      &Config::request_read_timeout_ms, 100, 600000},
     {"--max-connections-per-peer", "TENANCY_MAX_CONNECTIONS_PER_PEER",
      &Config::max_connections_per_peer, 1, 100000},
+    {"--replica-max-lag-ms", "TENANCY_REPLICA_MAX_LAG_MS", &Config::replica_max_lag_ms, 0, 3600000},
 };
 
 ConfigResult fail(std::string message) {
@@ -114,6 +116,10 @@ std::string usage_text() {
            "one request's headers and body, then 408 (default 10000)\n"
            "  --max-connections-per-peer N TENANCY_MAX_CONNECTIONS_PER_PEER open connections per "
            "client address, more get 429 (default 8)\n"
+           "  --replica-url CONNINFO     TENANCY_REPLICA_URL          a hot standby that serves "
+           "GETs (default: none)\n"
+           "  --replica-max-lag-ms N     TENANCY_REPLICA_MAX_LAG_MS   GETs go to the primary while "
+           "the standby lags more (default 1000)\n"
            "  --help                     print this help and exit\n";
 }
 
@@ -177,6 +183,8 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
         return fail("a database is required: --database-url or TENANCY_DATABASE_URL");
     if (!conninfo_valid(c.database_url, error))
         return fail("invalid database URL: " + error);
+    if (!c.replica_url.empty() && !conninfo_valid(c.replica_url, error))
+        return fail("invalid replica URL: " + error);
     return result;
 }
 

@@ -31,6 +31,10 @@ struct Config {
     // Connections one peer address may hold open at once; more are answered
     // 429 and closed, so one client cannot take every worker thread.
     int max_connections_per_peer = 8;
+    // A hot standby that serves GETs (replica_router.hpp); empty: none.
+    std::string replica_url;
+    // GETs go to the primary while the standby lags more than this.
+    int replica_max_lag_ms = 1000;
 };
 
 struct ConfigResult {

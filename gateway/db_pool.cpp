@@ -58,15 +58,13 @@ bool wait_readable(PGconn *conn, Clock::time_point deadline) {
 }
 
 // An idle connection has nothing to read unless the server ended it (a
-// restart sends a FATAL message and closes): then reading shows it broken.
-// Checked before a connection is handed out, so a request never sends its
-// statements into a dead connection whose outcome it could not know.
+// restart or pg_terminate_backend sends a FATAL message and closes; the
+// gateway LISTENs to nothing). Checked before a connection is handed out, so
+// a request never sends its statements into a dead connection, where it could
+// not know their outcome.
 bool still_open(PGconn *conn) {
     pollfd pfd{PQsocket(conn), POLLIN, 0};
-    if (::poll(&pfd, 1, 0) <= 0)
-        return true;
-    PQconsumeInput(conn);
-    return PQstatus(conn) == CONNECTION_OK;
+    return ::poll(&pfd, 1, 0) == 0;
 }
 
 }  // namespace

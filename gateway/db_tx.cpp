@@ -11,8 +11,16 @@ void Tx::queue(std::string sql, Params params, int stage, Result *sink) {
     queued_.push_back({{std::move(sql), std::move(params)}, stage, sink});
 }
 
-void Tx::defer(std::string sql, Params params, int stage) {
+size_t Tx::defer(std::string sql, Params params, int stage) {
     deferred_.push_back({{std::move(sql), std::move(params)}, stage, nullptr});
+    return deferred_.size() - 1;
+}
+
+bool Tx::rebind_deferred(size_t index, Params params) {
+    if (finished_ || index >= deferred_.size())
+        return false;
+    deferred_[index].statement.params = std::move(params);
+    return true;
 }
 
 Result Tx::exec(const std::string &sql, const Params &params) {

@@ -28,8 +28,12 @@ class Tx {
     // Queues a statement to go out with the next exec/exec_last; when sink is
     // given, its result is stored there once it ran.
     void queue(std::string sql, Params params, int stage, Result *sink = nullptr);
-    // Queues a statement to run after the handler's last one, before COMMIT.
-    void defer(std::string sql, Params params, int stage);
+    // Queues a statement to run after the handler's last one, before COMMIT;
+    // returns its index for rebind_deferred.
+    size_t defer(std::string sql, Params params, int stage);
+    // Changes a deferred statement's parameters while it has not been sent
+    // (false once it has: exec_last sent it).
+    bool rebind_deferred(size_t index, Params params);
 
     // Runs everything queued now (their sinks are filled).
     void flush() { run(nullptr, nullptr, false); }

@@ -11,6 +11,7 @@
 #include "list_page.hpp"
 #include "log.hpp"
 #include "read_log.hpp"
+#include "replica_router.hpp"
 #include "routes_catalog.hpp"
 
 #include <pthread.h>
@@ -125,6 +126,13 @@ int main(int argc, char **argv) {
     pool_options.acquire_timeout = std::chrono::milliseconds(config.pool_timeout_ms);
     pool_options.statement_timeout = std::chrono::milliseconds(config.statement_timeout_ms);
     DbPool pool(pool_options);
+    // The standby's pool, when GETs may go to one (replica_router.hpp).
+    std::unique_ptr<DbPool> replica_pool;
+    if (!config.replica_url.empty()) {
+        PoolOptions replica_options = pool_options;
+        replica_options.conninfo = config.replica_url;
+        replica_pool = std::make_unique<DbPool>(replica_options);
+    }
 
     HttpServer server(config);
     register_health_routes(server, pool);
@@ -132,12 +140,19 @@ int main(int argc, char **argv) {
     std::thread signals(signal_loop, &server, set);
     std::unique_ptr<AuditSealer> sealer;
     std::unique_ptr<ReadLog> reads;
+    std::unique_ptr<ReplicaRouter> router;
     auto finish = [&](int code) {
         g_main_done = true;
         pthread_kill(signals.native_handle(), SIGUSR1);
         signals.join();
         if (sealer)
             sealer->stop();
+        if (router) {
+            set_replica_router(nullptr);
+            router->stop();
+        }
+        if (replica_pool)
+            replica_pool->close();
         if (reads) {
             set_read_log(nullptr);
             reads->stop();  // writes what is queued while the pool still serves
@@ -161,6 +176,11 @@ int main(int argc, char **argv) {
         return finish(1);
     }
     reads = std::make_unique<ReadLog>(pool, ReadLogOptions{});
+    if (replica_pool) {
+        router = std::make_unique<ReplicaRouter>(
+            pool, *replica_pool, std::chrono::milliseconds(config.replica_max_lag_ms));
+        set_replica_router(router.get());
+    }
     set_read_log(reads.get());
     if (config.audit_seal_interval_ms > 0)
         sealer = std::make_unique<AuditSealer>(

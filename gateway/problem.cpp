@@ -109,6 +109,10 @@ Problem problem_for_sqlstate(const std::string &s) {
         return make(422, "idempotency_key_reused", "Idempotency key reused");
     if (s == "23505")
         return make(409, "conflict", "Conflict");
+    // object_not_in_prerequisite_state: the state forbids it now (MFA already
+    // on, an inactive account).
+    if (s == "55000")
+        return make(409, "conflict", "Conflict");
     if (s == "40001" || s == "40P01")
         return make(409, "concurrent_update", "Concurrent update, retry the request");
     if (s == "57014")

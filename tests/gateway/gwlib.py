@@ -106,7 +106,10 @@ class Response:
 
 
 class Gateway:
-    def __init__(self, work_dir, name, gateway_args=None):
+    def __init__(self, work_dir, name, gateway_args=None, replica=False):
+        """replica: also build a streaming hot standby of the cluster
+        (self.standby, self.standby_port) and start the gateway with
+        --replica-url pointing at it."""
         self.cluster = os.path.join(work_dir, "gw-%s-pg" % name)
         self.log = os.path.join(work_dir, "gw-%s.log" % name)
         self.err = os.path.join(work_dir, "gw-%s.err" % name)
@@ -120,13 +123,53 @@ class Gateway:
         with open(os.path.join(self.cluster, "data", "postgresql.conf"), "a") as conf:
             conf.write("shared_preload_libraries = 'tenancy'\n"
                        "tenancy.audit_databases = 'postgres'\n")
+            if replica:
+                conf.write("wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n")
+        if replica:
+            with open(os.path.join(self.cluster, "data", "pg_hba.conf"), "a") as hba:
+                hba.write("local replication all trust\n")
         self._cluster("cluster_start")
         self.sql("CREATE EXTENSION tenancy")
         self.sql("SELECT tenancy.create_client('%s', NULL, gateway => true)" % self.role)
         self.conninfo = "host=%s port=%d dbname=postgres user=%s" % (
             self.cluster, self.pg_port, self.role)
+        self.standby = None
+        args = list(gateway_args or [])
+        if replica:
+            self._make_standby(work_dir, name)
+            args += ["--replica-url", "host=%s port=%d dbname=postgres user=%s" % (
+                self.standby, self.standby_port, self.role)]
         self.proc = None
-        self.start(gateway_args or [])
+        self.start(args)
+
+    def _make_standby(self, work_dir, name):
+        self.standby = os.path.join(work_dir, "gw-%s-standby-pg" % name)
+        self.standby_port = free_port()
+        subprocess.run(["bash", "-c", """
+            . tests/lib/cluster.sh
+            if [ -d "$1" ]; then cluster_running "$1" && cluster_stop "$1"; rm -rf "$1"; fi
+            mkdir -p "$1" && chmod 0755 "$1"
+            [ "$(id -u)" = 0 ] && chown postgres: "$1"
+            as_postgres "$PG_BINDIR/pg_basebackup" -h "$2" -p "$3" -U postgres -D "$1/data" -R -X stream
+            printf "port = %s\nunix_socket_directories = '%s'\n" "$4" "$1" |
+                as_postgres tee -a "$1/data/postgresql.conf" >/dev/null
+            cluster_start "$1"
+            """, "_", self.standby, self.cluster, str(self.pg_port), str(self.standby_port)],
+            check=True, timeout=180, capture_output=True)
+
+    def standby_sql(self, query):
+        """Runs query on the standby as the DBA."""
+        r = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", self.standby,
+                            "-p", str(self.standby_port), "-U", "postgres", "-d", "postgres",
+                            "-c", query], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError("psql (standby) failed: %s" % r.stderr.strip())
+        return r.stdout.strip()
+
+    def standby_ctl(self, op):
+        """cluster_start / cluster_stop on the standby."""
+        subprocess.run(["bash", "-c", '. tests/lib/cluster.sh; "$@"', "_", op, self.standby],
+                       check=True, timeout=120, capture_output=True)
 
     def _cluster(self, op, *args):
         subprocess.run(["bash", "-c", '. tests/lib/cluster.sh; "$@"', "_", op, self.cluster] +
@@ -146,6 +189,11 @@ class Gateway:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.standby:
+            try:
+                self.standby_ctl("cluster_stop")
+            except Exception:
+                pass
         try:
             self._cluster("cluster_stop")
         except Exception:

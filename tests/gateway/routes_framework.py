@@ -71,20 +71,94 @@ try:
                     schema = op["requestBody"]["content"]["application/json"]["schema"]
                     body = {k: example(schema["properties"][k]) for k in schema.get("required", [])}
                 secured = bool(op.get("security"))
+                token = owner if secured else None
+                if path == "/v1/auth/logout":  # would end the walker's own session
+                    token = gw.sql("SELECT tenancy.login('owner@walker.test', 'walker pass 1')")
                 if secured:
                     r = gw.call(method.upper(), concrete, body=body)
                     r.problem(401, "unauthenticated")
                     check_against(op, r)
-                r = gw.call(method.upper(), concrete, token=owner if secured else None, body=body)
+                r = gw.call(method.upper(), concrete, token=token, body=body)
                 check_against(op, r)
                 assert r.status != 401 or not secured, (path, method, r)
                 if "requestBody" in op:
-                    r = gw.call(method.upper(), concrete, token=owner if secured else None,
+                    r = gw.call(method.upper(), concrete, token=token,
                                 body={"walker_unknown_field": 1})
                     assert r.status in (401, 403, 404, 422), (path, method, r)
                     check_against(op, r)
                 walked += 1
         assert walked >= 3, walked
+
+    # Another tenant, to aim at.
+    stranger, stranger_owner = gw.main_account("Stranger Agency", "owner@stranger.test",
+                                               "stranger pass 1")
+
+    def operations():
+        for path, item in doc["paths"].items():
+            if path.startswith("/v1/"):
+                for method, op in item.items():
+                    yield path, method.upper(), op
+
+    @case("hostile_bodies_every_route_422_naming_the_field_nothing_changed")
+    def _():
+        checked = 0
+        for path, method, op in operations():
+            if "requestBody" not in op:
+                continue
+            schema = op["requestBody"]["content"]["application/json"]["schema"]
+            concrete = re.sub(r"\{([a-z_]+)\}", lambda m: account if m.group(1) == "id"
+                              else "nonexistent", path)
+            valid = {k: example(schema["properties"][k]) for k in schema.get("required", [])}
+            token = owner if op.get("security") else None
+            before = gw.sql("SELECT (SELECT count(*) FROM tenancy.accounts) || '/' || "
+                            "(SELECT count(*) FROM tenancy.api_keys) || '/' || "
+                            "(SELECT count(*) FROM tenancy.memberships)")
+            for name, prop in schema["properties"].items():
+                t = prop.get("type")
+                t = [x for x in t if x != "null"][0] if isinstance(t, list) else t
+                wrong = 12345 if t != "integer" else "12345"
+                bodies = [dict(valid, **{name: wrong})]
+                if name in schema.get("required", []):
+                    bodies.append({k: v for k, v in valid.items() if k != name})
+                if t == "string" and "maxLength" in prop:
+                    bodies.append(dict(valid, **{name: "x" * (prop["maxLength"] + 1)}))
+                for body in bodies:
+                    r = gw.call(method, concrete, token=token, body=body)
+                    p = r.problem(422, "invalid_field")
+                    assert p.get("field") == name, (method, path, body, p)
+                    checked += 1
+            r = gw.call(method, concrete, token=token, raw_body=b'{"oops":')
+            r.problem(400, "invalid_json")
+            after = gw.sql("SELECT (SELECT count(*) FROM tenancy.accounts) || '/' || "
+                           "(SELECT count(*) FROM tenancy.api_keys) || '/' || "
+                           "(SELECT count(*) FROM tenancy.memberships)")
+            assert before == after, (method, path, before, after)
+        assert checked >= 3, checked
+
+    @case("another_tenants_id_answers_exactly_like_a_missing_one")
+    def _():
+        checked = 0
+        missing = "acc_999999_0123456789ab"
+        for path, method, op in operations():
+            if "{id}" not in path or not op.get("security"):
+                continue
+            body = None
+            if "requestBody" in op:
+                schema = op["requestBody"]["content"]["application/json"]["schema"]
+                body = {k: example(schema["properties"][k]) for k in schema.get("required", [])}
+            answers = []
+            for target in (stranger, missing):
+                concrete = re.sub(r"\{([a-z_]+)\}", lambda m: target if m.group(1) == "id"
+                                  else "nonexistent", path)
+                r = gw.call(method, concrete, token=owner, body=body)
+                assert r.status == 404, (method, path, target, r)
+                j = dict(r.json)
+                j.pop("request_id", None)
+                j["detail"] = j["detail"].replace(target, "<id>")
+                answers.append(j)
+            assert answers[0] == answers[1], (method, path, answers)
+            checked += 1
+        assert checked >= 2, checked
 
     @case("body_validation_400_bad_json_422_naming_the_field")
     def _():

@@ -464,6 +464,45 @@ void database_cases() {
         CHECK_EQ(out.error.sqlstate, std::string("25P02"));
         CHECK_EQ(scalar(pool, "SELECT count(*) FROM gw_unit WHERE id = 20"), std::string("0"));
     });
+    run_case("db_pipeline_one_round_trip_and_failed_stage", [] {
+        DbPool pool(pool_options(1));
+        // Queued statements go out with exec_last and COMMIT as one pipeline:
+        // the server sees one transaction, all of it committed.
+        Result first;
+        TxOutcome out = run_transaction(pool, [&](Tx &tx) {
+            tx.queue("INSERT INTO gw_unit VALUES (130, 'queued')", {}, 7, &first);
+            tx.defer("INSERT INTO gw_unit VALUES (131, 'deferred')", {}, 8);
+            Result r = tx.exec_last("SELECT count(*)::text FROM gw_unit WHERE id = 130");
+            CHECK_EQ(r.value(0, 0).value_or(""), std::string("1"));
+        });
+        CHECK(out.committed);
+        CHECK_EQ(first.command_tag(), std::string("INSERT 0 1"));
+        CHECK_EQ(scalar(pool, "SELECT count(*) FROM gw_unit WHERE id IN (130, 131)"),
+                 std::string("2"));
+        // A failing queued statement names its stage; nothing after it ran
+        // and nothing before it stays.
+        out = run_transaction(pool, [&](Tx &tx) {
+            tx.queue("INSERT INTO gw_unit VALUES (132, 'rolled back')", {}, 7);
+            tx.queue("SELECT 1/0", {}, 9);
+            tx.exec_last("INSERT INTO gw_unit VALUES (133, 'never')");
+        });
+        CHECK(!out.committed);
+        CHECK_EQ(out.error.sqlstate, std::string("22012"));
+        CHECK_EQ(out.error.stage, 9);
+        CHECK_EQ(scalar(pool, "SELECT count(*) FROM gw_unit WHERE id IN (132, 133)"),
+                 std::string("0"));
+        // The connection is clean for the next transaction.
+        CHECK_EQ(scalar(pool, "SELECT 1"), std::string("1"));
+        CHECK_EQ(pool.stats().open, 1);
+    });
+    run_case("db_read_only_transaction_refuses_writes", [] {
+        DbPool pool(pool_options(1));
+        TxOutcome out = run_transaction(
+            pool, [](Tx &tx) { tx.exec_last("INSERT INTO gw_unit VALUES (140, 'no')"); },
+            TxOptions{true});
+        CHECK(!out.committed);
+        CHECK_EQ(out.error.sqlstate, std::string("25006"));
+    });
     run_case("db_non_db_exception_rolls_back_and_propagates", [] {
         DbPool pool(pool_options(1));
         bool caught = false;
