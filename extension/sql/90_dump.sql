@@ -108,9 +108,12 @@ BEGIN
         'idempotency_keys',
         -- 40_audit
         'audit_log', 'audit_chain', 'audit_heads', 'audit_sealer', 'audit_keys',
+        -- 50_voice
+        'agents', 'knowledge_bases', 'knowledge_documents', 'flows', 'channels', 'campaigns', 'integrations',
+        'contacts', 'conversations', 'support_availability',
         -- sequences (identity columns' too: ids continue past the restored ones)
         'account_id_seq', 'api_key_id_seq', 'sub_user_id_seq', 'invitation_id_seq', 'audit_seq',
-        'users_id_seq', 'sessions_id_seq', 'outbox_id_seq']
+        'users_id_seq', 'sessions_id_seq', 'outbox_id_seq', 'voice_id_seq']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('tenancy.%I', r)::regclass, '');
     END LOOP;
