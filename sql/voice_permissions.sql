@@ -52,7 +52,7 @@ CREATE TEMP TABLE attempts (tbl text, action text, q text);
 INSERT INTO attempts VALUES
     ('agents', 'select', 'SELECT * FROM tenancy.agents'),
     ('agents', 'insert', 'INSERT INTO tenancy.agents (name) VALUES (''new'')'),
-    ('agents', 'update', 'UPDATE tenancy.agents SET tools = ''[{"name": "t"}]'''),
+    ('agents', 'update', 'UPDATE tenancy.agents SET tools = ''{"t": {"url": "https://x.test/t"}}'''),
     ('agents', 'delete', 'DELETE FROM tenancy.agents'),
     ('knowledge_bases', 'select', 'SELECT * FROM tenancy.knowledge_bases'),
     ('knowledge_bases', 'insert', 'INSERT INTO tenancy.knowledge_bases (name) VALUES (''new'')'),

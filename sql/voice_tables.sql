@@ -80,7 +80,7 @@ RESET client_min_messages;
 SELECT actor, voice.as_actor(actor, format($q$
     WITH a AS (INSERT INTO tenancy.agents (name, prompt, voice, language, model, tools)
                VALUES (%1$L || ' receptionist', 'You answer the phone.', 'alloy', 'en-US',
-                       '{"model": "gpt-4o", "temperature": 0.2}', '[{"name": "book", "url": "https://x.test/book"}]')
+                       '{"model": "gpt-4o", "temperature": 0.2}', '{"book": {"url": "https://x.test/book"}}')
                RETURNING main_id, id, public_id),
          c AS (INSERT INTO tenancy.contacts (name, phone, email, attributes)
                VALUES (%1$L || ' caller', '+15551234567', 'caller@example.test', '{"vip": true}') RETURNING id),

@@ -35,7 +35,7 @@ CREATE TABLE tenancy.agents (
     voice text CHECK (length(voice) <= 200),
     language text NOT NULL DEFAULT 'en' CHECK (language ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$'),
     model jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(model) = 'object'),
-    tools jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(tools) = 'array'),
+    tools jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(tools) = 'object'),  -- custom tools by name
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (main_id, id)
