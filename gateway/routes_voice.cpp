@@ -80,7 +80,8 @@ std::optional<std::string> param_of(const nlohmann::json &v) {
 }
 
 std::string account_json() {
-    return "(SELECT a.public_id FROM tenancy.accounts a WHERE a.path OPERATOR(tenancy.=) x.account_path)";
+    return "(SELECT a.public_id FROM tenancy.accounts a WHERE a.path OPERATOR(tenancy.=) "
+           "x.account_path)";
 }
 
 // The reference columns of a body: a CTE row `refs` with each named row's id
@@ -88,7 +89,7 @@ std::string account_json() {
 struct Refs {
     std::string cte = "refs AS (SELECT 1 AS one";
     std::string all_found = "true";
-    std::string missing = "CASE";
+    std::string missing = "CASE WHEN false THEN NULL::text";
 };
 
 Refs resolve_refs(const Resource &res, const ApiCall &call, Params &params) {
