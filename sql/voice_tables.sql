@@ -159,9 +159,9 @@ SELECT voice.value_as('clinic', 'SELECT secret_hint FROM tenancy.integrations') 
 SELECT i.secret IS NULL AS no_clear_column, length(i.secret_sealed) > 40 AS sealed,
        position(convert_to('VERYSECRET', 'UTF8') IN i.secret_sealed) = 0 AS ciphertext,
        NOT EXISTS (SELECT FROM tenancy.audit_log l WHERE l::text LIKE '%VERYSECRET%') AS audit_clean
-FROM tenancy.integrations i;
+FROM tenancy.integrations i WHERE i.provider = 'twilio';
 -- It opens with the server's subkey (the platform's connectors, superuser only).
-SELECT tenancy._integration_secret(public_id) FROM tenancy.integrations;
+SELECT tenancy._integration_secret(public_id) FROM tenancy.integrations WHERE provider = 'twilio';
 SET ROLE tenancy_admin;
 SELECT voice_try FROM (SELECT 'tenancy_admin may not open it' AS voice_try) x
 WHERE NOT has_function_privilege('tenancy._integration_secret(text)', 'EXECUTE');
@@ -218,4 +218,4 @@ SELECT count(*) AS rows_with_stale_main_id FROM (
     SELECT main_id, account_path FROM tenancy.conversations UNION ALL SELECT main_id, account_path FROM tenancy.contacts
     UNION ALL SELECT main_id, account_path FROM tenancy.integrations UNION ALL SELECT main_id, account_path FROM tenancy.channels) x
 WHERE x.main_id <> tenancy.root_id(x.account_path);
-SELECT tenancy._integration_secret(public_id) AS opens_after_promotion FROM tenancy.integrations;
+SELECT tenancy._integration_secret(public_id) AS opens_after_promotion FROM tenancy.integrations WHERE provider = 'twilio';
