@@ -67,7 +67,8 @@ ApiAnswer record_usage(Tx &tx, const ApiCall &call) {
     Result r = tx.exec_last(
         "SELECT jsonb_build_object('id', $1::text, 'account', a.public_id, 'kind', u.kind, "
         "'quantity', u.quantity::text, 'at', u.at, 'ref', u.ref)::text "
-        "FROM tenancy.usage_records u JOIN tenancy.accounts a ON a.path = u.account_path "
+        "FROM tenancy.usage_records u JOIN tenancy.accounts a "
+        "ON a.path OPERATOR(tenancy.=) u.account_path "
         "WHERE u.main_id = split_part($1, '_', 2)::bigint AND u.id = split_part($1, '_', "
         "3)::bigint",
         {id.value(0, 0)});
