@@ -100,7 +100,7 @@ FROM unnest(ARRAY[:'other', 'acc_999999_000000000000']) AS a;
 COMMIT;
 RESET ROLE;
 
--- How a range splits: whole UTC months, days, hours, then the raw ends.
+-- How a range splits: whole UTC months, then days, then the raw ends.
 SELECT * FROM tenancy._usage_cover('2026-10-01Z', '2026-11-01Z');
 SELECT * FROM tenancy._usage_cover('2026-09-29 22:30Z', '2026-11-02 01:45Z');
 SELECT * FROM tenancy._usage_cover('2026-10-03 09:10Z', '2026-10-03 09:20Z');
@@ -208,7 +208,8 @@ COMMIT;
 
 -- ---- the DBA: values never change; a deletion updates the totals ----
 SELECT utest.try('UPDATE tenancy.usage_records SET quantity = quantity + 1') AS dba_update;
-DELETE FROM tenancy.usage_records WHERE ref = 'call-r1' AND kind = 'call_minutes';
+WITH d AS (DELETE FROM tenancy.usage_records WHERE ref = 'call-r1' AND kind = 'call_minutes' RETURNING 1)
+SELECT count(*) AS deleted FROM d;
 CREATE TEMP TABLE totals_after_delete AS SELECT * FROM tenancy.usage_totals;
 SELECT tenancy.usage_rebuild() > 0 AS rebuilt;
 SELECT count(*) AS fold_differs_after_delete FROM (

@@ -266,20 +266,37 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION tenancy._usage_cover(timestamptz, timestamptz) FROM PUBLIC;
 
--- Totals per kind of the accounts with paths in [lo, hi) (hi NULL: the
--- account at lo alone) over [t0, t1).
--- Dynamic SQL: each report is planned with its own range, so that a main
--- account's and a leaf's take the plans that suit them.
-CREATE FUNCTION tenancy._usage_sum(lo tenancy.account_path, hi tenancy.account_path,
-                                   t0 timestamptz, t1 timestamptz)
+-- usage_report(account, from, to, subtree): totals per kind over [from, to)
+-- for the account alone (subtree false) or with its whole subtree (billing
+-- rolls up: the main account's report with subtree is the bill). In context:
+-- the account must lie in the active subtree (else "not found", as for a
+-- missing one) and the role must read `usage`.
+CREATE FUNCTION tenancy.usage_report(account text, "from" timestamptz, "to" timestamptz,
+                                     subtree boolean DEFAULT true)
     RETURNS TABLE (kind text, quantity numeric)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
+    a tenancy.accounts;
     c record;
 BEGIN
-    c := tenancy._usage_cover(t0, t1);
+    PERFORM tenancy._require('usage', 'read');
+    a := tenancy._visible_account(account);
+    IF usage_report."from" IS NULL OR usage_report."to" IS NULL
+       OR NOT isfinite(usage_report."from") OR NOT isfinite(usage_report."to") THEN
+        RAISE EXCEPTION 'usage report range needs finite "from" and "to"' USING ERRCODE = '22023';
+    END IF;
+    IF usage_report."to" <= usage_report."from" THEN
+        RAISE EXCEPTION 'usage report range: "to" must be after "from"' USING ERRCODE = '22023';
+    END IF;
+    IF usage_report."to" - usage_report."from" > interval '100 years' THEN
+        RAISE EXCEPTION 'usage report range is longer than 100 years' USING ERRCODE = '22023';
+    END IF;
+    c := tenancy._usage_cover(usage_report."from", usage_report."to");
+    -- Dynamic SQL: each report is planned for its own path range, so that a
+    -- main account's and a leaf's take the plans that suit them. The account
+    -- alone: its path; with its subtree: [path, subtree_upper(path)).
     RETURN QUERY EXECUTE replace($q$
         SELECT s.kind, sum(s.quantity) FROM (
             SELECT t.kind, t.quantity FROM tenancy.usage_totals t
@@ -297,42 +314,9 @@ BEGIN
         ) s
         GROUP BY s.kind
         ORDER BY s.kind
-    $q$, '@PATH@', CASE WHEN hi IS NULL THEN 'account_path OPERATOR(tenancy.=) $1'
+    $q$, '@PATH@', CASE WHEN NOT subtree THEN 'account_path OPERATOR(tenancy.=) $1'
                          ELSE 'account_path OPERATOR(tenancy.>=) $1 AND account_path OPERATOR(tenancy.<) $2' END)
-    USING lo, hi, c.months, c.days, c.raw_from, c.raw_to;
-END $$;
-REVOKE ALL ON FUNCTION tenancy._usage_sum(tenancy.account_path, tenancy.account_path, timestamptz, timestamptz)
-    FROM PUBLIC;
-
--- usage_report(account, from, to, subtree): totals per kind over [from, to)
--- for the account alone (subtree false) or with its whole subtree (billing
--- rolls up: the main account's report with subtree is the bill). In context:
--- the account must lie in the active subtree (else "not found", as for a
--- missing one) and the role must read `usage`.
-CREATE FUNCTION tenancy.usage_report(account text, "from" timestamptz, "to" timestamptz,
-                                     subtree boolean DEFAULT true)
-    RETURNS TABLE (kind text, quantity numeric)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
-    SET search_path = pg_catalog, tenancy, pg_temp
-    AS $$
-DECLARE
-    a tenancy.accounts;
-BEGIN
-    PERFORM tenancy._require('usage', 'read');
-    a := tenancy._visible_account(account);
-    IF usage_report."from" IS NULL OR usage_report."to" IS NULL
-       OR NOT isfinite(usage_report."from") OR NOT isfinite(usage_report."to") THEN
-        RAISE EXCEPTION 'usage report range needs finite "from" and "to"' USING ERRCODE = '22023';
-    END IF;
-    IF usage_report."to" <= usage_report."from" THEN
-        RAISE EXCEPTION 'usage report range: "to" must be after "from"' USING ERRCODE = '22023';
-    END IF;
-    IF usage_report."to" - usage_report."from" > interval '100 years' THEN
-        RAISE EXCEPTION 'usage report range is longer than 100 years' USING ERRCODE = '22023';
-    END IF;
-    RETURN QUERY SELECT s.kind, s.quantity
-    FROM tenancy._usage_sum(a.path, CASE WHEN subtree THEN tenancy.subtree_upper(a.path) END,
-                            usage_report."from", usage_report."to") s;
+    USING a.path, tenancy.subtree_upper(a.path), c.months, c.days, c.raw_from, c.raw_to;
 END $$;
 
 -- ---- ownership, row-level security, grants ----------------------------------------------

@@ -34,6 +34,7 @@ BEGIN
                                                      ELSE tenancy._jsonb_merge(b.v, o.v) END), '{}')
             FROM jsonb_each(base) AS b(k, v) FULL JOIN jsonb_each(over) AS o(k, v) USING (k));
 END $$;
+REVOKE ALL ON FUNCTION tenancy._jsonb_merge(jsonb, jsonb) FROM PUBLIC;
 
 -- The merged value of column `what` ('settings' or 'branding') for an
 -- account of the active subtree.
