@@ -18,7 +18,8 @@
 --   a subtree is one contiguous range in account_path's btree order, so a
 --   calendar month for a main account reads one row per account and kind.
 -- - Buckets are UTC. A range not aligned to UTC days reads raw rows for its
---   ragged ends (through (main_id, at) or (account_path, at)). No hour grain:
+--   ragged ends (a subtree of more than 100 accounts through (main_id, at),
+--   a smaller one through (account_path, at)). No hour grain:
 --   with a record or two per account and hour (the benchmark's 10 M rows over
 --   10,000 accounts and 3 months), hour totals would be as many rows as the
 --   records themselves, and as slow to sum.
@@ -280,6 +281,7 @@ CREATE FUNCTION tenancy.usage_report(account text, "from" timestamptz, "to" time
 DECLARE
     a tenancy.accounts;
     c record;
+    use_slice boolean;
 BEGIN
     PERFORM tenancy._require('usage', 'read');
     a := tenancy._visible_account(account);
@@ -297,7 +299,20 @@ BEGIN
     -- Dynamic SQL: each report is planned for its own path range, so that a
     -- main account's and a leaf's take the plans that suit them. The account
     -- alone: its path; with its subtree: [path, subtree_upper(path)).
+    -- The ragged ends: read through (account_path, at), a subtree's ends cost
+    -- an index entry per record of the subtree; through (main_id, at), one per
+    -- record of the main account in those hours. The planner cannot tell a big
+    -- subtree from a small one once <@ has become a btree range, so the choice
+    -- is made here: a subtree of more than 100 accounts (counted up to 101)
+    -- reads the main account's time slice, filtered by path.
+    use_slice := coalesce(subtree, true) AND cardinality(c.raw_from) > 0
+                 AND (SELECT count(*) FROM (SELECT FROM tenancy.accounts x
+                                            WHERE x.path OPERATOR(tenancy.<@) a.path LIMIT 101) n) > 100;
     RETURN QUERY EXECUTE replace($q$
+        WITH slice AS MATERIALIZED (
+            SELECT r.kind, r.quantity, r.account_path FROM tenancy.usage_records r
+            WHERE r.main_id = tenancy.root_id($1) AND $7
+              AND ((r.at >= $5[1] AND r.at < $6[1]) OR (r.at >= $5[2] AND r.at < $6[2])))
         SELECT s.kind, sum(s.quantity) FROM (
             SELECT t.kind, t.quantity FROM tenancy.usage_totals t
             WHERE t.grain = 'month' AND t.bucket = ANY ($3)
@@ -308,15 +323,16 @@ BEGIN
               AND t.@PATH@
             UNION ALL
             SELECT r.kind, r.quantity FROM tenancy.usage_records r
-            WHERE r.main_id = tenancy.root_id($1)
-              AND r.@PATH@
+            WHERE NOT $7 AND r.@PATH@
               AND ((r.at >= $5[1] AND r.at < $6[1]) OR (r.at >= $5[2] AND r.at < $6[2]))
+            UNION ALL
+            SELECT r.kind, r.quantity FROM slice r WHERE r.@PATH@
         ) s
         GROUP BY s.kind
         ORDER BY s.kind
-    $q$, '@PATH@', CASE WHEN NOT subtree THEN 'account_path OPERATOR(tenancy.=) $1'
+    $q$, '@PATH@', CASE WHEN NOT coalesce(subtree, true) THEN 'account_path OPERATOR(tenancy.=) $1'
                          ELSE 'account_path OPERATOR(tenancy.>=) $1 AND account_path OPERATOR(tenancy.<) $2' END)
-    USING a.path, tenancy.subtree_upper(a.path), c.months, c.days, c.raw_from, c.raw_to;
+    USING a.path, tenancy.subtree_upper(a.path), c.months, c.days, c.raw_from, c.raw_to, use_slice;
 END $$;
 
 -- ---- ownership, row-level security, grants ----------------------------------------------
