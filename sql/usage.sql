@@ -106,6 +106,15 @@ SELECT * FROM tenancy._usage_cover('2026-09-29 22:30Z', '2026-11-02 01:45Z');
 SELECT * FROM tenancy._usage_cover('2026-10-03 09:10Z', '2026-10-03 09:20Z');
 
 -- ---- the roll-up equals a plain GROUP BY over the raw rows, for any range ----
+-- A wide level under Bravo (110 accounts, by the DBA) so that reports of the
+-- main account and of Bravo read their ragged ends from the main account's
+-- time slice, and those of Region and Clinic through their own paths.
+INSERT INTO tenancy.accounts (path, public_id, name, plan)
+SELECT b.path OPERATOR(tenancy.||) x.id, format('acc_%s_%s', b.main_id, lpad(to_hex(x.id), 12, '0')),
+       'wide ' || x.g, 'standard'
+FROM tenancy.accounts b,
+     LATERAL (SELECT nextval('tenancy.account_id_seq') AS id, g FROM generate_series(1, 110) AS g) x
+WHERE b.public_id = :'bravo';
 -- A batch of records in one statement (the fold trigger sums it per bucket).
 SELECT setseed(0.19);
 INSERT INTO tenancy.usage_records (account_path, kind, quantity, at)
@@ -115,7 +124,7 @@ SELECT a.path, (ARRAY['call_minutes', 'llm_tokens', 'stt_minutes'])[1 + (i % 3)]
 FROM generate_series(1, 3000) AS i
 JOIN LATERAL (SELECT path FROM tenancy.accounts
               WHERE main_id = tenancy.root_id((SELECT path FROM tenancy.accounts WHERE public_id = :'co'))
-              ORDER BY path OFFSET i % 4 LIMIT 1) a ON true;
+              ORDER BY path OFFSET i % 24 LIMIT 1) a ON true;
 CREATE TEMP TABLE totals_by_trigger AS SELECT * FROM tenancy.usage_totals;
 SELECT tenancy.usage_rebuild() > 0 AS rebuilt;
 SELECT count(*) AS fold_differs_from_rebuild FROM (
@@ -134,7 +143,7 @@ FROM (SELECT n, '2026-08-25Z'::timestamptz + random() * interval '100 days' AS f
       FROM generate_series(1, 200) AS n) r
 JOIN LATERAL (SELECT public_id, path FROM tenancy.accounts
               WHERE main_id = tenancy.root_id((SELECT path FROM tenancy.accounts WHERE public_id = :'co'))
-              ORDER BY path OFFSET r.n % 4 LIMIT 1) a ON true;
+              ORDER BY path OFFSET r.n % 6 LIMIT 1) a ON true;
 -- aligned ranges too: whole months and days
 INSERT INTO ranges SELECT 1000 + n, :'co', (SELECT path FROM tenancy.accounts WHERE public_id = :'co'),
     '2026-09-01Z'::timestamptz + (n || ' days')::interval, '2026-10-01Z'::timestamptz + (n || ' days')::interval, true
