@@ -14,10 +14,11 @@
 -- and tests/suites/18_dump_restore.sh fails until it is.
 
 -- CREATE EXTENSION inserts some rows itself (product roles and permissions,
--- plans, usage kinds, the context signing key, the audit chain key, the sealer's singleton
--- row); the dump holds them too, possibly changed since: a DBA's plan limits,
--- the audit key that MACs the restored chain heads, the sealer's snapshot that
--- says which restored entries are chained. (Nothing stored depends on the
+-- plans, usage kinds, the tables the script itself protect()s, the context
+-- signing key, the audit chain key, the sealer's singleton row); the dump
+-- holds them too, possibly changed since: a DBA's plan limits, the audit key
+-- that MACs the restored chain heads, the sealer's snapshot that says which
+-- restored entries are chained. (Nothing stored depends on the
 -- context key: contexts live for a transaction or a backend; it is carried
 -- over all the same.) During a restore (replica mode) the dumped row replaces
 -- the one CREATE EXTENSION made. Outside one, a duplicate stays an error, and for the
@@ -57,7 +58,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['roles', 'role_permissions', 'plans', 'context_keys', 'audit_keys', 'audit_sealer',
-                             'usage_kinds']
+                             'usage_kinds', 'protected_tables']
     LOOP
         EXECUTE format('CREATE TRIGGER restore_replace_installed BEFORE INSERT ON tenancy.%I '
                        'FOR EACH ROW EXECUTE FUNCTION tenancy._restore_replace_installed()', t);
