@@ -87,12 +87,17 @@ SELECT tenancy.effective_settings(:'client') ->> 'locale' AS admin_locale;
 COMMIT;
 SELECT estest.try(format('SELECT tenancy.effective_settings(%L)', :'client')) AS no_context;
 
--- ---- an override and its removal, by the client's owner ----
+-- ---- an override and its removal (written by the DBA: clients change
+-- accounts only through update_account(), whose branding keys are fixed) ----
 BEGIN;
 SELECT tenancy.authenticate(:'client_key') IS NOT NULL AS client_in;
+RESET ROLE;
 UPDATE tenancy.accounts SET branding = '{"colors": {"secondary": "#00ff00"}}' WHERE public_id = :'client';
+SET ROLE tenancy_app;
 SELECT tenancy.effective_branding(:'client') AS overridden;
+RESET ROLE;
 UPDATE tenancy.accounts SET branding = NULL, settings = NULL WHERE public_id = :'client';
+SET ROLE tenancy_app;
 SELECT tenancy.effective_settings(:'client') AS inherits_again, tenancy.effective_branding(:'client') AS branding;
 ROLLBACK;
 RESET ROLE;

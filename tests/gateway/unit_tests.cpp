@@ -517,8 +517,24 @@ void problem_cases() {
         bool release = false;
         {
             WorkerPool pool(2, 10, 200ms);
+            // Whatever a CHECK below throws, the jobs are released first, or
+            // the pool's destructor would wait for them forever.
+            struct Release {
+                std::mutex &mu;
+                std::condition_variable &cv;
+                bool &release;
+                ~Release() {
+                    {
+                        std::lock_guard<std::mutex> lock(mu);
+                        release = true;
+                    }
+                    cv.notify_all();
+                }
+            } releaser{mu, cv, release};
             CHECK_EQ(pool.threads(), size_t{2});
-            // Six jobs that each hold their thread: the pool starts four more.
+            // Six jobs that each hold their thread: the pool starts more
+            // (threads that have not reached their wait yet do not count as
+            // idle, so it may start a few more than four).
             for (int i = 0; i < 6; ++i)
                 pool.enqueue([&] {
                     std::unique_lock<std::mutex> lock(mu);
@@ -530,8 +546,8 @@ void problem_cases() {
                 std::unique_lock<std::mutex> lock(mu);
                 CHECK(cv.wait_for(lock, 10s, [&] { return running == 6; }));
             }
-            CHECK_EQ(pool.threads(), size_t{6});
-            CHECK_EQ(pool.busy(), size_t{6});
+            CHECK(pool.threads() >= size_t{6} && pool.threads() <= size_t{10});
+            CHECK(pool.busy() >= size_t{6});
             {
                 std::lock_guard<std::mutex> lock(mu);
                 release = true;
