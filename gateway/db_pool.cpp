@@ -276,8 +276,8 @@ void exec_pipeline(PGconn *conn, const std::vector<Statement> &statements,
         const std::string name = prepared_name(conn, s.sql, fresh);
         bool sent = true;
         if (fresh) {
-            sent = PQsendPrepare(conn, name.c_str(), s.sql.c_str(),
-                                 static_cast<int>(values.size()), nullptr) != 0;
+            sent = PQsendPrepare(conn, name.c_str(), s.sql.c_str(), static_cast<int>(values.size()),
+                                 nullptr) != 0;
             preparing[i] = name;
         }
         if (sent)
