@@ -454,14 +454,16 @@ def main():
         status, _, body = call("/v1/me", api["key"], {"Tenancy-Account": api["child"],
                                                       "X-Request-Id": "api-e2e-down"})
         assert status == 200 and json.loads(body)["account"] == api["child"], (status, body)
-        assert api_entry("api-e2e-down")["account_path"] == api["child_path"]
+        # GET records are written by the read log in batches (~100 ms): wait for it.
+        e = poll(lambda: api_entry("api-e2e-down"), 10, "the GET's entry")
+        assert e["account_path"] == api["child_path"], e
         status, headers, body = call("/v1/me", api["child_key"], {"Tenancy-Account": api["main"],
                                                                  "X-Request-Id": "api-e2e-up"})
         assert status == 404, (status, body)
         problem(404, headers, body, "not_found")
         # Recorded in the credential's own account: switching failed.
-        e = api_entry("api-e2e-up")
-        assert e and e["account_path"] == api["child_path"] and e["change"]["status"] == 404, e
+        e = poll(lambda: api_entry("api-e2e-up"), 10, "the refused GET's entry")
+        assert e["account_path"] == api["child_path"] and e["change"]["status"] == 404, e
 
     @case("api_audit_log_newest_first_with_filters_and_cursor")
     def _():
