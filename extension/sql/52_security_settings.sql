@@ -225,6 +225,57 @@ BEGIN
     RETURN tenancy._effective_security(a.path);
 END $$;
 
+-- security_settings(account): {account, effective: {...}, own: {...}} of an
+-- account of the active subtree; "own" holds what the account itself set
+-- (absent: inherited). Any role that reads the account may read them.
+CREATE FUNCTION tenancy.security_settings(account text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    IF tenancy._context_field('account') IS NULL THEN
+        RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
+    END IF;
+    PERFORM tenancy._refuse_restricted();
+    a := tenancy._visible_account(account);
+    RETURN jsonb_build_object('account', a.public_id, 'effective', tenancy._effective_security(a.path),
+                              'own', coalesce(a.settings -> 'security', '{}'));
+END $$;
+
+-- set_security_settings(account, changes): several switches at once (an
+-- object of booleans; JSON null = inherit again), in one update, by the same
+-- rules; answers security_settings(account). Owner only.
+CREATE FUNCTION tenancy.set_security_settings(account text, changes jsonb) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    IF tenancy._context_field('account') IS NULL THEN
+        RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
+    END IF;
+    PERFORM tenancy._refuse_restricted();
+    a := tenancy._visible_account(account);
+    IF tenancy.current_role_name() IS DISTINCT FROM 'owner' THEN
+        RAISE EXCEPTION 'only an owner may change security settings' USING ERRCODE = '42501';
+    END IF;
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    IF changes <> '{}' THEN
+        -- The trigger checks names, values, plan and ancestors.
+        UPDATE tenancy.accounts x
+        SET settings = jsonb_set(coalesce(x.settings, '{}'), '{security}',
+                                 coalesce(x.settings -> 'security', '{}') || changes),
+            updated_at = now()
+        WHERE x.main_id = a.main_id AND x.id = a.id;
+    END IF;
+    RETURN tenancy.security_settings(account);
+END $$;
+
 -- ---- re-redaction of stored transcripts ----------------------------------------------
 
 -- One job per account whose PHI protection was turned on: the transcripts of
@@ -371,6 +422,7 @@ REVOKE ALL ON FUNCTION tenancy._transcript_kek(), tenancy._transcript_key(bigint
 CREATE FUNCTION tenancy._sealed_marker() RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT '[{"sealed": true}]'::jsonb $$;
+REVOKE ALL ON FUNCTION tenancy._sealed_marker() FROM PUBLIC;
 
 -- transcript_of(account_path, transcript, transcript_sealed): the transcript
 -- of a row in clear, for a context that may read the row (the row's path lies
@@ -481,6 +533,10 @@ CREATE FUNCTION tenancy._phi_protected_at(p tenancy.account_path) RETURNS boolea
 BEGIN
     RETURN coalesce((tenancy._security_at(p) ->> 'phi_protection')::boolean, true);
 END $$;
+-- Client roles execute them: a trigger's WHEN runs as the writer (and so
+-- does _security_at, which they call; it answers NULL outside the writer's subtree).
+REVOKE ALL ON FUNCTION tenancy._audited_at(tenancy.account_path),
+    tenancy._phi_protected_at(tenancy.account_path) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy._audited_at(tenancy.account_path),
     tenancy._phi_protected_at(tenancy.account_path) TO tenancy_app, tenancy_admin;
 
