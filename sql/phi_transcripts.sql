@@ -262,6 +262,22 @@ RESET ROLE;
 SELECT a.change #>> '{new,transcript,0,text}' AS audited_text FROM tenancy.audit_log a
 WHERE a.target = :'conv' AND a.action = 'insert' AND a.change #>> '{new,transcript,0,text}' IN ('unaudited', 'audited');
 
+-- ---- a subtree moved under PHI protection is re-redacted too ----
+SET ROLE tenancy_app;
+BEGIN;
+SELECT tenancy.authenticate(:'grp_owner') IS NOT NULL AS in_group;
+SELECT tenancy.create_account(:'grp', 'Intake') AS intake \gset
+SELECT tenancy.act_as(:'intake') IS NOT NULL AS in_intake;
+SELECT ptest.add('m1', ptest.turns('Intake call from 415-555-0144')) > 0 AS m1;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'grp_owner') IS NOT NULL AS in_group;
+SELECT tenancy.move_account(:'intake', :'clinic');
+COMMIT;
+RESET ROLE;
+SELECT ptest.wait_jobs() AS redactor_done;
+SELECT c.note, ptest.texts(c.transcript) FROM :conv c WHERE c.note = 'm1';
+
 -- ---- redact_transcript(): the trigger's function ----
 SELECT tenancy.redact_transcript('[{"speaker": "caller", "text": "415-555-0132", "at": "415-555-0132"}, "bob@x.org", {"meta": {"text": "4111111111111111"}}, 42]');
 SELECT tenancy.redact_transcript('"a@b.co"'), tenancy.redact_transcript('{}'), tenancy.redact_transcript('[]');

@@ -191,6 +191,24 @@ REVOKE ALL ON FUNCTION tenancy._security_settings_check() FROM PUBLIC;
 CREATE TRIGGER security_settings BEFORE UPDATE OF settings ON tenancy.accounts
     FOR EACH ROW EXECUTE FUNCTION tenancy._security_settings_check();
 
+-- A subtree moved (or promoted) under PHI protection it did not have: its
+-- stored transcripts are re-redacted too. Fires per moved account; the queue
+-- skips accounts whose ancestor already has a pending job.
+CREATE FUNCTION tenancy._security_on_move() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF (tenancy._effective_security(NEW.path) ->> 'phi_protection')::boolean
+       AND NOT coalesce((tenancy._effective_security(OLD.path) ->> 'phi_protection')::boolean, false) THEN
+        PERFORM tenancy._queue_redaction(NEW.path);
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._security_on_move() FROM PUBLIC;
+CREATE TRIGGER security_on_move AFTER UPDATE OF path ON tenancy.accounts
+    FOR EACH ROW WHEN (OLD.path IS DISTINCT FROM NEW.path) EXECUTE FUNCTION tenancy._security_on_move();
+
 -- set_security_setting(account, name, enabled): switch one setting of an
 -- account of the active subtree (owner only). NULL `enabled` is refused; to
 -- inherit again, remove the key with an UPDATE of settings. Audited as an
