@@ -26,6 +26,8 @@ struct StringOption {
 const StringOption kStringOptions[] = {
     {"--listen", "TENANCY_LISTEN", &Config::listen},
     {"--database-url", "TENANCY_DATABASE_URL", &Config::database_url},
+    {"--tls-cert", "TENANCY_TLS_CERT", &Config::tls_cert},
+    {"--tls-key", "TENANCY_TLS_KEY", &Config::tls_key},
     {"--replica-url", "TENANCY_REPLICA_URL", &Config::replica_url},
 };
 
@@ -42,6 +44,9 @@ const IntOption kIntOptions[] = {
      &Config::request_read_timeout_ms, 100, 600000},
     {"--max-connections-per-peer", "TENANCY_MAX_CONNECTIONS_PER_PEER",
      &Config::max_connections_per_peer, 1, 100000},
+    {"--max-connections", "TENANCY_MAX_CONNECTIONS", &Config::max_connections, 1, 65536},
+    {"--keep-alive-timeout-ms", "TENANCY_KEEP_ALIVE_TIMEOUT_MS", &Config::keep_alive_timeout_ms,
+     100, 3600000},
     {"--replica-max-lag-ms", "TENANCY_REPLICA_MAX_LAG_MS", &Config::replica_max_lag_ms, 0, 3600000},
 };
 
@@ -106,8 +111,8 @@ std::string usage_text() {
            "(default 8)\n"
            "  --pool-timeout-ms N        TENANCY_POOL_TIMEOUT_MS      wait for a free connection "
            "(default 2000)\n"
-           "  --threads N                TENANCY_THREADS              HTTP worker threads "
-           "(default 16)\n"
+           "  --threads N                TENANCY_THREADS              HTTP worker threads kept "
+           "ready; more start on demand up to --max-connections (default 16)\n"
            "  --statement-timeout-ms N   TENANCY_STATEMENT_TIMEOUT_MS bound on one statement "
            "(default 5000)\n"
            "  --audit-seal-interval-ms N TENANCY_AUDIT_SEAL_INTERVAL_MS call tenancy.audit_seal() "
@@ -116,6 +121,14 @@ std::string usage_text() {
            "one request's headers and body, then 408 (default 10000)\n"
            "  --max-connections-per-peer N TENANCY_MAX_CONNECTIONS_PER_PEER open connections per "
            "client address, more get 429 (default 8)\n"
+           "  --max-connections N        TENANCY_MAX_CONNECTIONS      connections served at once, "
+           "more get 503 at once (default 1024)\n"
+           "  --keep-alive-timeout-ms N  TENANCY_KEEP_ALIVE_TIMEOUT_MS an idle connection closes "
+           "after this long (default 5000)\n"
+           "  --tls-cert FILE            TENANCY_TLS_CERT             serve HTTPS with this PEM "
+           "certificate chain (with --tls-key)\n"
+           "  --tls-key FILE             TENANCY_TLS_KEY              the certificate's PEM "
+           "private key\n"
            "  --replica-url CONNINFO     TENANCY_REPLICA_URL          a hot standby that serves "
            "GETs (default: none)\n"
            "  --replica-max-lag-ms N     TENANCY_REPLICA_MAX_LAG_MS   GETs go to the primary while "
@@ -183,6 +196,10 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
         return fail("a database is required: --database-url or TENANCY_DATABASE_URL");
     if (!conninfo_valid(c.database_url, error))
         return fail("invalid database URL: " + error);
+    if (c.tls_cert.empty() != c.tls_key.empty())
+        return fail(
+            "TLS needs both --tls-cert and --tls-key (or TENANCY_TLS_CERT and "
+            "TENANCY_TLS_KEY)");
     if (!c.replica_url.empty() && !conninfo_valid(c.replica_url, error))
         return fail("invalid replica URL: " + error);
     return result;

@@ -15,7 +15,8 @@ struct Config {
     int pool_size = 8;
     // How long a request waits for a pooled connection before it gives up.
     int pool_timeout_ms = 2000;
-    // HTTP worker threads; each keep-alive connection holds one.
+    // HTTP worker threads kept ready; each open connection holds one, and
+    // more start on demand up to max_connections.
     int threads = 16;
     // Bound on one statement (and on connecting) so a hung database cannot
     // hold a worker forever.
@@ -31,6 +32,14 @@ struct Config {
     // Connections one peer address may hold open at once; more are answered
     // 429 and closed, so one client cannot take every worker thread.
     int max_connections_per_peer = 8;
+    // Connections served at once (each holds a thread); more are answered
+    // 503 too_many_connections with Retry-After and closed at once.
+    int max_connections = 1024;
+    // An idle keep-alive connection closes after this long without a request.
+    int keep_alive_timeout_ms = 5000;
+    // TLS: both or neither (PEM files: certificate chain, private key).
+    std::string tls_cert;
+    std::string tls_key;
     // A hot standby that serves GETs (replica_router.hpp); empty: none.
     std::string replica_url;
     // GETs go to the primary while the standby lags more than this.

@@ -345,8 +345,10 @@ DbPool::Lease DbPool::acquire(std::chrono::milliseconds timeout) {
                 throw;
             }
         }
-        if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
-            (open_ >= options_.max_size || closed_)) {
+        ++waiting_;
+        const bool timed_out = available_.wait_until(lock, deadline) == std::cv_status::timeout;
+        --waiting_;
+        if (timed_out && idle_.empty() && (open_ >= options_.max_size || closed_)) {
             if (closed_)
                 throw DbError(kSqlstatePoolClosed, "the connection pool is closed");
             throw DbError(kSqlstatePoolExhausted, "no database connection became free within " +
@@ -406,6 +408,7 @@ DbPool::Stats DbPool::stats() const {
     s.idle = static_cast<int>(idle_.size());
     s.in_use = open_ - s.idle;
     s.max = options_.max_size;
+    s.waiting = waiting_;
     return s;
 }
 

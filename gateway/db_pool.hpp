@@ -162,6 +162,7 @@ class DbPool {
         int idle = 0;
         int in_use = 0;
         int max = 0;
+        int waiting = 0;  // acquire() calls waiting for a connection to come back
     };
     Stats stats() const;
     const PoolOptions &options() const { return options_; }
@@ -174,7 +175,8 @@ class DbPool {
     mutable std::mutex mutex_;
     std::condition_variable available_;
     std::vector<PGconn *> idle_;
-    int open_ = 0;  // idle + leased + being opened
+    int open_ = 0;     // idle + leased + being opened
+    int waiting_ = 0;  // acquire() calls blocked on available_
     bool closed_ = false;
 };
 

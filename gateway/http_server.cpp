@@ -1,8 +1,10 @@
 #include "http_server.hpp"
 
 #include "log.hpp"
+#include "metrics.hpp"
 #include "request_checks.hpp"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -22,6 +24,11 @@ using SteadyClock = std::chrono::steady_clock;
 // time can live in a thread_local between the pre-routing hook and the logger.
 thread_local SteadyClock::time_point t_request_start{};
 thread_local std::chrono::system_clock::time_point t_request_wall{};
+// The label of the route whose handler runs (nullptr: none ran).
+thread_local const std::string *t_route_label = nullptr;
+
+// What a client is told to wait before retrying a 503, in seconds.
+constexpr const char *kRetryAfter = "1";
 
 void ensure_request_id(const httplib::Request &req, httplib::Response &res) {
     if (res.has_header(kRequestIdHeader))
@@ -84,6 +91,9 @@ void send_json(httplib::Response &res, int status, const nlohmann::json &body) {
 
 void send_problem(httplib::Response &res, const Problem &problem) {
     res.status = problem.status;
+    // Every 503 is temporary (database down or busy, too many connections).
+    if (problem.status == 503 && !res.has_header("Retry-After"))
+        res.set_header("Retry-After", kRetryAfter);
     res.set_content(problem_json(problem, request_id_of(res))
                             .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
                         "\n",
@@ -93,15 +103,15 @@ void send_problem(httplib::Response &res, const Problem &problem) {
 HttpServer::HttpServer(const Config &config)
     : config_(config),
       server_(ConnectionLimits{std::chrono::milliseconds(config.request_read_timeout_ms),
-                               config.max_connections_per_peer}) {
-    const int threads = config_.threads;
-    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+                               config.max_connections_per_peer, config.max_connections,
+                               std::chrono::milliseconds(config.keep_alive_timeout_ms),
+                               config.threads}) {
+    register_connection_metrics(Metrics::global());
     // The Debian library is prebuilt, so the CPPHTTPLIB_TCP_NODELAY macro
     // cannot change its default; set it at run time (avoids ~40 ms stalls
     // on keep-alive connections).
     server_.set_tcp_nodelay(true);
     server_.set_keep_alive_max_count(1000);
-    server_.set_keep_alive_timeout(5);
     server_.set_read_timeout(10);
     server_.set_write_timeout(10);
     server_.set_payload_max_length(1 << 20);
@@ -119,12 +129,25 @@ HttpServer::HttpServer(const Config &config)
     install_hooks();
 }
 
-void HttpServer::route(const std::string &method, const std::string &pattern, Handler inner) {
-    routes_.push_back({method, std::regex(pattern)});
+bool HttpServer::configure_tls(std::string &error) {
+    if (config_.tls_cert.empty())
+        return true;
+    auto tls = TlsContext::load(config_.tls_cert, config_.tls_key, error);
+    if (!tls)
+        return false;
+    server_.use_tls(std::move(tls));
+    return true;
+}
+
+void HttpServer::route(const std::string &method, const std::string &pattern, Handler inner,
+                       const std::string &label) {
+    routes_.push_back({method, std::regex(pattern), label.empty() ? pattern : label});
     // Checked here, once the body is read: answering from the pre-routing
     // hook would leave an unread body in the connection.
-    Handler handler = [inner = std::move(inner)](const httplib::Request &req,
-                                                 httplib::Response &res) {
+    auto route_label = std::make_shared<const std::string>(routes_.back().label);
+    Handler handler = [inner = std::move(inner), route_label](const httplib::Request &req,
+                                                              httplib::Response &res) {
+        t_route_label = route_label.get();
         if (auto where = control_character_in(req)) {
             send_problem(res, problem_invalid_request("control character in " + *where));
             return;
@@ -158,8 +181,17 @@ std::vector<std::string> HttpServer::methods_for(const std::string &path) const 
     return methods;
 }
 
+std::string HttpServer::label_for(const std::string &method, const std::string &path) const {
+    const std::string &m = method == "HEAD" ? std::string("GET") : method;
+    for (const auto &r : routes_)
+        if (r.method == m && std::regex_match(path, r.pattern))
+            return r.label;
+    return "unmatched";
+}
+
 void HttpServer::install_hooks() {
     server_.set_pre_routing_handler([](const httplib::Request &req, httplib::Response &res) {
+        t_route_label = nullptr;
         t_request_start = SteadyClock::now();
         t_request_wall = std::chrono::system_clock::now();
         ensure_request_id(req, res);
@@ -221,7 +253,7 @@ void HttpServer::install_hooks() {
             send_problem(res, problem_for_status(500));
         });
 
-    server_.set_logger([](const httplib::Request &req, const httplib::Response &res) {
+    server_.set_logger([this](const httplib::Request &req, const httplib::Response &res) {
         RequestLogEntry e;
         const bool timed = t_request_start != SteadyClock::time_point{};
         e.time = timed ? t_request_wall : std::chrono::system_clock::now();
@@ -237,10 +269,25 @@ void HttpServer::install_hooks() {
         e.remote =
             req.remote_addr.empty() ? "" : req.remote_addr + ":" + std::to_string(req.remote_port);
         log_request(e);
+        // Answers no handler gave (404, 405, 408, 413, ...) count under the
+        // route their method and path would have reached, if any.
+        const bool handled = t_route_label != nullptr;
+        Metrics::global().observe_request(
+            handled ? *t_route_label
+                    : (req.method.empty() ? "unmatched" : label_for(req.method, req.path)),
+            req.method, res.status, e.duration_ms / 1000.0);
+        t_route_label = nullptr;
     });
 }
 
 bool HttpServer::bind(std::string &error) {
+    // Each connection is a descriptor: let the process open as many as its
+    // hard limit allows (the soft limit is often 1024).
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
     errno = 0;
     if (!server_.bind_to_port(config_.listen, config_.port)) {
         const int cause = errno;
@@ -251,6 +298,7 @@ bool HttpServer::bind(std::string &error) {
                 ")";
         return false;
     }
+    server_.raise_backlog();
     return true;
 }
 

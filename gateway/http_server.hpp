@@ -39,20 +39,34 @@ class HttpServer {
 
     // pattern is a regex over the path (cpp-httplib convention), e.g.
     // R"(/v1/accounts/([^/]+))". Methods: GET, POST, PUT, PATCH, DELETE.
-    void route(const std::string &method, const std::string &pattern, Handler handler);
+    // label is the route's documented path template ("/v1/accounts/{id}"),
+    // its name in /metrics; empty: the pattern itself.
+    void route(const std::string &method, const std::string &pattern, Handler handler,
+               const std::string &label = "");
+
+    // Loads the TLS certificate and key when the configuration names them;
+    // false (with error) if they cannot be used. Call before bind().
+    bool configure_tls(std::string &error);
+    bool tls() const { return server_.tls(); }
 
     // Binds the listening socket; false (with error) if that fails, also when
     // another process listens on the port (no SO_REUSEPORT sharing).
     bool bind(std::string &error);
     // Serves until stop(); in-flight requests finish before it returns.
     bool run();
-    // Thread-safe; stops accepting and makes run() return.
-    void stop() { server_.stop(); }
+    // Thread-safe; stops accepting, closes idle keep-alive connections and
+    // makes run() return once in-flight requests are answered.
+    void stop() {
+        server_.stop();
+        server_.wake_idle();
+    }
     bool is_running() const { return server_.is_running(); }
 
   private:
     // The methods registered for a path; empty when no route matches.
     std::vector<std::string> methods_for(const std::string &path) const;
+    // The label of the route for this method and path; "unmatched" if none.
+    std::string label_for(const std::string &method, const std::string &path) const;
     void install_hooks();
 
     const Config &config_;
@@ -60,11 +74,14 @@ class HttpServer {
     struct RouteEntry {
         std::string method;
         std::regex pattern;
+        std::string label;
     };
     std::vector<RouteEntry> routes_;
 };
 
 class DbPool;
+// GET /healthz, /readyz and /metrics; registers pool's gauges with
+// Metrics::global(), so pool must outlive every rendering of it.
 void register_health_routes(HttpServer &server, DbPool &pool);
 
 }  // namespace tenancy::gateway

@@ -2,7 +2,7 @@
 //
 // Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the database
 // stays unreachable at start or the port cannot be bound, 2 on bad
-// configuration.
+// configuration (including a TLS certificate or key that cannot be used).
 #include "api_request.hpp"
 #include "audit_sealer.hpp"
 #include "config.hpp"
@@ -10,6 +10,7 @@
 #include "http_server.hpp"
 #include "list_page.hpp"
 #include "log.hpp"
+#include "metrics.hpp"
 #include "read_log.hpp"
 #include "replica_router.hpp"
 #include "routes_catalog.hpp"
@@ -71,6 +72,36 @@ bool wait_for_database(DbPool &pool, std::string &error) {
             return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
+}
+
+// The GET records' queue (read_log.hpp) in /metrics.
+void register_read_log_metrics(Metrics &m, ReadLog &log) {
+    m.gauge("tenancy_gateway_read_log_queue_depth", "GET records waiting to be written",
+            [&log] { return static_cast<double>(log.depth()); });
+    m.sampled_counter("tenancy_gateway_read_log_written_total",
+                      "GET records written to the audit log",
+                      [&log] { return static_cast<double>(log.written()); });
+    m.sampled_counter("tenancy_gateway_read_log_dropped_total",
+                      "GET records dropped (queue full, refused, or unwritten at shutdown)",
+                      [&log] { return static_cast<double>(log.dropped()); });
+    m.sampled_counter("tenancy_gateway_read_log_failed_batches_total",
+                      "batches of GET records the database did not take",
+                      [&log] { return static_cast<double>(log.failed_batches()); });
+}
+
+// The standby's state (replica_router.hpp) in /metrics.
+void register_replica_metrics(Metrics &m, ReplicaRouter &r) {
+    m.gauge("tenancy_gateway_replica_usable", "1 while GETs go to the standby",
+            [&r] { return r.usable() ? 1.0 : 0.0; });
+    m.gauge("tenancy_gateway_replica_reachable", "1 while the standby answers",
+            [&r] { return r.reachable() ? 1.0 : 0.0; });
+    m.gauge("tenancy_gateway_replica_lag_seconds", "the standby's lag (-1: unknown)",
+            [&r] { return r.lag_seconds(); });
+    m.sampled_counter("tenancy_gateway_replica_served_total", "GETs the standby answered",
+                      [&r] { return static_cast<double>(r.served()); });
+    m.sampled_counter("tenancy_gateway_replica_fallbacks_total",
+                      "GETs retried on the primary after the standby failed",
+                      [&r] { return static_cast<double>(r.fell_back()); });
 }
 
 // List cursors are sealed with a key every gateway of the database shares,
@@ -162,6 +193,10 @@ int main(int argc, char **argv) {
     };
 
     std::string error;
+    if (!server.configure_tls(error)) {
+        std::fprintf(stderr, "tenancy-gateway: %s\n", error.c_str());
+        return finish(2);
+    }
     if (!wait_for_database(pool, error)) {
         if (g_stop_requested)
             return finish(0);
@@ -176,10 +211,12 @@ int main(int argc, char **argv) {
         return finish(1);
     }
     reads = std::make_unique<ReadLog>(pool, ReadLogOptions{});
+    register_read_log_metrics(Metrics::global(), *reads);
     if (replica_pool) {
         router = std::make_unique<ReplicaRouter>(
             pool, *replica_pool, std::chrono::milliseconds(config.replica_max_lag_ms));
         set_replica_router(router.get());
+        register_replica_metrics(Metrics::global(), *router);
     }
     set_read_log(reads.get());
     if (config.audit_seal_interval_ms > 0)
@@ -190,6 +227,8 @@ int main(int argc, char **argv) {
                {"port", config.port},
                {"pool_size", config.pool_size},
                {"threads", config.threads},
+               {"max_connections", config.max_connections},
+               {"tls", server.tls()},
                {"audit_seal_interval_ms", config.audit_seal_interval_ms}});
     if (!g_stop_requested)
         server.run();  // returns after stop(), in-flight requests done

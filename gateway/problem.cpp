@@ -110,9 +110,13 @@ Problem problem_for_sqlstate(const std::string &s) {
     if (s == "23505")
         return make(409, "conflict", "Conflict");
     // object_not_in_prerequisite_state: the state forbids it now (MFA already
-    // on, an inactive account).
+    // on, an inactive account, the last owner of a main account).
     if (s == "55000")
         return make(409, "conflict", "Conflict");
+    // configuration_limit_exceeded: a plan's limit (subaccounts, depth,
+    // sub-users, API keys): well formed, but the account's plan refuses it.
+    if (s == "53400")
+        return make(409, "plan_limit_reached", "Plan limit reached");
     if (s == "40001" || s == "40P01")
         return make(409, "concurrent_update", "Concurrent update, retry the request");
     if (s == "57014")

@@ -46,7 +46,10 @@ class ReplicaRouter {
     void stop();
 
     // For /metrics and logs.
-    double lag_seconds() const { return lag_ms_.load() / 1000.0; }
+    double lag_seconds() const {
+        int64_t ms = lag_ms_.load();
+        return ms < 0 ? -1.0 : ms / 1000.0;
+    }
     bool reachable() const { return reachable_.load(); }
     uint64_t served() const { return served_.load(); }
     uint64_t fell_back() const { return fell_back_.load(); }

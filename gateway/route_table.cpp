@@ -298,16 +298,20 @@ void register_routes(HttpServer &server, DbPool &pool, std::vector<Route> routes
     auto document = std::make_shared<const std::string>(openapi_document(*table).dump());
     for (const Route &r : *table) {
         const Route *route = &r;
-        server.route(r.method, path_regex(r.path),
-                     [table, route, &pool](const httplib::Request &req, httplib::Response &res) {
-                         run_route(pool, *route, req, res);
-                     });
+        server.route(
+            r.method, path_regex(r.path),
+            [table, route, &pool](const httplib::Request &req, httplib::Response &res) {
+                run_route(pool, *route, req, res);
+            },
+            r.path);
     }
-    server.route("GET", "/openapi.json",
-                 [document](const httplib::Request &, httplib::Response &res) {
-                     res.status = 200;
-                     res.set_content(*document, "application/json");
-                 });
+    server.route(
+        "GET", "/openapi.json",
+        [document](const httplib::Request &, httplib::Response &res) {
+            res.status = 200;
+            res.set_content(*document, "application/json");
+        },
+        "/openapi.json");
 }
 
 }  // namespace tenancy::gateway

@@ -92,7 +92,7 @@ SELECT actor, v.* FROM regress.actors, pg_temp.view_as(actor) AS v ORDER BY acto
 -- UPDATE and DELETE reach only the actor's subtree (and need write permission).
 SELECT actor, pg_temp.as_actor(actor, 'UPDATE regress.notes SET body = body || ''!''') AS update_all
 FROM regress.actors ORDER BY actor;
-SELECT actor, pg_temp.as_actor(actor, 'UPDATE tenancy.accounts SET name = name || ''*''') AS rename_all
+SELECT actor, pg_temp.as_actor(actor, 'SELECT tenancy.update_account(public_id, name => name || ''*'') FROM tenancy.accounts') AS rename_all
 FROM regress.actors ORDER BY actor;
 SELECT actor, pg_temp.as_actor(actor, 'DELETE FROM regress.notes WHERE body LIKE ''note of main%''') AS delete_main_note
 FROM regress.actors ORDER BY actor;

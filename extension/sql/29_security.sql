@@ -36,11 +36,9 @@ GRANT SELECT ON tenancy.plans TO tenancy_app;
 -- Accounts: the active account's subtree; never a parent or a sibling.
 CREATE POLICY subtree_read ON tenancy.accounts FOR SELECT
     USING (path <@ tenancy.current_path());
-CREATE POLICY subtree_update ON tenancy.accounts FOR UPDATE
-    USING (path <@ tenancy.current_path() AND tenancy.may('settings', 'write'))
-    WITH CHECK (path <@ tenancy.current_path() AND tenancy.may('settings', 'write'));
 GRANT SELECT ON tenancy.accounts TO tenancy_app;
-GRANT UPDATE (name, branding, settings, updated_at) ON tenancy.accounts TO tenancy_app;
+-- No UPDATE grant: name, branding and settings change only through
+-- tenancy.update_account() (34_api_accounts.sql), which validates them.
 
 -- Members and their emails: roles that may read members (owner, admin) see
 -- the subtree's; every other role sees only its own user's memberships.

@@ -9,10 +9,12 @@
 #include "http_connection.hpp"
 #include "http_server.hpp"
 #include "log.hpp"
+#include "metrics.hpp"
 #include "problem.hpp"
 #include "request_checks.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -172,6 +174,40 @@ void config_cases() {
         CHECK(is_error(parse({"--max-connections-per-peer", "0"}, env),
                        "--max-connections-per-peer"));
     });
+    run_case("config_max_connections_and_keep_alive", [] {
+        Env env{{"TENANCY_DATABASE_URL", "dbname=x"}};
+        auto d = parse({}, env);
+        CHECK_EQ(d.config.max_connections, 1024);
+        CHECK_EQ(d.config.keep_alive_timeout_ms, 5000);
+        auto f = parse({"--max-connections", "2000", "--keep-alive-timeout-ms=750"}, env);
+        CHECK(f.kind == ConfigResult::Kind::ok);
+        CHECK_EQ(f.config.max_connections, 2000);
+        CHECK_EQ(f.config.keep_alive_timeout_ms, 750);
+        auto e = parse({}, {{"TENANCY_DATABASE_URL", "dbname=x"},
+                            {"TENANCY_MAX_CONNECTIONS", "64"},
+                            {"TENANCY_KEEP_ALIVE_TIMEOUT_MS", "30000"}});
+        CHECK_EQ(e.config.max_connections, 64);
+        CHECK_EQ(e.config.keep_alive_timeout_ms, 30000);
+        CHECK(is_error(parse({"--max-connections", "0"}, env), "--max-connections"));
+        CHECK(is_error(parse({"--max-connections", "65537"}, env), "--max-connections"));
+        CHECK(is_error(parse({"--keep-alive-timeout-ms", "99"}, env), "--keep-alive-timeout-ms"));
+    });
+    run_case("config_tls_needs_cert_and_key", [] {
+        Env env{{"TENANCY_DATABASE_URL", "dbname=x"}};
+        auto none = parse({}, env);
+        CHECK(none.kind == ConfigResult::Kind::ok && none.config.tls_cert.empty());
+        auto both = parse({"--tls-cert", "/c.pem", "--tls-key", "/k.pem"}, env);
+        CHECK(both.kind == ConfigResult::Kind::ok);
+        CHECK_EQ(both.config.tls_cert, std::string("/c.pem"));
+        CHECK_EQ(both.config.tls_key, std::string("/k.pem"));
+        auto from_env = parse({}, {{"TENANCY_DATABASE_URL", "dbname=x"},
+                                   {"TENANCY_TLS_CERT", "/e.pem"},
+                                   {"TENANCY_TLS_KEY", "/ek.pem"}});
+        CHECK_EQ(from_env.config.tls_cert, std::string("/e.pem"));
+        CHECK_EQ(from_env.config.tls_key, std::string("/ek.pem"));
+        CHECK(is_error(parse({"--tls-cert", "/c.pem"}, env), "both --tls-cert and --tls-key"));
+        CHECK(is_error(parse({"--tls-key", "/k.pem"}, env), "both --tls-cert and --tls-key"));
+    });
     run_case("config_help", [] {
         auto r = parse({"--help"});
         CHECK(r.kind == ConfigResult::Kind::help);
@@ -231,6 +267,8 @@ void problem_cases() {
             {"23505", 409, "conflict"},
             {"40001", 409, "concurrent_update"},
             {"40P01", 409, "concurrent_update"},
+            {"53400", 409, "plan_limit_reached"},
+            {"55000", 409, "conflict"},
             {"22001", 422, "unprocessable"},
             {"22P02", 422, "unprocessable"},
             {"23503", 422, "unprocessable"},
@@ -325,6 +363,140 @@ void problem_cases() {
         CHECK(peers.acquire("10.0.0.1"));
         CHECK(peers.acquire("10.0.0.1"));
         CHECK(!peers.acquire("10.0.0.1"));
+    });
+    run_case("problem_503_carries_retry_after", [] {
+        httplib::Response res;
+        send_problem(res, problem_for_sqlstate("08006"));
+        CHECK_EQ(res.status, 503);
+        CHECK_EQ(res.get_header_value("Retry-After"), std::string("1"));
+        httplib::Response other;
+        send_problem(other, problem_for_status(404));
+        CHECK(!other.has_header("Retry-After"));
+    });
+    run_case("metrics_requests_and_latency_rendered", [] {
+        Metrics m;
+        m.observe_request("/v1/accounts/{id}", "GET", 200, 0.003);
+        m.observe_request("/v1/accounts/{id}", "GET", 200, 0.2);
+        m.observe_request("/v1/accounts/{id}", "GET", 404, 0.001);
+        m.observe_request("unmatched", "BREW", 400, 0.0);
+        std::string out = m.render();
+        auto has = [&out](const std::string &line) {
+            return out.find("\n" + line + "\n") != std::string::npos;
+        };
+        CHECK(has("# TYPE tenancy_http_requests_total counter"));
+        CHECK(
+            has("tenancy_http_requests_total{route=\"/v1/accounts/{id}\",method=\"GET\","
+                "status=\"200\"} 2"));
+        CHECK(
+            has("tenancy_http_requests_total{route=\"/v1/accounts/{id}\",method=\"GET\","
+                "status=\"404\"} 1"));
+        // A method outside HTTP's set cannot create series of its own.
+        CHECK(
+            has("tenancy_http_requests_total{route=\"unmatched\",method=\"other\","
+                "status=\"400\"} 1"));
+        CHECK(has("# TYPE tenancy_http_request_duration_seconds histogram"));
+        const std::string b =
+            "tenancy_http_request_duration_seconds_bucket{route=\"/v1/accounts/{id}\","
+            "method=\"GET\",le=";
+        CHECK(has(b + "\"0.001\"} 1"));   // the 1 ms request
+        CHECK(has(b + "\"0.0025\"} 1"));  // cumulative
+        CHECK(has(b + "\"0.005\"} 2"));
+        CHECK(has(b + "\"0.1\"} 2"));
+        CHECK(has(b + "\"0.25\"} 3"));
+        CHECK(has(b + "\"+Inf\"} 3"));
+        CHECK(
+            has("tenancy_http_request_duration_seconds_count{route=\"/v1/accounts/{id}\","
+                "method=\"GET\"} 3"));
+        CHECK(
+            has("tenancy_http_request_duration_seconds_sum{route=\"/v1/accounts/{id}\","
+                "method=\"GET\"} 0.204"));
+    });
+    run_case("metrics_counters_and_gauges", [] {
+        Metrics m;
+        m.add("tenancy_things_total", "Things.", 0);
+        m.add("tenancy_things_total", "ignored: the first help stays");
+        m.add("tenancy_things_total", "", 4);
+        m.add("tenancy_drops_total{reason=\"full\"}", "Drops.", 2);
+        m.add("tenancy_drops_total{reason=\"error\"}", "Drops.");
+        int depth = 7;
+        m.gauge("tenancy_queue_depth", "Queue depth.", [&depth] { return double(depth); });
+        m.sampled_counter("tenancy_seen_total", "Seen.", [] { return 12.0; });
+        depth = 9;  // sampled when rendering
+        std::string out = m.render();
+        auto at = [&out](const std::string &line) { return out.find("\n" + line + "\n"); };
+        CHECK(at("# HELP tenancy_things_total Things.") != std::string::npos);
+        CHECK(at("tenancy_things_total 5") != std::string::npos);
+        // One family: HELP and TYPE once, then both series.
+        auto help = at("# HELP tenancy_drops_total Drops.");
+        CHECK(help != std::string::npos);
+        CHECK(out.find("# HELP tenancy_drops_total", help + 2) == std::string::npos);
+        CHECK(at("# TYPE tenancy_drops_total counter") != std::string::npos);
+        CHECK(at("tenancy_drops_total{reason=\"error\"} 1") > help);
+        CHECK(at("tenancy_drops_total{reason=\"full\"} 2") > help);
+        CHECK(at("# TYPE tenancy_queue_depth gauge") != std::string::npos);
+        CHECK(at("tenancy_queue_depth 9") != std::string::npos);
+        CHECK(at("# TYPE tenancy_seen_total counter") != std::string::npos);
+        CHECK(at("tenancy_seen_total 12") != std::string::npos);
+        m.gauge("tenancy_queue_depth", "Queue depth.", [] { return 0.5; });  // replaces
+        CHECK(m.render().find("\ntenancy_queue_depth 0.5\n") != std::string::npos);
+        for (const char *bad : {"", "9lives", "has space", "x{", "x{a=1}", "x{a=\"1\"", "x{=\"1\"}",
+                                "tenancy_http_requests_total"}) {
+            bool threw = false;
+            try {
+                m.add(bad, "bad");
+            } catch (const std::invalid_argument &) {
+                threw = true;
+            }
+            CHECK(threw);
+        }
+        CHECK_EQ(escape_label_value("a\"b\\c\nd"), std::string("a\\\"b\\\\c\\nd"));
+    });
+    run_case("worker_pool_grows_on_demand_and_retires_idle_threads", [] {
+        std::mutex mu;
+        std::condition_variable cv;
+        int running = 0;
+        bool release = false;
+        {
+            WorkerPool pool(2, 10, 200ms);
+            CHECK_EQ(pool.threads(), size_t{2});
+            // Six jobs that each hold their thread: the pool starts four more.
+            for (int i = 0; i < 6; ++i)
+                pool.enqueue([&] {
+                    std::unique_lock<std::mutex> lock(mu);
+                    ++running;
+                    cv.notify_all();
+                    cv.wait(lock, [&] { return release; });
+                });
+            {
+                std::unique_lock<std::mutex> lock(mu);
+                CHECK(cv.wait_for(lock, 10s, [&] { return running == 6; }));
+            }
+            CHECK_EQ(pool.threads(), size_t{6});
+            CHECK_EQ(pool.busy(), size_t{6});
+            {
+                std::lock_guard<std::mutex> lock(mu);
+                release = true;
+            }
+            cv.notify_all();
+            // Idle beyond the minimum for 200 ms: back to 2.
+            for (int i = 0; i < 200 && pool.threads() > 2; ++i)
+                std::this_thread::sleep_for(20ms);
+            CHECK_EQ(pool.threads(), size_t{2});
+        }
+        // Never more than max_threads: the rest queue and still all run.
+        std::atomic<int> done{0};
+        {
+            WorkerPool pool(1, 3);
+            for (int i = 0; i < 20; ++i)
+                pool.enqueue([&] {
+                    std::this_thread::sleep_for(5ms);
+                    ++done;
+                });
+            CHECK(pool.threads() <= 3);
+            pool.shutdown();  // runs what is queued, then returns
+            CHECK_EQ(done.load(), 20);
+            CHECK_EQ(pool.threads(), size_t{0});
+        }
     });
     run_case("bearer_credential_parsing", [] {
         auto none = std::optional<std::string>();
@@ -564,6 +736,19 @@ void database_cases() {
         CHECK(got);
         CHECK(first == second);
         CHECK_EQ(pool.stats().open, 1);
+    });
+    run_case("db_pool_counts_waiters", [] {
+        DbPool pool(pool_options(1, 5000ms));
+        DbPool::Lease held = pool.acquire();
+        CHECK_EQ(pool.stats().waiting, 0);
+        std::thread waiter([&] { DbPool::Lease l = pool.acquire(); });
+        for (int i = 0; i < 250 && pool.stats().waiting == 0; ++i)
+            std::this_thread::sleep_for(20ms);
+        CHECK_EQ(pool.stats().waiting, 1);
+        CHECK_EQ(pool.stats().in_use, 1);
+        held.release();
+        waiter.join();
+        CHECK_EQ(pool.stats().waiting, 0);
     });
     run_case("db_pool_reconnects_after_connection_killed", [] {
         DbPool pool(pool_options(2));
