@@ -1,8 +1,9 @@
 // Routes: per-account security settings (PHI protection, call recording,
 // transcript encryption, audit log). One call of the extension each
 // (52_security_settings.sql), which enforces owner-only, plan gating and
-// tighten-only: 403 (not the owner, or the plan lacks the feature), 409 (an
-// ancestor enforces it), 404 (not in the caller's subtree).
+// tighten-only: 403 (not the owner), 409 plan_limit_reached (the plan lacks
+// the feature), 409 conflict (an ancestor enforces it), 404 (not in the
+// caller's subtree).
 #include "routes_catalog.hpp"
 
 namespace tenancy::gateway {
@@ -57,8 +58,9 @@ std::vector<Route> security_routes() {
     patch.path = "/v1/accounts/{id}/security";
     patch.operation_id = "updateSecuritySettings";
     patch.summary =
-        "switch security settings (owner only; null = inherit again). 403 when the main "
-        "account's plan lacks the feature; 409 when an ancestor enforces it (a descendant may "
+        "switch security settings (owner only; null = inherit again). 409 plan_limit_reached "
+        "when the main account's plan lacks the feature; 409 when an ancestor enforces it (a "
+        "descendant may "
         "tighten, never loosen: for call_recording, off is the tight side). Turning PHI "
         "protection on re-redacts the subtree's stored transcripts in the background";
     patch.tag = "accounts";

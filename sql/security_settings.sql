@@ -1,5 +1,6 @@
 -- Security settings per account: each setting, plan gating, inheritance,
--- tighten-only, owner only, the guard on plain UPDATEs of settings, audit.
+-- tighten-only, owner only, the same rules through update_account()'s
+-- settings (a trigger on accounts guards every update), audit.
 \set VERBOSITY terse
 SET client_min_messages = warning;
 SELECT coalesce(tenancy._throttle_rewind('1 day'), 0) >= 0 AS throttle_reset;
@@ -70,8 +71,8 @@ SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''call_recordi
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''transcript_encryption'', true)', :'std')) AS std_encryption;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''audit_log'', false)', :'std')) AS std_audit_off;
 SELECT sstest.eff(:'std') AS std;
--- the same through a plain UPDATE of settings
-SELECT sstest.try(format('UPDATE tenancy.accounts SET settings = ''{"security": {"phi_protection": true}}'' WHERE public_id = %L', :'std')) AS std_phi_update;
+-- the same through update_account()'s settings (the accounts PATCH)
+SELECT sstest.try(format('SELECT tenancy.update_account(%L, settings => ''{"security": {"phi_protection": true}}'')', :'std')) AS std_phi_update;
 COMMIT;
 BEGIN;
 SELECT tenancy.authenticate(:'free_owner') IS NOT NULL AS in_free;
@@ -82,17 +83,17 @@ COMMIT;
 BEGIN;
 SELECT tenancy.authenticate(:'grp_admin') IS NOT NULL AS as_admin;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''phi_protection'', true)', :'grp')) AS admin_switch;
-SELECT sstest.try(format('UPDATE tenancy.accounts SET settings = ''{"security": {"phi_protection": true}}'' WHERE public_id = %L', :'north')) AS admin_update;
+SELECT sstest.try(format('SELECT tenancy.update_account(%L, settings => ''{"security": {"phi_protection": true}}'')', :'north')) AS admin_update;
 -- an admin still edits other settings
-SELECT sstest.try(format('UPDATE tenancy.accounts SET settings = ''{"theme": "dark"}'' WHERE public_id = %L', :'south')) AS admin_other_settings;
+SELECT sstest.try(format('SELECT tenancy.update_account(%L, settings => ''{"theme": "dark"}'')', :'south')) AS admin_other_settings;
 COMMIT;
 BEGIN;
 SELECT tenancy.authenticate(:'grp_owner') IS NOT NULL AS in_group;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''mfa'', true)', :'grp')) AS unknown_name;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''phi_protection'', NULL)', :'grp')) AS null_value;
-SELECT sstest.try(format('UPDATE tenancy.accounts SET settings = ''{"security": {"phi_protection": "yes"}}'' WHERE public_id = %L', :'grp')) AS not_boolean;
-SELECT sstest.try(format('UPDATE tenancy.accounts SET settings = ''{"security": {"colour": true}}'' WHERE public_id = %L', :'grp')) AS unknown_key;
-SELECT sstest.try(format('UPDATE tenancy.accounts SET settings = ''{"security": true}'' WHERE public_id = %L', :'grp')) AS not_object;
+SELECT sstest.try(format('SELECT tenancy.update_account(%L, settings => ''{"security": {"phi_protection": "yes"}}'')', :'grp')) AS not_boolean;
+SELECT sstest.try(format('SELECT tenancy.update_account(%L, settings => ''{"security": {"colour": true}}'')', :'grp')) AS unknown_key;
+SELECT sstest.try(format('SELECT tenancy.update_account(%L, settings => ''{"security": true}'')', :'grp')) AS not_object;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''phi_protection'', true)', :'std')) AS other_tenant;
 SELECT sstest.try(format('SELECT tenancy.effective_security(%s)', sstest.id(:'std'))) AS other_tenant_effective;
 SELECT sstest.try('SELECT tenancy.effective_security(-1)') AS missing_effective;
@@ -116,7 +117,7 @@ BEGIN;
 SELECT tenancy.authenticate(:'north_owner') IS NOT NULL AS as_north_owner;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''phi_protection'', false)', :'north')) AS north_phi_off;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''phi_protection'', false)', :'clinic')) AS clinic_phi_off;
-SELECT sstest.try(format('UPDATE tenancy.accounts SET settings = ''{"security": {"phi_protection": false}}'' WHERE public_id = %L', :'clinic')) AS clinic_phi_off_update;
+SELECT sstest.try(format('SELECT tenancy.update_account(%L, settings => ''{"security": {"phi_protection": false}}'')', :'clinic')) AS clinic_phi_off_update;
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''transcript_encryption'', false)', :'clinic')) AS clinic_enc_off;
 -- switching itself is allowed (it enforces nothing above it), the group's enforcement stays
 SELECT sstest.try(format('SELECT tenancy.set_security_setting(%L, ''transcript_encryption'', false)', :'north')) AS north_enc_off;
@@ -168,11 +169,11 @@ SELECT tenancy.set_security_setting(:'south', 'audit_log', true) ->> 'audit_log'
 SELECT sstest.eff(:'grp') AS grp, sstest.eff(:'north') AS north, sstest.eff(:'south') AS south;
 COMMIT;
 
--- ---- removing the key inherits again; nulls are dropped ----
+-- ---- null (a merge patch's removal) inherits again ----
 BEGIN;
 SELECT tenancy.authenticate(:'grp_owner') IS NOT NULL AS in_group;
-UPDATE tenancy.accounts SET settings = settings #- '{security,call_recording}' WHERE public_id = :'north';
-UPDATE tenancy.accounts SET settings = jsonb_set(settings, '{security,audit_log}', 'null') WHERE public_id = :'south';
+SELECT tenancy.update_account(:'north', settings => '{"security": {"call_recording": null}}') IS NOT NULL AS north_inherits;
+SELECT tenancy.set_security_settings(:'south', '{"audit_log": null}') -> 'own' AS south_own;
 SELECT a.name, a.settings -> 'security' AS security FROM tenancy.accounts a ORDER BY a.path;
 SELECT sstest.eff(:'north') AS north, sstest.eff(:'south') AS south;
 COMMIT;

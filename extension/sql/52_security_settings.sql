@@ -166,7 +166,7 @@ BEGIN
         END IF;
         IF NOT coalesce((to_jsonb(plan) ->> setting)::boolean, false) THEN
             RAISE EXCEPTION 'plan "%" does not include %', plan.name, replace(setting, '_', ' ')
-                USING ERRCODE = '42501',
+                USING ERRCODE = '53400',  -- the plan refuses it, as for its limits
                       HINT = 'A plan with this feature (for instance enterprise) lets the owner switch it.';
         END IF;
         IF parent_eff IS NOT NULL AND jsonb_typeof(v) = 'boolean' THEN

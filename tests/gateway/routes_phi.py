@@ -69,10 +69,10 @@ def _():
     assert not r.json["effective"]["transcript_encryption"], r.json
 
 
-@case("patch_feature_outside_plan_403_nothing_stored")
+@case("patch_feature_outside_plan_409_plan_limit_reached_nothing_stored")
 def _():
-    patch(std, std_token, {"phi_protection": True}).problem(403, "forbidden")
-    patch(std, std_token, {"audit_log": False, "call_recording": True}).problem(403, "forbidden")
+    patch(std, std_token, {"phi_protection": True}).problem(409, "plan_limit_reached")
+    patch(std, std_token, {"audit_log": False, "call_recording": True}).problem(409, "plan_limit_reached")
     assert stored(std) == "{}", stored(std)
 
 
