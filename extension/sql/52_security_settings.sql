@@ -613,36 +613,42 @@ BEGIN
     IF batch IS NULL OR batch < 1 OR batch > 100000 THEN
         RAISE EXCEPTION 'batch must be between 1 and 100000' USING ERRCODE = '22023';
     END IF;
-    SELECT * INTO j FROM tenancy.phi_redaction_jobs x WHERE x.finished_at IS NULL
-    ORDER BY x.id LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF j.id IS NULL THEN
-        RETURN 0;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = j.tbl) THEN  -- the table was dropped
-        UPDATE tenancy.phi_redaction_jobs x SET finished_at = clock_timestamp() WHERE x.id = j.id;
-        RETURN 0;
-    END IF;
-    EXECUTE format($q$
-        WITH todo AS (
-            SELECT c.id, CASE WHEN c.transcript_sealed IS NULL THEN c.transcript
-                              ELSE tenancy._transcript_open(c.transcript_sealed) END AS plain
-            FROM %1$s c
-            WHERE c.main_id = $1 AND c.id > $2 AND c.account_path OPERATOR(tenancy.<@) $3
-            ORDER BY c.id LIMIT $4),
-        redacted AS (
-            SELECT t.id, tenancy.redact_transcript(t.plain) AS new FROM todo t
-            WHERE tenancy.redact_transcript(t.plain) IS DISTINCT FROM t.plain),
-        written AS (
-            UPDATE %1$s c SET transcript = r.new FROM redacted r
-            WHERE c.main_id = $1 AND c.id = r.id RETURNING c.id)
-        SELECT (SELECT count(*) FROM todo), (SELECT count(*) FROM written), (SELECT max(id) FROM todo)$q$,
-        j.tbl)
-        INTO examined, changed, top USING j.main_id, j.last_id, j.account_path, batch;
-    UPDATE tenancy.phi_redaction_jobs x
-    SET done = x.done + examined, redacted = x.redacted + changed, last_id = coalesce(top, x.last_id),
-        finished_at = CASE WHEN examined < batch THEN clock_timestamp() END
-    WHERE x.id = j.id;
-    RETURN examined;
+    -- A job with nothing (left) to examine is finished and the next one taken,
+    -- so that a call examines rows whenever some are pending.
+    LOOP
+        SELECT * INTO j FROM tenancy.phi_redaction_jobs x WHERE x.finished_at IS NULL
+        ORDER BY x.id LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF j.id IS NULL THEN
+            RETURN 0;
+        END IF;
+        IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = j.tbl) THEN  -- the table was dropped
+            UPDATE tenancy.phi_redaction_jobs x SET finished_at = clock_timestamp() WHERE x.id = j.id;
+            CONTINUE;
+        END IF;
+        EXECUTE format($q$
+            WITH todo AS (
+                SELECT c.id, CASE WHEN c.transcript_sealed IS NULL THEN c.transcript
+                                  ELSE tenancy._transcript_open(c.transcript_sealed) END AS plain
+                FROM %1$s c
+                WHERE c.main_id = $1 AND c.id > $2 AND c.account_path OPERATOR(tenancy.<@) $3
+                ORDER BY c.id LIMIT $4),
+            redacted AS (
+                SELECT t.id, tenancy.redact_transcript(t.plain) AS new FROM todo t
+                WHERE tenancy.redact_transcript(t.plain) IS DISTINCT FROM t.plain),
+            written AS (
+                UPDATE %1$s c SET transcript = r.new FROM redacted r
+                WHERE c.main_id = $1 AND c.id = r.id RETURNING c.id)
+            SELECT (SELECT count(*) FROM todo), (SELECT count(*) FROM written), (SELECT max(id) FROM todo)$q$,
+            j.tbl)
+            INTO examined, changed, top USING j.main_id, j.last_id, j.account_path, batch;
+        UPDATE tenancy.phi_redaction_jobs x
+        SET done = x.done + examined, redacted = x.redacted + changed, last_id = coalesce(top, x.last_id),
+            finished_at = CASE WHEN examined < batch THEN clock_timestamp() END
+        WHERE x.id = j.id;
+        IF examined > 0 THEN
+            RETURN examined;
+        END IF;
+    END LOOP;
 END $$;
 REVOKE ALL ON FUNCTION tenancy.redact_pending(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.redact_pending(integer) TO tenancy_admin;
