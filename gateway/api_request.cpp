@@ -239,10 +239,10 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
             // has a context only when it succeeded.
             std::optional<size_t> record;
             if (!read_only)
-                record = tx.defer(bearer ? kRecordSql : kRecordIfContextSql,
-                                  record_params(route, replayed ? answer.status : route.status,
-                                                request_id),
-                                  kRecord);
+                record = tx.defer(
+                    bearer ? kRecordSql : kRecordIfContextSql,
+                    record_params(route, replayed ? answer.status : route.status, request_id),
+                    kRecord);
             if (replayed)
                 return;
             if (idempotency_key)

@@ -1,5 +1,8 @@
 #include "config.hpp"
 
+#include "mail_message.hpp"
+#include "smtp_client.hpp"
+
 #include <libpq-fe.h>
 
 #include <cerrno>
@@ -29,6 +32,9 @@ const StringOption kStringOptions[] = {
     {"--tls-cert", "TENANCY_TLS_CERT", &Config::tls_cert},
     {"--tls-key", "TENANCY_TLS_KEY", &Config::tls_key},
     {"--replica-url", "TENANCY_REPLICA_URL", &Config::replica_url},
+    {"--smtp-url", "TENANCY_SMTP_URL", &Config::smtp_url},
+    {"--smtp-from", "TENANCY_SMTP_FROM", &Config::smtp_from},
+    {"--public-base-url", "TENANCY_PUBLIC_BASE_URL", &Config::public_base_url},
 };
 
 const IntOption kIntOptions[] = {
@@ -48,6 +54,12 @@ const IntOption kIntOptions[] = {
     {"--keep-alive-timeout-ms", "TENANCY_KEEP_ALIVE_TIMEOUT_MS", &Config::keep_alive_timeout_ms,
      100, 3600000},
     {"--replica-max-lag-ms", "TENANCY_REPLICA_MAX_LAG_MS", &Config::replica_max_lag_ms, 0, 3600000},
+    {"--smtp-timeout-ms", "TENANCY_SMTP_TIMEOUT_MS", &Config::smtp_timeout_ms, 100, 600000},
+    {"--smtp-batch", "TENANCY_SMTP_BATCH", &Config::smtp_batch, 1, 1000},
+    {"--smtp-poll-ms", "TENANCY_SMTP_POLL_MS", &Config::smtp_poll_ms, 10, 600000},
+    {"--smtp-retry-base-ms", "TENANCY_SMTP_RETRY_BASE_MS", &Config::smtp_retry_base_ms, 1,
+     86400000},
+    {"--smtp-retry-max-ms", "TENANCY_SMTP_RETRY_MAX_MS", &Config::smtp_retry_max_ms, 1, 86400000},
 };
 
 ConfigResult fail(std::string message) {
@@ -133,6 +145,26 @@ std::string usage_text() {
            "GETs (default: none)\n"
            "  --replica-max-lag-ms N     TENANCY_REPLICA_MAX_LAG_MS   GETs go to the primary while "
            "the standby lags more (default 1000)\n"
+           "  --smtp-url URL             TENANCY_SMTP_URL             deliver the outbox to "
+           "smtp://host:port "
+           "(STARTTLS when offered) or smtps://host:port (default: no mailer)\n"
+           "  --smtp-from ADDR           TENANCY_SMTP_FROM            sender address (required "
+           "with "
+           "--smtp-url)\n"
+           "  --public-base-url URL      TENANCY_PUBLIC_BASE_URL      base of links in mails "
+           "(required with --smtp-url)\n"
+           "                             TENANCY_SMTP_USER, TENANCY_SMTP_PASSWORD  SMTP login "
+           "(environment only; needs TLS)\n"
+           "  --smtp-timeout-ms N        TENANCY_SMTP_TIMEOUT_MS      bound on sending one message "
+           "(default 30000)\n"
+           "  --smtp-batch N             TENANCY_SMTP_BATCH           rows claimed per round "
+           "(default 10)\n"
+           "  --smtp-poll-ms N           TENANCY_SMTP_POLL_MS         pause between rounds "
+           "(default 1000)\n"
+           "  --smtp-retry-base-ms N     TENANCY_SMTP_RETRY_BASE_MS   first retry delay, doubling "
+           "with jitter (default 30000)\n"
+           "  --smtp-retry-max-ms N      TENANCY_SMTP_RETRY_MAX_MS    longest retry delay "
+           "(default 3600000)\n"
            "  --help                     print this help and exit\n";
 }
 
@@ -202,6 +234,23 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
             "TENANCY_TLS_KEY)");
     if (!c.replica_url.empty() && !conninfo_valid(c.replica_url, error))
         return fail("invalid replica URL: " + error);
+    if (env) {
+        const char *user = env("TENANCY_SMTP_USER"), *password = env("TENANCY_SMTP_PASSWORD");
+        c.smtp_user = user ? user : "";
+        c.smtp_password = password ? password : "";
+    }
+    if (!c.smtp_url.empty()) {
+        if (!smtp_url_valid(c.smtp_url))
+            return fail("invalid SMTP URL (expected smtp://host:port or smtps://host:port): " +
+                        c.smtp_url);
+        if (!plain_address(c.smtp_from))
+            return fail("a mailer needs --smtp-from with a plain address (user@domain)");
+        if (c.public_base_url.rfind("https://", 0) != 0 &&
+            c.public_base_url.rfind("http://", 0) != 0)
+            return fail("a mailer needs --public-base-url starting with https:// or http://");
+        if (c.smtp_retry_max_ms < c.smtp_retry_base_ms)
+            return fail("--smtp-retry-max-ms must be at least --smtp-retry-base-ms");
+    }
     return result;
 }
 

@@ -44,6 +44,18 @@ struct Config {
     std::string replica_url;
     // GETs go to the primary while the standby lags more than this.
     int replica_max_lag_ms = 1000;
+    // The outbox mailer (mailer.hpp); off while smtp_url is empty. The SMTP
+    // user and password come from TENANCY_SMTP_USER / TENANCY_SMTP_PASSWORD
+    // only (a flag would show in ps).
+    std::string smtp_url;         // smtp://host:port or smtps://host:port
+    std::string smtp_from;        // envelope and From: address
+    std::string public_base_url;  // links in mails: <base>/invitations/accept?token=...
+    std::string smtp_user, smtp_password;
+    int smtp_timeout_ms = 30000;      // one message, connection included
+    int smtp_batch = 10;              // rows claimed per round
+    int smtp_poll_ms = 1000;          // pause between rounds when nothing more is due
+    int smtp_retry_base_ms = 30000;   // first retry after base x [0.5, 1), doubling
+    int smtp_retry_max_ms = 3600000;  // cap of the backoff
 };
 
 struct ConfigResult {

@@ -3,7 +3,10 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
+#include <mutex>
+#include <unordered_map>
 #include <cstdlib>
 
 namespace tenancy::gateway {
@@ -199,6 +202,59 @@ PGresult *next_result(PGconn *conn, Clock::time_point deadline, std::chrono::mil
 
 }  // namespace
 
+namespace {
+
+// Statements prepared on each connection (SQL text -> statement name), so a
+// request's statements are parsed and planned once per connection, not per
+// request: the server's work per GET roughly halves (bench/RESULTS.md,
+// Gateway). A connection is used by one thread at a time; the map of
+// connections is shared. Off behind a transaction pooler (pgbouncer before
+// 1.21 does not carry prepared statements across transactions).
+constexpr size_t kMaxPreparedPerConnection = 256;
+std::atomic<bool> g_prepare{true};
+std::mutex g_prepared_mutex;
+struct Prepared {
+    std::unordered_map<std::string, std::string> names;  // confirmed by the server
+    unsigned next = 0;
+};
+std::unordered_map<PGconn *, Prepared> g_prepared;
+
+// The name to run sql under on conn: known (prepared), or a new one to
+// prepare now (fresh = true), or "" to send it unnamed.
+std::string prepared_name(PGconn *conn, const std::string &sql, bool &fresh) {
+    fresh = false;
+    if (!g_prepare.load())
+        return "";
+    std::lock_guard<std::mutex> lock(g_prepared_mutex);
+    Prepared &p = g_prepared[conn];
+    auto it = p.names.find(sql);
+    if (it != p.names.end())
+        return it->second;
+    if (p.names.size() >= kMaxPreparedPerConnection)
+        return "";
+    fresh = true;
+    return "tenancy_gw_" + std::to_string(p.next++);
+}
+
+void remember_prepared(PGconn *conn, const std::string &sql, const std::string &name) {
+    std::lock_guard<std::mutex> lock(g_prepared_mutex);
+    g_prepared[conn].names.emplace(sql, name);
+}
+
+}  // namespace
+
+void set_prepared_statements(bool on) {
+    g_prepare.store(on);
+}
+
+void finish_connection(PGconn *conn) {
+    {
+        std::lock_guard<std::mutex> lock(g_prepared_mutex);
+        g_prepared.erase(conn);
+    }
+    PQfinish(conn);
+}
+
 void exec_pipeline(PGconn *conn, const std::vector<Statement> &statements,
                    std::chrono::milliseconds timeout, std::vector<Result> &results) {
     results.assign(statements.size(), Result());
@@ -207,14 +263,30 @@ void exec_pipeline(PGconn *conn, const std::vector<Statement> &statements,
         throw PipelineError(connection_error(conn, "connection lost"), 0);
     if (!PQenterPipelineMode(conn))
         throw PipelineError(connection_error(conn, "could not enter pipeline mode"), 0);
+    // Statements prepared in this pipeline: their Prepare's result comes
+    // just before their own.
+    std::vector<std::string> preparing(statements.size());
     for (size_t i = 0; i < statements.size(); ++i) {
         const Statement &s = statements[i];
         std::vector<const char *> values;
         values.reserve(s.params.size());
         for (const auto &p : s.params)
             values.push_back(p ? p->c_str() : nullptr);
-        if (!PQsendQueryParams(conn, s.sql.c_str(), static_cast<int>(values.size()), nullptr,
-                               values.data(), nullptr, nullptr, 0)) {
+        bool fresh = false;
+        const std::string name = prepared_name(conn, s.sql, fresh);
+        bool sent = true;
+        if (fresh) {
+            sent = PQsendPrepare(conn, name.c_str(), s.sql.c_str(),
+                                 static_cast<int>(values.size()), nullptr) != 0;
+            preparing[i] = name;
+        }
+        if (sent)
+            sent = name.empty()
+                       ? PQsendQueryParams(conn, s.sql.c_str(), static_cast<int>(values.size()),
+                                           nullptr, values.data(), nullptr, nullptr, 0) != 0
+                       : PQsendQueryPrepared(conn, name.c_str(), static_cast<int>(values.size()),
+                                             values.data(), nullptr, nullptr, 0) != 0;
+        if (!sent) {
             DbError e = connection_error(conn, "could not send statement");
             ::shutdown(PQsocket(conn), SHUT_RDWR);  // leave no half-sent pipeline behind
             PQconsumeInput(conn);
@@ -232,6 +304,21 @@ void exec_pipeline(PGconn *conn, const std::vector<Statement> &statements,
     size_t index = 0;
     try {
         for (; index < statements.size(); ++index) {
+            if (!preparing[index].empty()) {
+                // The Prepare's own result: a failure there (a syntax error)
+                // is the statement's failure; the execution is then aborted.
+                bool prepared = false;
+                while (PGresult *res = next_result(conn, deadline, timeout)) {
+                    ExecStatusType st = PQresultStatus(res);
+                    if (st == PGRES_COMMAND_OK)
+                        prepared = true;
+                    else if ((st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE) && !failure)
+                        failure.emplace(error_of(conn, res), index);
+                    PQclear(res);
+                }
+                if (prepared)
+                    remember_prepared(conn, statements[index].sql, preparing[index]);
+            }
             // Each statement's results end with a nullptr.
             while (PGresult *res = next_result(conn, deadline, timeout)) {
                 ExecStatusType st = PQresultStatus(res);
@@ -292,7 +379,7 @@ PGconn *DbPool::connect() {
     if (PQstatus(conn) != CONNECTION_OK) {
         DbError e(kSqlstateCannotConnect,
                   "cannot connect to the database: " + trimmed(PQerrorMessage(conn)));
-        PQfinish(conn);
+        finish_connection(conn);
         throw e;
     }
     // Server notices (e.g. "table does not exist, skipping") are not errors;
@@ -304,7 +391,7 @@ PGconn *DbPool::connect() {
                     {std::to_string(options_.statement_timeout.count())},
                     client_statement_timeout());
     } catch (const DbError &e) {
-        PQfinish(conn);
+        finish_connection(conn);
         throw DbError(kSqlstateCannotConnect,
                       std::string("cannot set up the connection: ") + e.what());
     }
@@ -328,7 +415,7 @@ DbPool::Lease DbPool::acquire(std::chrono::milliseconds timeout) {
                 return Lease(this, conn);
             --open_;
             lock.unlock();
-            PQfinish(conn);
+            finish_connection(conn);
             lock.lock();
             if (closed_)
                 throw DbError(kSqlstatePoolClosed, "the connection pool is closed");
@@ -383,9 +470,9 @@ void DbPool::give_back(PGconn *conn, bool discard) {
     else
         available_.notify_all();
     if (conn)
-        PQfinish(conn);
+        finish_connection(conn);
     for (PGconn *c : to_close)
-        PQfinish(c);
+        finish_connection(c);
 }
 
 void DbPool::close() {
@@ -398,7 +485,7 @@ void DbPool::close() {
     }
     available_.notify_all();
     for (PGconn *c : to_close)
-        PQfinish(c);
+        finish_connection(c);
 }
 
 DbPool::Stats DbPool::stats() const {

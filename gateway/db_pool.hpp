@@ -106,6 +106,12 @@ class PipelineError : public DbError {
 void exec_pipeline(PGconn *conn, const std::vector<Statement> &statements,
                    std::chrono::milliseconds timeout, std::vector<Result> &results);
 
+// Whether exec_pipeline prepares each distinct statement once per
+// connection (default on; off behind a transaction pooler).
+void set_prepared_statements(bool on);
+// Closes conn and forgets what was prepared on it.
+void finish_connection(PGconn *conn);
+
 struct PoolOptions {
     std::string conninfo;
     int max_size = 8;

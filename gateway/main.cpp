@@ -11,12 +11,14 @@
 #include "list_page.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
+#include "mailer.hpp"
 #include "read_log.hpp"
 #include "replica_router.hpp"
 #include "routes_catalog.hpp"
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -104,6 +106,23 @@ void register_replica_metrics(Metrics &m, ReplicaRouter &r) {
                       [&r] { return static_cast<double>(r.fell_back()); });
 }
 
+// The mailer's counters (mailer.hpp) in /metrics.
+void register_mailer_metrics(Metrics &m, Mailer &mailer) {
+    const MailerStats &st = mailer.stats();
+    m.sampled_counter("tenancy_gateway_mail_sent_total", "mails the SMTP server accepted",
+                      [&st] { return static_cast<double>(st.sent.load()); });
+    m.sampled_counter("tenancy_gateway_mail_retried_total",
+                      "temporary delivery failures, each retried later",
+                      [&st] { return static_cast<double>(st.retried.load()); });
+    m.sampled_counter("tenancy_gateway_mail_failed_total", "mails refused for good (5xx)",
+                      [&st] { return static_cast<double>(st.failed.load()); });
+    m.gauge("tenancy_gateway_mail_queue_depth", "mails waiting to be sent (last round)",
+            [&st] { return static_cast<double>(st.queue_depth.load()); });
+    m.gauge("tenancy_gateway_mail_oldest_unsent_age_seconds",
+            "age of the oldest unsent mail (last round)",
+            [&st] { return st.oldest_unsent_age_s.load(); });
+}
+
 // List cursors are sealed with a key every gateway of the database shares,
 // so a cursor from one gateway works on another. Without the function (an
 // older extension) or the right to call it, each gateway uses its own
@@ -126,6 +145,24 @@ void load_cursor_key(DbPool &pool) {
         log_event("warn", "list cursors use this gateway's own random key",
                   {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
     }
+}
+
+MailerOptions mailer_options(const Config &config) {
+    MailerOptions o;
+    o.smtp.url = config.smtp_url;
+    o.smtp.from = config.smtp_from;
+    o.smtp.user = config.smtp_user;
+    o.smtp.password = config.smtp_password;
+    o.smtp.timeout = std::chrono::milliseconds(config.smtp_timeout_ms);
+    o.public_base_url = config.public_base_url;
+    char host[256] = "gateway";
+    gethostname(host, sizeof host - 1);
+    o.claimer = std::string(host) + ":" + std::to_string(config.port);
+    o.batch = config.smtp_batch;
+    o.poll = std::chrono::milliseconds(config.smtp_poll_ms);
+    o.retry_base = std::chrono::milliseconds(config.smtp_retry_base_ms);
+    o.retry_cap = std::chrono::milliseconds(config.smtp_retry_max_ms);
+    return o;
 }
 
 }  // namespace
@@ -172,12 +209,15 @@ int main(int argc, char **argv) {
     std::unique_ptr<AuditSealer> sealer;
     std::unique_ptr<ReadLog> reads;
     std::unique_ptr<ReplicaRouter> router;
+    std::unique_ptr<Mailer> mailer;
     auto finish = [&](int code) {
         g_main_done = true;
         pthread_kill(signals.native_handle(), SIGUSR1);
         signals.join();
         if (sealer)
             sealer->stop();
+        if (mailer)
+            mailer->stop();
         if (router) {
             set_replica_router(nullptr);
             router->stop();
@@ -222,6 +262,12 @@ int main(int argc, char **argv) {
     if (config.audit_seal_interval_ms > 0)
         sealer = std::make_unique<AuditSealer>(
             pool, std::chrono::milliseconds(config.audit_seal_interval_ms));
+    // After bind: the port is this process's alone, so host:port names the
+    // mailer's leases uniquely.
+    if (!config.smtp_url.empty()) {
+        mailer = std::make_unique<Mailer>(pool, mailer_options(config));
+        register_mailer_metrics(Metrics::global(), *mailer);
+    }
     log_event("info", "listening",
               {{"listen", config.listen},
                {"port", config.port},

@@ -15,7 +15,8 @@ std::vector<Route> members_routes();   // routes_members.cpp: members, invitatio
 std::vector<Route> sub_user_routes();  // routes_sub_users.cpp
 std::vector<Route> api_key_routes();   // routes_api_keys.cpp
 std::vector<Route> audit_routes();     // routes_audit.cpp
-std::vector<Route> voice_routes();     // routes_voice.cpp: agents, contacts, conversations, escalations
+std::vector<Route>
+voice_routes();  // routes_voice.cpp: agents, contacts, conversations, escalations
 std::vector<Route> security_routes();  // routes_security.cpp: per-account security settings
 std::vector<Route> usage_routes();     // routes_usage.cpp: usage, effective settings
 

@@ -230,7 +230,9 @@ WHERE p.pronamespace = 'tenancy'::regnamespace AND p.prosecdef
 -- Internal functions (a leading underscore) that a client role may execute:
 -- exactly these, each on purpose (they read or resume the caller's own
 -- context, or verify under its own checks); every other one, the audit
--- sealer's and writer's among them, is revoked from PUBLIC.
+-- sealer's and writer's among them, is revoked from PUBLIC. The voice
+-- tables' transcript check and public-id maker (50_voice.sql) run in a
+-- writer's own row (a CHECK constraint, a row trigger).
 SELECT p.oid::regprocedure::text AS client_executable_internal
 FROM pg_proc p
 WHERE p.pronamespace = 'tenancy'::regnamespace AND p.proname LIKE '\_%'

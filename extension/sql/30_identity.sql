@@ -127,14 +127,8 @@ END $$;
 CREATE TRIGGER blank_sent_body BEFORE INSERT OR UPDATE ON tenancy.outbox
     FOR EACH ROW EXECUTE FUNCTION tenancy._outbox_blank_sent();
 
-CREATE FUNCTION tenancy._enqueue_email(main_id bigint, recipient text, subject text, body text)
-    RETURNS bigint
-    LANGUAGE sql VOLATILE
-    SET search_path = pg_catalog, tenancy, pg_temp
-    AS $$
-    INSERT INTO tenancy.outbox (main_id, recipient, subject, body)
-    VALUES (main_id, recipient, subject, body) RETURNING id
-$$;
+-- Rows are written by tenancy._enqueue_mail (37_outbox_delivery.sql, with the
+-- columns the mailer needs: kind, account, template data, leases, retries).
 
 -- ---- invitations -------------------------------------------------------------------
 -- A token reads tni_<main id>_<invitation id>_<43 chars>; stored as SHA-256.
@@ -799,14 +793,18 @@ BEGIN
     WHERE x.main_id = su.main_id AND x.id = su.id;
     UPDATE tenancy.sessions x SET revoked_at = now()
     WHERE x.sub_user_main_id = su.main_id AND x.sub_user_id = su.id AND x.revoked_at IS NULL;
-    PERFORM tenancy._enqueue_email(su.main_id, su.email,
+    PERFORM tenancy._enqueue_mail('sub_user_credentials', main.path, su.email,
         format('Your access to %s', main.name),
         format(E'Hello %s %s,\n\nYou have been given access to %s as a sub-user.\n\n'
                'Log in on the SUB-USER tab of the login page with:\n'
                '  main account email: %s\n  sub-user email: %s\n  temporary password: %s\n\n'
                'You must change this password at first login; it expires on %s.\n',
                su.name, su.surname, main.name, tenancy._main_account_email(su.main_id), su.email,
-               temp_password, to_char(now() + interval '7 days', 'YYYY-MM-DD HH24:MI TZ')));
+               temp_password, to_char(now() + interval '7 days', 'YYYY-MM-DD HH24:MI TZ')),
+        jsonb_build_object('name', su.name, 'surname', su.surname, 'account', main.name,
+                           'main_account_email', tenancy._main_account_email(su.main_id),
+                           'email', su.email, 'temp_password', temp_password,
+                           'expires_at', now() + interval '7 days'));
 END $$;
 
 CREATE FUNCTION tenancy.deactivate_sub_user(sub_user text) RETURNS void
@@ -1003,9 +1001,12 @@ BEGIN
     INSERT INTO tenancy.invitations (account_path, id, public_id, email, role, token_hash, expires_at)
     VALUES (a.path, inv_id, pub, clean_email, invite.role, tenancy._secret_hash(secret),
             now() + interval '7 days');
-    PERFORM tenancy._enqueue_email(a.main_id, clean_email, format('Invitation to %s', a.name),
+    PERFORM tenancy._enqueue_mail('invitation', a.path, clean_email, format('Invitation to %s', a.name),
         format(E'You have been invited to %s as %s.\n\nAccept with this token (single use, valid 7 days):\n%s\n',
-               a.name, invite.role, format('tni_%s_%s_%s', a.main_id, inv_id, secret)));
+               a.name, invite.role, format('tni_%s_%s_%s', a.main_id, inv_id, secret)),
+        jsonb_build_object('account', a.name, 'role', invite.role, 'email', clean_email,
+                           'token', format('tni_%s_%s_%s', a.main_id, inv_id, secret),
+                           'expires_at', now() + interval '7 days'));
     RETURN pub;
 END $$;
 
@@ -1243,7 +1244,7 @@ GRANT EXECUTE ON FUNCTION tenancy.purge_identity(interval) TO tenancy_admin;
 
 -- ---- function privileges ------------------------------------------------------------------
 
-REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(), tenancy._enqueue_email(bigint, text, text, text),
+REVOKE ALL ON FUNCTION tenancy._outbox_blank_sent(),
     tenancy._check_password(text), tenancy._check_email(text), tenancy._check_member_role(text, text),
     tenancy._owned_main_ids(text),
     tenancy._throttle_enter(text), tenancy._record_failure(text), tenancy._clear_failures(text),

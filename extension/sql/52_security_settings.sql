@@ -89,8 +89,9 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-REVOKE ALL ON FUNCTION tenancy._security_at(tenancy.account_path) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy._security_at(tenancy.account_path) TO tenancy_app, tenancy_admin;
+-- Executable by every role: the triggers run as the writer, and as the
+-- table's owner when a foreign key cascades an account move into the rows.
+GRANT EXECUTE ON FUNCTION tenancy._security_at(tenancy.account_path) TO PUBLIC;
 
 -- effective_security(account_id): the four effective booleans of an account of
 -- the active subtree (or any account, for a DBA outside a context). An
@@ -434,12 +435,13 @@ REVOKE ALL ON FUNCTION tenancy._transcript_kek(), tenancy._transcript_key(bigint
     tenancy._transcript_key_id(bigint), tenancy._transcript_seal(bigint, jsonb),
     tenancy._transcript_open(bytea) FROM PUBLIC;
 
--- What a sealed row keeps in its transcript column: one marker turn. An
+-- What a sealed row keeps in its transcript column: one marker turn (a turn
+-- with a "text", as conversations' CHECK wants). An
 -- UPDATE that appends turns to it (transcript || '[...]') appends them to the
 -- decrypted transcript.
 CREATE FUNCTION tenancy._sealed_marker() RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT '[{"sealed": true}]'::jsonb $$;
+    AS $$ SELECT '[{"text": "[sealed]", "sealed": true}]'::jsonb $$;
 REVOKE ALL ON FUNCTION tenancy._sealed_marker() FROM PUBLIC;
 
 -- transcript_of(account_path, transcript, transcript_sealed): the transcript
@@ -551,12 +553,9 @@ CREATE FUNCTION tenancy._phi_protected_at(p tenancy.account_path) RETURNS boolea
 BEGIN
     RETURN coalesce((tenancy._security_at(p) ->> 'phi_protection')::boolean, true);
 END $$;
--- Client roles execute them: a trigger's WHEN runs as the writer (and so
--- does _security_at, which they call; it answers NULL outside the writer's subtree).
-REVOKE ALL ON FUNCTION tenancy._audited_at(tenancy.account_path),
-    tenancy._phi_protected_at(tenancy.account_path) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy._audited_at(tenancy.account_path),
-    tenancy._phi_protected_at(tenancy.account_path) TO tenancy_app, tenancy_admin;
+-- Every role executes them (PUBLIC, the default): a trigger's WHEN runs as
+-- the writer, or as the table's owner when a foreign key cascades an account
+-- move into the rows; _security_at answers NULL outside the caller's subtree.
 
 -- _secure_transcripts(tbl): puts a protected table with transcript turns
 -- (columns account_path, main_id, id, transcript jsonb, recording_ref text)
@@ -569,6 +568,9 @@ CREATE FUNCTION tenancy._secure_transcripts(tbl regclass) RETURNS void
     AS $$
 BEGIN
     EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS transcript_sealed bytea', tbl);
+    -- Readable where the row is (transcript_of() takes it), written by no client:
+    -- tables with column privileges (50_voice.sql) get SELECT on it only.
+    EXECUTE format('GRANT SELECT (transcript_sealed) ON %s TO tenancy_app', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenancy_10_recording ON %1$s; '
                    'DROP TRIGGER IF EXISTS tenancy_20_phi_redact ON %1$s; '
                    'DROP TRIGGER IF EXISTS tenancy_30_encrypt ON %1$s', tbl);

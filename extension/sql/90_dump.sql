@@ -14,9 +14,10 @@
 -- and tests/suites/18_dump_restore.sh fails until it is.
 
 -- CREATE EXTENSION inserts some rows itself (product roles and permissions,
--- plans, the context signing key, the audit chain key, the sealer's singleton
--- row); the dump holds them too, possibly changed since: a DBA's plan limits,
--- the audit key that MACs the restored chain heads, the sealer's snapshot that
+-- plans, usage kinds, the tables the script itself protect()s (voice, usage),
+-- the context signing key, the audit chain key, the sealer's singleton row);
+-- the dump holds them too, possibly changed since: a DBA's plan limits, the
+-- audit key that MACs the restored chain heads, the sealer's snapshot that
 -- says which restored entries are chained, the context key that wraps the
 -- transcript data keys (52_security_settings.sql; contexts themselves live
 -- for a transaction or a backend). During a restore (replica mode) the dumped row replaces
@@ -56,7 +57,8 @@ DO $installed$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['roles', 'role_permissions', 'plans', 'context_keys', 'audit_keys', 'audit_sealer']
+    FOREACH t IN ARRAY ARRAY['roles', 'role_permissions', 'plans', 'context_keys', 'audit_keys', 'audit_sealer',
+                             'usage_kinds', 'protected_tables']
     LOOP
         EXECUTE format('CREATE TRIGGER restore_replace_installed BEFORE INSERT ON tenancy.%I '
                        'FOR EACH ROW EXECUTE FUNCTION tenancy._restore_replace_installed()', t);
@@ -104,16 +106,21 @@ BEGIN
         'api_keys', 'api_key_secrets', 'api_key_usage', 'protected_tables',
         -- 30_identity
         'mfa_recovery_codes', 'sub_users', 'sessions', 'outbox', 'invitations', 'login_failures',
-        -- 32_gateway_support
-        'idempotency_keys',
+        -- 32_gateway_support, 37_outbox_delivery
+        'idempotency_keys', 'outbox_failures',
         -- 40_audit
         'audit_log', 'audit_chain', 'audit_heads', 'audit_sealer', 'audit_keys',
+        -- 50_voice
+        'agents', 'knowledge_bases', 'knowledge_documents', 'flows', 'channels', 'campaigns', 'integrations',
+        'contacts', 'conversations', 'support_availability',
         -- 52_security_settings
         'phi_redaction_jobs', 'transcript_tables', 'transcript_keys',
+        -- 54_usage (totals too: a restore in replica mode fires no fold trigger)
+        'usage_kinds', 'usage_records', 'usage_totals',
         -- sequences (identity columns' too: ids continue past the restored ones)
         'account_id_seq', 'api_key_id_seq', 'sub_user_id_seq', 'invitation_id_seq', 'audit_seq',
-        'users_id_seq', 'sessions_id_seq', 'outbox_id_seq', 'phi_redaction_jobs_id_seq',
-        'transcript_keys_id_seq']
+        'users_id_seq', 'sessions_id_seq', 'outbox_id_seq', 'voice_id_seq', 'usage_record_id_seq',
+        'phi_redaction_jobs_id_seq', 'transcript_keys_id_seq']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('tenancy.%I', r)::regclass, '');
     END LOOP;

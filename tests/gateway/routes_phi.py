@@ -119,7 +119,7 @@ if probe is not None and probe.status == 200:
     @case("clinic_story_post_answer_redacted")
     def _():
         r = gw.call("POST", "/v1/conversations", token=clinic_owner,
-                    body={"direction": "inbound", "status": "completed", "transcript": transcript})
+                    body={"direction": "inbound", "status": "completed", "transcript": {"turns": transcript}})
         assert r.status == 201, r
         text = json.dumps(r.json)
         assert not any(x in text for x in RAW), r.json
@@ -130,7 +130,7 @@ if probe is not None and probe.status == 200:
     def _():
         r = gw.call("GET", "/v1/conversations/%s" % created["id"], token=clinic_owner)
         assert r.status == 200, r
-        texts = [t["text"] for t in r.json["transcript"]]
+        texts = [t["text"] for t in r.json["transcript"]["turns"]]
         assert texts == ["Call me on [PHONE] or mail [EMAIL]", "My card is [CARD]"], r.json
 
     @case("clinic_story_table_and_dump_hold_no_raw_text")

@@ -10,6 +10,7 @@
 #include "http_server.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
+#include "mail_message.hpp"
 #include "problem.hpp"
 #include "request_checks.hpp"
 
@@ -104,6 +105,64 @@ std::string scalar(DbPool &pool, const std::string &sql, const Params &params = 
     if (!out)
         throw Failure("query failed: " + out.error.sqlstate + " " + out.error.message);
     return value;
+}
+
+// ---------------------------------------------------------------- mail
+
+void mail_cases() {
+    run_case("mail_hostile_branding_is_inert", [] {
+        OutboxMail m;
+        m.id = 7;
+        m.kind = "invitation";
+        m.recipient = "a@b.test";
+        m.subject = "Invitation to <x>";
+        m.data = {{"account", "A&B <script>"}, {"role", "member"}, {"token", "tni_1_2_abc"}};
+        m.branding = {{"name", "\"><img src=x onerror=alert(1)>"},
+                      {"logo_url", "javascript:alert(1)"},
+                      {"primary_color", "red;background:url(x)"}};
+        MailContent c = render_mail(m, "https://app.test/");
+        CHECK(c.html.find("<script>") == std::string::npos);
+        CHECK(c.html.find("A&amp;B &lt;script&gt;") != std::string::npos);
+        CHECK(c.html.find("onerror=alert(1)>") == std::string::npos);
+        CHECK(c.html.find("javascript:") == std::string::npos);
+        CHECK(c.html.find("url(x)") == std::string::npos);
+        CHECK(c.text.find("https://app.test/invitations/accept?token=tni_1_2_abc") !=
+              std::string::npos);
+    });
+    run_case("mail_unknown_kind_sends_the_body", [] {
+        OutboxMail m;
+        m.kind = "";
+        m.body = "hello <you>";
+        MailContent c = render_mail(m, "https://app.test");
+        CHECK(c.text == "hello <you>");
+        CHECK(c.html.find("hello &lt;you&gt;") != std::string::npos);
+    });
+    run_case("mail_headers_cannot_be_injected", [] {
+        OutboxMail m;
+        m.id = 9;
+        m.recipient = "a@b.test";
+        m.subject = "Hi\r\nBcc: evil@x.test";
+        m.message_id = "<outbox-9.00@tenancy>";
+        std::string msg = build_message(m, MailContent{"t", "h"}, "n@t.test", "date");
+        CHECK(msg.find("\r\nBcc:") == std::string::npos);
+        CHECK(msg.find("Message-ID: <outbox-9.00@tenancy>\r\n") != std::string::npos);
+        CHECK(msg.find("Content-Type: multipart/alternative") != std::string::npos);
+        CHECK(!plain_address("a@b.test>\r\nRCPT TO:<c@d.test"));
+        CHECK(!plain_address("a<b@c.test"));
+        CHECK(plain_address("first.last+tag@example.com"));
+    });
+    run_case("config_mailer_needs_from_and_base_url", [] {
+        std::map<std::string, std::string> env{{"TENANCY_DATABASE_URL", "dbname=x"}};
+        CHECK(is_error(parse({"--smtp-url", "smtp://127.0.0.1:25"}, env), "--smtp-from"));
+        CHECK(is_error(parse({"--smtp-url", "smtp://127.0.0.1:25", "--smtp-from", "a@b.test"}, env),
+                       "--public-base-url"));
+        CHECK(is_error(parse({"--smtp-url", "http://x", "--smtp-from", "a@b.test"}, env),
+                       "SMTP URL"));
+        auto ok = parse({"--smtp-url", "smtps://mail.test:465", "--smtp-from", "a@b.test",
+                         "--public-base-url", "https://app.test"},
+                        env);
+        CHECK(ok.kind == ConfigResult::Kind::ok);
+    });
 }
 
 // ---------------------------------------------------------------- config
@@ -838,6 +897,7 @@ void database_cases() {
 int main(int argc, char **argv) {
     bool with_db = !(argc > 1 && std::string(argv[1]) == "--no-db");
     config_cases();
+    mail_cases();
     problem_cases();
     if (with_db)
         database_cases();

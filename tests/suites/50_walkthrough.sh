@@ -5,6 +5,7 @@
 WT_RUN=$TENANCY_TEST_WORK/walkthrough-run
 WT_PG=$(free_port $((59000 + RANDOM % 500)))
 WT_HTTP=$(free_port $((WT_PG + 1)))
+WT_SMTP=$(free_port $((WT_PG + 2)))
 WT_LOG=$TENANCY_TEST_WORK/walkthrough.log
 mkdir -p "$WT_RUN" && chmod 0755 "$WT_RUN"
 
@@ -13,7 +14,7 @@ wt_fix() {  # the README's command with this run's directory and ports
         -e "s/\\b5499\\b/$WT_PG/g" -e "s/\\b8080\\b/$WT_HTTP/g"
 }
 
-if TENANCY_RUN_DIR=$WT_RUN TENANCY_PGPORT=$WT_PG TENANCY_HTTP_PORT=$WT_HTTP scripts/run >"$WT_LOG" 2>&1; then
+if TENANCY_RUN_DIR=$WT_RUN TENANCY_PGPORT=$WT_PG TENANCY_HTTP_PORT=$WT_HTTP TENANCY_SMTP_PORT=$WT_SMTP scripts/run >"$WT_LOG" 2>&1; then
     record PASS walkthrough scripts-run-starts
 else
     tail -20 "$WT_LOG"
