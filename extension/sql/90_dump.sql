@@ -58,7 +58,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['roles', 'role_permissions', 'plans', 'context_keys', 'audit_keys', 'audit_sealer',
-                             'usage_kinds', 'protected_tables']
+                             'usage_kinds', 'protected_tables', 'transcript_tables']
     LOOP
         EXECUTE format('CREATE TRIGGER restore_replace_installed BEFORE INSERT ON tenancy.%I '
                        'FOR EACH ROW EXECUTE FUNCTION tenancy._restore_replace_installed()', t);
