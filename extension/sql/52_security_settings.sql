@@ -182,6 +182,12 @@ BEGIN
     END LOOP;
     -- Drop JSON nulls: absent means inherit.
     NEW.settings := jsonb_set(coalesce(NEW.settings, '{}'), '{security}', jsonb_strip_nulls(new_s));
+    -- The main account's data key exists before the first sealed row: a
+    -- statement that inserts a row and reads it back (INSERT ... RETURNING in a
+    -- CTE) does not see a key made by its own insert.
+    IF (new_s ->> 'transcript_encryption')::boolean THEN
+        PERFORM tenancy._transcript_key_id(OLD.main_id);
+    END IF;
     IF (new_s ->> 'phi_protection')::boolean
        AND NOT (tenancy._effective_security(OLD.path) ->> 'phi_protection')::boolean THEN
         PERFORM tenancy._queue_redaction(OLD.path);
