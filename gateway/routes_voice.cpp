@@ -18,7 +18,8 @@ namespace {
 // The one expression that reads a conversation's transcript (alias x). Issue
 // 19's part B may swap it for a decrypting one when transcripts are stored
 // sealed; nothing else here reads the column.
-constexpr const char *kTranscriptSql = "x.transcript";
+constexpr const char *kTranscriptSql =
+    "tenancy.transcript_of(x.account_path, x.transcript, x.transcript_sealed)";
 
 // A body field and the column it writes. ref: the table whose public id the
 // field names (the column holds that row's id); cast: the SQL type of the

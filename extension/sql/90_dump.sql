@@ -18,9 +18,9 @@
 -- the context signing key, the audit chain key, the sealer's singleton row);
 -- the dump holds them too, possibly changed since: a DBA's plan limits, the
 -- audit key that MACs the restored chain heads, the sealer's snapshot that
--- says which restored entries are chained. (Nothing stored depends on the
--- context key: contexts live for a transaction or a backend; it is carried
--- over all the same.) During a restore (replica mode) the dumped row replaces
+-- says which restored entries are chained, the context key that wraps the
+-- transcript data keys (52_security_settings.sql; contexts themselves live
+-- for a transaction or a backend). During a restore (replica mode) the dumped row replaces
 -- the one CREATE EXTENSION made. Outside one, a duplicate stays an error, and for the
 -- keys and the sealer a restore not in replica mode is refused with a hint:
 -- nothing but CREATE EXTENSION inserts those.
@@ -58,7 +58,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['roles', 'role_permissions', 'plans', 'context_keys', 'audit_keys', 'audit_sealer',
-                             'usage_kinds', 'protected_tables']
+                             'usage_kinds', 'protected_tables', 'transcript_tables']
     LOOP
         EXECUTE format('CREATE TRIGGER restore_replace_installed BEFORE INSERT ON tenancy.%I '
                        'FOR EACH ROW EXECUTE FUNCTION tenancy._restore_replace_installed()', t);
@@ -113,11 +113,14 @@ BEGIN
         -- 50_voice
         'agents', 'knowledge_bases', 'knowledge_documents', 'flows', 'channels', 'campaigns', 'integrations',
         'contacts', 'conversations', 'support_availability',
+        -- 52_security_settings
+        'phi_redaction_jobs', 'transcript_tables', 'transcript_keys',
         -- 54_usage (totals too: a restore in replica mode fires no fold trigger)
         'usage_kinds', 'usage_records', 'usage_totals',
         -- sequences (identity columns' too: ids continue past the restored ones)
         'account_id_seq', 'api_key_id_seq', 'sub_user_id_seq', 'invitation_id_seq', 'audit_seq',
-        'users_id_seq', 'sessions_id_seq', 'outbox_id_seq', 'voice_id_seq', 'usage_record_id_seq']
+        'users_id_seq', 'sessions_id_seq', 'outbox_id_seq', 'voice_id_seq', 'usage_record_id_seq',
+        'phi_redaction_jobs_id_seq', 'transcript_keys_id_seq']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('tenancy.%I', r)::regclass, '');
     END LOOP;

@@ -210,11 +210,18 @@ gw.sql("UPDATE tenancy.accounts SET settings = %s, branding = %s WHERE public_id
     lit('{"name": "Resell", "colors": {"primary": "#ff0000"}}'), lit(reseller)))
 
 
+SECURITY_DEFAULTS = {"audit_log": True, "call_recording": False, "phi_protection": False,
+                     "transcript_encryption": False}
+
+
 @case("settings_inherited_and_overridden")
 def _():
     r = gw.call("GET", "/v1/accounts/%s/settings/effective" % clinic, token=key)
     assert r.status == 200, r
     assert r.json["account"] == clinic, r
+    # the security settings (issue 19's third seed) are part of what is
+    # inherited; their own rules are tested in routes_phi
+    assert r.json["settings"].pop("security") == SECURITY_DEFAULTS, r
     assert r.json["settings"] == {"locale": "en", "voice": {"speed": 1.2, "pitch": 0}, "timezone": "Europe/Rome",
                                   "platform_note": "for everyone below"}, r
     assert r.json["branding"] == {"name": "Resell", "colors": {"primary": "#ff0000", "accent": "#222222"},
@@ -226,6 +233,7 @@ def _():
         lit('{"locale": "it", "voice": {"pitch": 2}}'), lit('{"logo_url": null}'), lit(clinic)))
     r = gw.call("GET", "/v1/accounts/%s/settings/effective" % clinic, token=clinic_key)
     assert r.status == 200, r
+    assert r.json["settings"].pop("security") == SECURITY_DEFAULTS, r
     assert r.json["settings"] == {"locale": "it", "voice": {"speed": 1.2, "pitch": 2}, "timezone": "Europe/Rome",
                                   "platform_note": "for everyone below"}, r
     assert r.json["branding"]["logo_url"] is None and r.json["branding"]["name"] == "Resell", r

@@ -145,7 +145,7 @@ try:
             ("viewer", "PATCH", conv, {"status": "failed"}, 403),
             ("viewer", "DELETE", "/v1/contacts/" + ids["clinic_contact"], None, 403),
             # a support agent writes conversations, not agents
-            ("support_agent", "PATCH", conv, {"recording_ref": "s3://rec/1"}, 200),
+            ("support_agent", "PATCH", conv, {"ended_at": "2026-12-01T10:05:00Z"}, 200),
             ("support_agent", "POST", "/v1/agents", {"name": "x"}, 403),
             # a sub-user edits agents and their tools, not conversations
             ("sub_user", "PATCH", agent, {"tools": {"book": {"url": "https://clinic.test/v2"}}}, 200),
