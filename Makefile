@@ -10,9 +10,16 @@ EXTENSION_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" extensi
 MODULE_big = tenancy
 OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard extension/src/*.cpp)))
 # The control file lives in extension/, so install DATA as an extension's files.
+# extension/releases/ keeps the install script of every released version as
+# shipped (frozen); the current version's install script is built from
+# extension/sql/, and each upgrade script from its parts in
+# extension/updates/<from>--<to>/ (one file per concern, so that changes made
+# side by side do not collide). See docs/operations/upgrades.md.
 MODULEDIR = extension
-DATA = extension/tenancy.control $(sort $(wildcard extension/updates/*.sql))
-DATA_built = extension/tenancy--$(EXTENSION_VERSION).sql
+UPGRADES := $(notdir $(wildcard extension/updates/*--*))
+UPGRADE_SCRIPTS := $(patsubst %,extension/tenancy--%.sql,$(UPGRADES))
+DATA = extension/tenancy.control $(sort $(wildcard extension/releases/tenancy--*.sql))
+DATA_built = extension/tenancy--$(EXTENSION_VERSION).sql $(UPGRADE_SCRIPTS)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --load-extension=tenancy --create-role=regress_client
@@ -33,7 +40,12 @@ include $(PGXS)
 COMPILE.cxx.bc += $(PG_CXXFLAGS) $(PG_CPPFLAGS)
 
 # The versioned install script is assembled from one file per concern.
-$(DATA_built): $(sort $(wildcard extension/sql/*.sql))
+extension/tenancy--$(EXTENSION_VERSION).sql: $(sort $(wildcard extension/sql/*.sql))
+	cat $^ > $@
+
+# Each upgrade script is assembled from its parts, in name order.
+.SECONDEXPANSION:
+$(UPGRADE_SCRIPTS): extension/tenancy--%.sql: $$(sort $$(wildcard extension/updates/%/*.sql))
 	cat $^ > $@
 
 all: gateway
