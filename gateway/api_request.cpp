@@ -1,12 +1,12 @@
 // Authenticated /v1 requests (see api_request.hpp).
 #include "api_request.hpp"
 
+#include "digest.hpp"
 #include "list_page.hpp"
 #include "log.hpp"
 #include "read_log.hpp"
 #include "replica_router.hpp"
 
-#include <openssl/sha.h>
 #include <strings.h>
 
 #include <chrono>
@@ -60,18 +60,6 @@ Problem problem_for_failure(const TxError &error) {
     // ("account \"x\" not found"); a 5xx message may carry internals.
     p.detail = p.status < 500 ? error.message : kServerFailureDetail;
     return p;
-}
-
-std::string sha256_hex(const std::string &text) {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char *>(text.data()), text.size(), digest);
-    static const char hex[] = "0123456789abcdef";
-    std::string out = "\\x";
-    for (unsigned char b : digest) {
-        out.push_back(hex[b >> 4]);
-        out.push_back(hex[b & 15]);
-    }
-    return out;
 }
 
 std::string utc_now() {
@@ -201,10 +189,10 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
     ApiAnswer answer;
     std::optional<Problem> refused;
     bool replayed = false;
-    const std::string request_hash =
-        idempotency_key
-            ? sha256_hex(route.method + " " + req.path + "\n" + account + "\n" + call.body.dump())
-            : std::string();
+    const std::string request_hash = idempotency_key
+                                         ? "\\x" + sha256_hex(route.method + " " + req.path + "\n" +
+                                                              account + "\n" + call.body.dump())
+                                         : std::string();
     TxOutcome outcome;
     // A GET goes to the standby when one is usable (replica_router.hpp).
     ReplicaRouter *replica = read_only ? replica_router() : nullptr;

@@ -1,10 +1,11 @@
 #include "list_page.hpp"
 
+#include "digest.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 
 #include <cstring>
 #include <mutex>
@@ -83,18 +84,6 @@ std::string mac(const std::string &scope, const std::string &payload) {
               &len))
         throw std::runtime_error("HMAC failed");
     return std::string(reinterpret_cast<char *>(digest), kMacBytes);
-}
-
-std::string sha256_hex(const std::string &text) {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char *>(text.data()), text.size(), digest);
-    static const char hex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned char b : digest) {
-        out.push_back(hex[b >> 4]);
-        out.push_back(hex[b & 15]);
-    }
-    return out;
 }
 
 Problem invalid_cursor() {
