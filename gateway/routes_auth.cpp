@@ -1,5 +1,5 @@
 // Routes: login, sub-user login, MFA verify, logout, switch (SPEC section 7).
-// Each is one call of the extension (33_api_auth.sql, 30_identity.sql): the
+// Each is one call of the extension (33_api_auth.sql, 30x_identity_*.sql): the
 // database decides every rule; these handlers only shape the answer.
 #include "routes_catalog.hpp"
 

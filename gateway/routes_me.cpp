@@ -1,6 +1,6 @@
 // Routes of the caller itself (SPEC section 7): GET /v1/me, its password,
 // MFA enrolment, and its own sessions. Each is one call of the extension
-// (30_identity.sql, 33_api_auth.sql), which enforces every rule.
+// (302_identity_sessions.sql, 305_identity_mfa.sql, 33_api_auth.sql), which enforces every rule.
 // GET /v1/me: {principal, account, role, scope, expires_at, memberships:
 // [{account, role}]}; memberships: a user's memberships that row-level
 // security shows in the account acted in (an API key or sub-user has none).

@@ -7,7 +7,7 @@
 // {user} is the user's id as tenancy.memberships holds it (users have no other
 // public id). Every rule (who may touch an owner, the last owner) is the
 // database's: tenancy.set_member_role / remove_member (31_members.sql),
-// invite / accept_invitation (30_identity.sql). The list is row-level
+// invite / accept_invitation (304_identity_invitations.sql). The list is row-level
 // security's: members readers see the account's members, others themselves.
 #include "list_page.hpp"
 #include "routes_catalog.hpp"

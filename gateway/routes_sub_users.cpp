@@ -4,7 +4,7 @@
 //   PATCH  /v1/accounts/{id}/sub-users/{sub}    {active?, visible?, name?, surname?, password?}
 //   DELETE /v1/accounts/{id}/sub-users/{sub}    -> 204
 // {id} is the main account the sub-users belong to. The rules are the
-// database's (35_api_team.sql over 30_identity.sql): activation mails fresh
+// database's (35_api_team.sql over 303_identity_sub_users.sql): activation mails fresh
 // credentials, a password set here is temporary (changed at next login),
 // deactivation ends the sub-user's sessions at once. No answer holds a password.
 #include "list_page.hpp"

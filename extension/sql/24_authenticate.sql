@@ -77,12 +77,12 @@ BEGIN
     RETURN target_public_id;
 END $$;
 
--- User and sub-user sessions (30_identity.sql). The session must be live; a
+-- User and sub-user sessions (302_identity_sessions.sql). The session must be live; a
 -- user acts in an account of one of their memberships or a descendant, with
 -- the role of the nearest such membership; a sub-user acts in its main
 -- account's subtree with the role sub_user, and only while active. A session
 -- owing a second factor or a password change gets a restricted context (see
--- 30_identity.sql). account_id NULL: the account the session opened in.
+-- 300_identity_tables.sql). account_id NULL: the account the session opened in.
 CREATE FUNCTION tenancy._establish_session(kind text, main_id bigint, credential_id bigint,
                                            account_id bigint, scope text) RETURNS text
     LANGUAGE plpgsql VOLATILE

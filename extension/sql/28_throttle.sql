@@ -1,6 +1,6 @@
 -- Login throttling in shared memory (extension/src/throttle.cpp): a failure
 -- count that survives a rollback. The SQL wrappers and the table counter are
--- in 30_identity.sql. Keys are login names ('user:<email>', ...), lower case.
+-- in 301_identity_throttle_audit.sql. Keys are login names ('user:<email>', ...), lower case.
 -- Every function returns NULL when tenancy.so was not loaded through
 -- shared_preload_libraries (no shared table): callers then rely on the table
 -- counter alone.

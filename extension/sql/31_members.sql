@@ -1,5 +1,5 @@
 -- Members of an account (issue 18's SQL side): change a member's role, remove
--- a member. Invitations add members (30_identity.sql).
+-- a member. Invitations add members (304_identity_invitations.sql).
 --
 -- Rules, all checked here, under the main account's row lock (so two owners
 -- demoting each other at once cannot both pass the last-owner check):

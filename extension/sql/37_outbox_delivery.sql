@@ -53,7 +53,7 @@ END $$;
 CREATE TRIGGER blank_done_mail BEFORE INSERT OR UPDATE ON tenancy.outbox
     FOR EACH ROW EXECUTE FUNCTION tenancy._outbox_blank_done();
 
--- The one writer of the outbox (invite, activate_sub_user in 30_identity.sql):
+-- The one writer of the outbox (invite, activate_sub_user in 30x_identity_*.sql):
 -- in the caller's transaction, so a mail exists iff its change committed.
 CREATE FUNCTION tenancy._enqueue_mail(kind text, account_path tenancy.account_path, recipient text,
                                       subject text, body text, data jsonb)

@@ -104,7 +104,7 @@ BEGIN
         'memberships',
         -- 23_api_keys, 25_protect
         'api_keys', 'api_key_secrets', 'api_key_usage', 'protected_tables',
-        -- 30_identity
+        -- 300_identity_tables
         'mfa_recovery_codes', 'sub_users', 'sessions', 'outbox', 'invitations', 'login_failures',
         -- 32_gateway_support, 37_outbox_delivery
         'idempotency_keys', 'outbox_failures',

@@ -1,6 +1,7 @@
 # The newcomer's path: scripts/run on its own ports and run directory, then
 # every command of the README's "Walk-through" verbatim (only .run, 5499 and
-# 8080 are moved), then the README's `make installcheck` line against that
+# 8080 are moved; an invitation is accepted over REST from the mail that
+# arrived in .run/mail/), then the README's `make installcheck` line against that
 # cluster (one test of it, to check the connection settings it gives).
 WT_RUN=$TENANCY_TEST_WORK/walkthrough-run
 WT_PG=$(free_port $((59000 + RANDOM % 500)))
@@ -69,8 +70,17 @@ wt_lines() { sed 's/^ *//; s/ *$//' "$wt_client"; }
 [ -n "$wt_client" ] && wt_lines | grep -qx 'Acme Dental North' && wt_lines | grep -qx '0' &&
     grep -q '"kind": "user"' "$wt_client" && record PASS walkthrough client-block-output-as-promised ||
     { cat "$wt_client" 2>/dev/null; record FAIL walkthrough client-block-output-as-promised; }
-cat "$wt_blocks"/*.sh.out 2>/dev/null | grep -q '"principal"' && record PASS walkthrough gateway-me-answers ||
+# (grep reads the files itself: under pipefail, `cat | grep -q` fails when
+# grep stops early and cat gets SIGPIPE.)
+grep -qs '"principal"' "$wt_blocks"/*.sh.out && record PASS walkthrough gateway-me-answers ||
     record FAIL walkthrough gateway-me-answers
+# The invitation is accepted over REST with the token from the delivered mail:
+# POST /v1/invitations/accept answers a session token, and /v1/me with it is
+# the new user's (a psql accept_invitation() prints neither).
+wt_sh_out=$(cat "$wt_blocks"/*.sh.out 2>/dev/null)
+grep -q '^{"token":"tns_' <<<"$wt_sh_out" && grep -q '"kind":"user"' <<<"$wt_sh_out" &&
+    record PASS walkthrough invitation-accepted-over-rest ||
+    { tail -5 <<<"$wt_sh_out"; record FAIL walkthrough invitation-accepted-over-rest; }
 
 # The README's installcheck line, for one test.
 wt_check=$(grep -m1 'make installcheck$' README.md | wt_fix)
