@@ -290,6 +290,27 @@ copy=$(up_copy)
 sed -i "s/^default_version = .*/default_version = '$up_version.99'/" "$copy/extension/tenancy.control"
 refused new-version-without-upgrade-path "no upgrade path from the newest release" "$copy"
 rm -rf "$copy"
+# ---- e. scripts/run on a database that holds an older release --------------------
+if [ -n "$up_from" ]; then
+    RUN_DIR=$UP_WORK/run
+    run_pg=$(free_port $((59500 + RANDOM % 400)))
+    run_http=$(free_port $((run_pg + 1)))
+    run_smtp=$(free_port $((run_pg + 2)))
+    mkdir -p "$RUN_DIR" && chmod 0755 "$RUN_DIR"
+    out=$(cluster_init "$RUN_DIR/pg" "$run_pg" "${up_conf[@]}" 2>&1 && cluster_start "$RUN_DIR/pg" 2>&1 &&
+        psql -qAtX -v ON_ERROR_STOP=1 -h "$RUN_DIR/pg" -p "$run_pg" -U postgres -d postgres -c "CREATE DATABASE tenancy" 2>&1 &&
+        psql -qAtX -v ON_ERROR_STOP=1 -h "$RUN_DIR/pg" -p "$run_pg" -U postgres -d tenancy \
+            -c "CREATE EXTENSION tenancy VERSION '$up_from'" 2>&1 && cluster_stop "$RUN_DIR/pg" 2>&1 &&
+        TENANCY_RUN_DIR=$RUN_DIR TENANCY_PGPORT=$run_pg TENANCY_HTTP_PORT=$run_http TENANCY_SMTP_PORT=$run_smtp \
+            scripts/run 2>&1)
+    now=$(psql -qAtX -h "$RUN_DIR/pg" -p "$run_pg" -U postgres -d tenancy \
+        -c "SELECT extversion FROM pg_extension WHERE extname = 'tenancy'" 2>&1)
+    grep -qF "updated tenancy from $up_from to $up_version" <<<"$out" && [ "$now" = "$up_version" ] &&
+        record PASS upgrade "scripts-run-updates-$up_from-to-$up_version" ||
+        { echo "$out" | tail -15; echo "  installed now: $now"; record FAIL upgrade "scripts-run-updates-$up_from-to-$up_version"; }
+    TENANCY_RUN_DIR=$RUN_DIR scripts/run stop >/dev/null 2>&1 || record FAIL upgrade scripts-run-stop
+fi
+
 # ---- c, reported: the regression suite's results ---------------------------------
 if [ "$up_cluster" = 1 ]; then
     if [ -n "$up_regress_pid" ]; then
