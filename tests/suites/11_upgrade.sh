@@ -95,7 +95,6 @@ SQL
         -c "GRANT ALL ON DATABASE contrib_regression TO regress_client" 2>&1 &&
         $U -d contrib_regression -c "CREATE EXTENSION tenancy VERSION '$up_from'" -c "ALTER EXTENSION tenancy UPDATE" \
             -c "SELECT extversion FROM pg_extension WHERE extname = 'tenancy'" 2>&1)
-    up_regress_pid=""
     if [ "$out" = "$up_version" ]; then
         mapfile -t up_tests < <(ls sql | sed -n 's/\.sql$//p' | sort)
         mkdir -p "$UP_WORK/regress" && chmod 0777 "$UP_WORK/regress"
