@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -138,15 +139,14 @@ class Gateway:
         self.pgbouncer = None
         if os.environ.get("GWLIB_PGBOUNCER"):
             # tests/suites/35_pgbouncer.sh: the gateway reaches the cluster
-            # through a real pgbouncer in transaction mode, 2 server
-            # connections for its 4 (docs/operations/pooling.md).
-            import sys
+            # through a real pgbouncer in transaction mode, one server
+            # connection for all of its own (docs/operations/pooling.md).
             sys.path.insert(0, os.path.join(ROOT, "tests", "pgbouncer"))
             from pgbouncer import Pgbouncer
             self.pgbouncer = Pgbouncer(
                 os.path.join(work_dir, "gw-%s-pgbouncer" % name),
                 {"postgres": "host=%s port=%d dbname=postgres" % (self.cluster, self.pg_port)},
-                {self.role: "pw-" + self.role}, pool_size=2).start()
+                {self.role: "pw-" + self.role}, pool_size=1).start()
             self.conninfo = self.pgbouncer.conninfo("postgres", self.role)
         if replica:
             self._make_standby(work_dir, name)

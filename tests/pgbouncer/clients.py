@@ -11,19 +11,31 @@ Clients log in through pgbouncer as their own roles (tenancy.create_client).
    same server connection): what an unguarded role leaks (the hazard), the
    refusal with tenancy.allow_session_scope = off on the role, and the reset
    with server_reset_query_always = 1.
+3. The real gateway with its database URL pointing at the same pgbouncer:
+   eight HTTP clients log in, read /v1/me and their accounts, create
+   accounts, each answer exactly its own tenant's, with
+   --prepared-statements off; and what named prepared statements do there.
 
 Usage: clients.py WORKDIR (from the repository root). Prints one
 "PASS name" / "FAIL name: why" line per case, "# ..." lines as notes.
 """
+import json
 import os
 import random
+import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pgbouncer import Pgbouncer  # noqa: E402
+from pgbouncer import Pgbouncer, free_port  # noqa: E402
+
+GATEWAY = os.path.join(os.getcwd(), "gateway", "tenancy-gateway")
+PASSWORD = "a long enough password"  # every tenant owner's
 
 WORK = os.path.join(sys.argv[1], "pgbouncer")
 DB = "pgb_test"
@@ -32,10 +44,11 @@ PGPORT = os.environ["PGPORT"]
 APP_ROLES = ["pgb_app1", "pgb_app2"]  # guarded, as docs/operations/pooling.md recommends
 OPEN_ROLE = "pgb_open"  # no guard: shows what a session context does behind the pooler
 GUARDED_ROLE = "pgb_guarded"
-ROLES = APP_ROLES + [OPEN_ROLE, GUARDED_ROLE]
+GATEWAY_ROLE = "pgb_gateway"
+ROLES = APP_ROLES + [OPEN_ROLE, GUARDED_ROLE, GATEWAY_ROLE]
 PASSWORDS = {r: "pw-" + r.replace("_", "-") for r in ROLES}
 CLIENTS = 8
-TRANSACTIONS = int(os.environ.get("PGB_TRANSACTIONS", "150"))
+TRANSACTIONS = int(os.environ.get("PGB_TRANSACTIONS", "100"))
 
 failures = 0
 
@@ -100,16 +113,17 @@ def setup():
     cur = c.cursor()
     cur.execute("CREATE EXTENSION tenancy")
     for r in ROLES:
-        cur.execute("SELECT tenancy.create_client(%s, %s)", (r, PASSWORDS[r]))
-    for r in APP_ROLES + [GUARDED_ROLE]:
+        cur.execute("SELECT tenancy.create_client(%s, %s, gateway => %s)",
+                    (r, PASSWORDS[r], r == GATEWAY_ROLE))
+    for r in APP_ROLES + [GUARDED_ROLE, GATEWAY_ROLE]:
         cur.execute("ALTER ROLE %s SET tenancy.allow_session_scope = off" % r)
     cur.execute("CREATE TABLE public.pgb_notes (id bigserial PRIMARY KEY, body text NOT NULL)")
     cur.execute("SELECT tenancy.protect('public.pgb_notes', 'agents')")
     cur.execute("GRANT SELECT ON public.pgb_notes TO tenancy_app")
     tenants = []
     for i in range(CLIENTS):
-        main = one(c, "SELECT tenancy.create_main_account(%s, %s, 'a long enough password')",
-                   ("Tenant %d" % i, "owner%d@pgb.test" % i))[0]
+        main = one(c, "SELECT tenancy.create_main_account(%s, %s, %s)",
+                   ("Tenant %d" % i, "owner%d@pgb.test" % i, PASSWORD))[0]
         main_key = one(c, "SELECT tenancy.admin_create_api_key(%s, 'main key')", (main,))[0]
         c.autocommit = False
         one(c, "SELECT tenancy.authenticate(%s)", (main_key,))
@@ -122,7 +136,7 @@ def setup():
             cur.execute("INSERT INTO public.pgb_notes (account_path, body) "
                         "SELECT path, public_id FROM tenancy.accounts WHERE public_id = %s", (acc,))
         tenants.append({
-            "main": main, "child": child, "grandchild": grandchild,
+            "email": "owner%d@pgb.test" % i, "main": main, "child": child, "grandchild": grandchild,
             "keys": [(main_key, main, sorted([main, child, grandchild])),
                      (child_key, child, sorted([child, grandchild]))],
         })
@@ -381,12 +395,136 @@ def session_cases(plain, reset, tenants):
             c.close()
 
 
+# ---- 3. the gateway through pgbouncer --------------------------------------
+def http(port, method, path, token=None, body=None):
+    headers = {"Authorization": "Bearer " + token} if token else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    elif method == "POST":
+        data = b""
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method,
+                                 headers=headers, data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read().decode() or "null")
+    except urllib.error.HTTPError as e:
+        text = e.read().decode()
+        try:
+            return e.code, json.loads(text)
+        except ValueError:
+            return e.code, text
+
+
+def start_gateway(pgb, prepared):
+    port = free_port()
+    log = open(os.path.join(WORK, "gateway-prepared-%s.log" % prepared), "ab")
+    proc = subprocess.Popen(
+        [GATEWAY, "--listen", "127.0.0.1", "--port", str(port), "--database-url",
+         pgb.conninfo("gw", GATEWAY_ROLE), "--pool-size", "6", "--max-connections-per-peer", "64",
+         "--prepared-statements", prepared], stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if http(port, "GET", "/readyz")[0] == 200:
+                return proc, port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("gateway not ready (prepared statements %s)" % prepared)
+
+
+def gateway_load(port, tenants, rounds=12):
+    """Eight HTTP clients at once, each its own tenant; returns (answers, wrong):
+    how many requests were answered and which answers were not the client's own."""
+    wrong, counted = [], []
+
+    def run(i):
+        rng = random.Random(2000 + i)
+        t = tenants[i]
+        created, n = t.setdefault("made", []), 0  # accounts made so far, by any run
+        try:
+            status, j = http(port, "POST", "/v1/auth/login", body={"email": t["email"], "password": PASSWORD})
+            n += 1
+            if status != 200 or j.get("account") != t["main"]:
+                wrong.append("client %d login: %s %s" % (i, status, j))
+                return
+            session = j["token"]
+            for r in range(rounds):
+                key, account, visible = rng.choice(t["keys"])
+                status, me = http(port, "GET", "/v1/me", token=key)
+                n += 1
+                if status != 200 or me.get("account") != account or me.get("principal", {}).get("kind") != "api_key":
+                    wrong.append("client %d /v1/me: %s %s" % (i, status, me))
+                status, me = http(port, "GET", "/v1/me", token=session)
+                n += 1
+                if status != 200 or me.get("account") != t["main"] or me.get("principal", {}).get("kind") != "user":
+                    wrong.append("client %d /v1/me (session): %s %s" % (i, status, me))
+                status, lst = http(port, "GET", "/v1/accounts?limit=100", token=key)
+                n += 1
+                expect = sorted(visible + created)
+                if status != 200 or sorted(a["id"] for a in lst["data"]) != expect:
+                    wrong.append("client %d /v1/accounts: %s %s, expected %s" % (i, status, lst, expect))
+                if r % 4 == 1:
+                    status, acc = http(port, "POST", "/v1/accounts", token=session,
+                                       body={"parent": t["child"], "name": "made %d" % r})
+                    n += 1
+                    if status != 201:
+                        wrong.append("client %d POST /v1/accounts: %s %s" % (i, status, acc))
+                    else:
+                        created.append(acc["id"])
+        except Exception as e:  # a refused connection, a non-JSON answer
+            wrong.append("client %d: %s: %s" % (i, type(e).__name__, e))
+        finally:
+            counted.append(n)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(CLIENTS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    return sum(counted), wrong
+
+
+def gateway_cases(pgb, tenants):
+    @case("gateway-through-pgbouncer-answers-each-client-its-own-tenant")
+    def _():
+        proc, port = start_gateway(pgb, "off")
+        try:
+            answered, wrong = gateway_load(port, tenants)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        note("gateway, prepared statements off: %d requests, %d wrong" % (answered, len(wrong)))
+        assert not wrong, "%d wrong: %s" % (len(wrong), wrong[:4])
+        assert answered >= CLIENTS * 12 * 3, answered
+
+    @case("gateway-named-prepared-statements-fail-behind-pgbouncer-1.18-(the-hazard)")
+    def _():
+        # Why --prepared-statements off: with them on, a name prepared on one
+        # server connection is missing, or taken, on the next.
+        proc, port = start_gateway(pgb, "on")
+        try:
+            answered, wrong = gateway_load(port, tenants, rounds=4)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        note("gateway, prepared statements on: %d requests, %d wrong" % (answered, len(wrong)))
+        assert wrong, "every answer was right with prepared statements on"
+        with open(os.path.join(WORK, "gateway-prepared-on.log")) as f:
+            log = f.read()
+        assert "prepared statement" in log, "no prepared-statement error in the gateway's log"
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     tenants = setup()
     target = "host=%s port=%s dbname=%s" % (PGHOST, PGPORT, DB)
     plain = Pgbouncer(os.path.join(WORK, "plain"),
-                      {"conc": target + " pool_size=2", "one": target + " pool_size=1"},
+                      {"conc": target + " pool_size=2", "one": target + " pool_size=1",
+                       "gw": target + " pool_size=2"},
                       PASSWORDS)
     reset = Pgbouncer(os.path.join(WORK, "reset"), {"one": target + " pool_size=1"}, PASSWORDS,
                       reset_always=True)
@@ -397,6 +535,7 @@ def main():
         note("%s, pool_mode = transaction, pool_size 2 per role (1 for the session cases)" % ver)
         concurrent_clients(plain, tenants)
         session_cases(plain, reset, tenants)
+        gateway_cases(plain, tenants)
     finally:
         plain.stop()
         reset.stop()

@@ -4,10 +4,12 @@
 #  - tests/pgbouncer/clients.py: eight clients, their own roles, two server
 #    connections per role; no context ever reaches another client; session
 #    scope is refused on a guarded role, and cleared by the reset query;
-#  - the gateway's route tests (accounts, auth, team: login, /v1/me,
-#    accounts, API keys) with the gateway's database URL pointing at a
+#    and the real gateway through it (login, /v1/me, accounts) with
+#    --prepared-statements off, eight HTTP clients at once;
+#  - the gateway's route tests for accounts and team (members, invitations,
+#    sub-users, API keys) with the gateway's database URL pointing at a
 #    pgbouncer in front of their cluster (tests/gateway/gwlib.py,
-#    GWLIB_PGBOUNCER) and --prepared-statements off.
+#    GWLIB_PGBOUNCER=1; any routes_*.py runs that way).
 # One case per PASS/FAIL line.
 pgb_record_log() {  # pgb_record_log GROUP LOG STATUS
     local verdict name rest cases=0
@@ -36,7 +38,7 @@ else
         record FAIL pgbouncer-gateway binary-missing
     else
         mkdir -p "$TENANCY_TEST_WORK/pgbouncer-gw" && chmod 0755 "$TENANCY_TEST_WORK/pgbouncer-gw"
-        for pgb_routes in routes_accounts routes_auth routes_team; do
+        for pgb_routes in routes_accounts routes_team; do
             pgb_log=$TENANCY_TEST_WORK/pgbouncer-$pgb_routes.log
             GWLIB_PGBOUNCER=1 timeout 300 /usr/bin/python3 tests/gateway/$pgb_routes.py \
                 "$TENANCY_TEST_WORK/pgbouncer-gw" >"$pgb_log" 2>&1
