@@ -549,10 +549,10 @@ Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
         std::string token = sign(c);
         if (scope == "session" && !allow_session_scope)
             throw SqlError(ERRCODE_FEATURE_NOT_SUPPORTED,
-                           "session-scoped contexts are refused for this role",
-                           "tenancy.allow_session_scope is off: the role connects through a "
-                           "transaction pooler, where a session context would reach other "
-                           "clients.",
+                           "session-scoped contexts are refused here",
+                           "tenancy.allow_session_scope is off (set where clients connect "
+                           "through a transaction pooler, which would hand a session context "
+                           "on to other clients).",
                            "Call tenancy.authenticate(credential) in each transaction.");
         if (scope == "session") {
             // Bind the record to a fresh nonce before setting the marker: the

@@ -257,11 +257,11 @@ void config_cases() {
         auto off = parse({"--prepared-statements", "off"}, env);
         CHECK(off.kind == ConfigResult::Kind::ok && !off.config.prepared_statements);
         CHECK(parse({"--prepared-statements=on"}, env).config.prepared_statements);
-        auto from_env = parse({}, {{"TENANCY_DATABASE_URL", "dbname=x"},
-                                   {"TENANCY_PREPARED_STATEMENTS", "off"}});
+        auto from_env = parse(
+            {}, {{"TENANCY_DATABASE_URL", "dbname=x"}, {"TENANCY_PREPARED_STATEMENTS", "off"}});
         CHECK(from_env.kind == ConfigResult::Kind::ok && !from_env.config.prepared_statements);
-        CHECK(parse({"--prepared-statements", "on"}, {{"TENANCY_DATABASE_URL", "dbname=x"},
-                                                      {"TENANCY_PREPARED_STATEMENTS", "off"}})
+        CHECK(parse({"--prepared-statements", "on"},
+                    {{"TENANCY_DATABASE_URL", "dbname=x"}, {"TENANCY_PREPARED_STATEMENTS", "off"}})
                   .config.prepared_statements);
         CHECK(is_error(parse({"--prepared-statements", "maybe"}, env), "expected on or off"));
         CHECK(is_error(parse({"--prepared-statements"}, env), "needs a value"));
