@@ -62,6 +62,16 @@ const IntOption kIntOptions[] = {
     {"--smtp-retry-max-ms", "TENANCY_SMTP_RETRY_MAX_MS", &Config::smtp_retry_max_ms, 1, 86400000},
 };
 
+struct BoolOption {
+    const char *flag;
+    const char *env;
+    bool Config::*field;
+};
+
+const BoolOption kBoolOptions[] = {
+    {"--prepared-statements", "TENANCY_PREPARED_STATEMENTS", &Config::prepared_statements},
+};
+
 ConfigResult fail(std::string message) {
     ConfigResult r;
     r.kind = ConfigResult::Kind::error;
@@ -78,6 +88,19 @@ bool set_int(Config &c, const IntOption &o, const std::string &value, const std:
         return false;
     }
     c.*o.field = v;
+    return true;
+}
+
+bool set_bool(Config &c, const BoolOption &o, const std::string &value, const std::string &source,
+              std::string &error) {
+    if (value == "on" || value == "true" || value == "1") {
+        c.*o.field = true;
+    } else if (value == "off" || value == "false" || value == "0") {
+        c.*o.field = false;
+    } else {
+        error = source + ": expected on or off, got \"" + value + "\"";
+        return false;
+    }
     return true;
 }
 
@@ -137,6 +160,9 @@ std::string usage_text() {
            "more get 503 at once (default 1024)\n"
            "  --keep-alive-timeout-ms N  TENANCY_KEEP_ALIVE_TIMEOUT_MS an idle connection closes "
            "after this long (default 5000)\n"
+           "  --prepared-statements on|off TENANCY_PREPARED_STATEMENTS prepare each statement once "
+           "per database connection (default on; off behind a transaction pooler such as "
+           "pgbouncer)\n"
            "  --tls-cert FILE            TENANCY_TLS_CERT             serve HTTPS with this PEM "
            "certificate chain (with --tls-key)\n"
            "  --tls-key FILE             TENANCY_TLS_KEY              the certificate's PEM "
@@ -184,6 +210,11 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
         if (v != nullptr && *v != '\0' && !set_int(c, o, v, o.env, error))
             return fail(error);
     }
+    for (const auto &o : kBoolOptions) {
+        const char *v = env ? env(o.env) : nullptr;
+        if (v != nullptr && *v != '\0' && !set_bool(c, o, v, o.env, error))
+            return fail(error);
+    }
 
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string &arg = args[i];
@@ -208,7 +239,11 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
         for (const auto &o : kIntOptions)
             if (name == o.flag)
                 io = &o;
-        if (so == nullptr && io == nullptr)
+        const BoolOption *bo = nullptr;
+        for (const auto &o : kBoolOptions)
+            if (name == o.flag)
+                bo = &o;
+        if (so == nullptr && io == nullptr && bo == nullptr)
             return fail("unknown option \"" + arg + "\"");
         if (!inline_value) {
             if (i + 1 >= args.size())
@@ -219,6 +254,9 @@ ConfigResult parse_config(const std::vector<std::string> &args, const EnvLookup 
             if (value.empty())
                 return fail("option " + name + " needs a non-empty value");
             c.*so->field = value;
+        } else if (bo != nullptr) {
+            if (!set_bool(c, *bo, value, name, error))
+                return fail(error);
         } else if (!set_int(c, *io, value, name, error)) {
             return fail(error);
         }

@@ -37,6 +37,11 @@ struct Config {
     int max_connections = 1024;
     // An idle keep-alive connection closes after this long without a request.
     int keep_alive_timeout_ms = 5000;
+    // Prepare each distinct statement once per database connection. Off
+    // behind a transaction pooler (pgbouncer before 1.21 in transaction
+    // mode): a name prepared on one server session is missing, or means
+    // another statement, on the next (docs/operations/pooling.md).
+    bool prepared_statements = true;
     // TLS: both or neither (PEM files: certificate chain, private key).
     std::string tls_cert;
     std::string tls_key;

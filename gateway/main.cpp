@@ -188,6 +188,7 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+    set_prepared_statements(config.prepared_statements);
     PoolOptions pool_options;
     pool_options.conninfo = config.database_url;
     pool_options.max_size = config.pool_size;

@@ -17,7 +17,9 @@
 // transaction token is issued. The record dies with RESET ALL / DISCARD ALL
 // (the marker setting `tenancy.session` is reset) and with tenancy.reset().
 // A transaction-scoped authenticate() overrides a session context for that
-// transaction only, as SET LOCAL overrides SET.
+// transaction only, as SET LOCAL overrides SET. Behind a transaction pooler a
+// server session serves many clients: tenancy.allow_session_scope = off (set
+// by the DBA on those roles) refuses session scope there.
 //
 // Verification costs one HMAC per backend per token; afterwards a read is a
 // string compare with the cached token plus two integer compares.
@@ -102,6 +104,13 @@ struct SessionRecord {
 };
 SessionRecord session = {};
 bool refreshing = false;
+
+// tenancy.allow_session_scope (superuser-only, so a client cannot turn it back
+// on): off refuses authenticate(..., session => true). A transaction pooler
+// hands one server session to many clients, so a session context would reach
+// the next client; the DBA sets it off on the roles that connect through one
+// (docs/operations/pooling.md).
+bool allow_session_scope = true;
 
 void clear_session() noexcept {
     session.active = false;
@@ -361,6 +370,11 @@ void set_context_setting(const char *value) {
 // Re-validates the session credential for this transaction, in SQL
 // (tenancy._resume_session), which issues a fresh transaction token.
 void resume_session() {
+    if (!allow_session_scope) {
+        // Turned off (by the DBA) since the session began: end it, fail closed.
+        clear_session();
+        return;
+    }
     refreshing = true;
     session.refreshed_lxid = MyProc->lxid;
     try {
@@ -434,6 +448,11 @@ void context_init() {
         "tenancy.session", "Marker of a session-scoped tenancy context.",
         "Resetting it (RESET ALL, DISCARD ALL) ends the session context.", &session_setting, "",
         PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, session_setting_assign, NULL);
+    DefineCustomBoolVariable(
+        "tenancy.allow_session_scope", "Whether authenticate(..., session => true) is allowed.",
+        "Set it off (ALTER ROLE ... SET) for roles that connect through a transaction pooler: "
+        "a session-scoped context would stay on a server session shared with other clients.",
+        &allow_session_scope, true, PGC_SUSET, 0, NULL, NULL, NULL);
     MarkGUCPrefixReserved("tenancy");
     previous_executor_start = ExecutorStart_hook;
     ExecutorStart_hook = executor_start;
@@ -528,6 +547,13 @@ Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
         current_binding(c.leader_pid, c.leader_lxid);
         c.key_id = static_cast<uint16_t>(newest_key_id());
         std::string token = sign(c);
+        if (scope == "session" && !allow_session_scope)
+            throw SqlError(ERRCODE_FEATURE_NOT_SUPPORTED,
+                           "session-scoped contexts are refused here",
+                           "tenancy.allow_session_scope is off (set where clients connect "
+                           "through a transaction pooler, which would hand a session context "
+                           "on to other clients).",
+                           "Call tenancy.authenticate(credential) in each transaction.");
         if (scope == "session") {
             // Bind the record to a fresh nonce before setting the marker: the
             // marker's assign hook compares against it.

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -135,6 +136,18 @@ class Gateway:
             self.cluster, self.pg_port, self.role)
         self.standby = None
         args = list(gateway_args or [])
+        self.pgbouncer = None
+        if os.environ.get("GWLIB_PGBOUNCER"):
+            # tests/suites/35_pgbouncer.sh: the gateway reaches the cluster
+            # through a real pgbouncer in transaction mode, one server
+            # connection for all of its own (docs/operations/pooling.md).
+            sys.path.insert(0, os.path.join(ROOT, "tests", "pgbouncer"))
+            from pgbouncer import Pgbouncer
+            self.pgbouncer = Pgbouncer(
+                os.path.join(work_dir, "gw-%s-pgbouncer" % name),
+                {"postgres": "host=%s port=%d dbname=postgres" % (self.cluster, self.pg_port)},
+                {self.role: "pw-" + self.role}, pool_size=1).start()
+            self.conninfo = self.pgbouncer.conninfo("postgres", self.role)
         if replica:
             self._make_standby(work_dir, name)
             args += ["--replica-url", "host=%s port=%d dbname=postgres user=%s" % (
@@ -176,6 +189,8 @@ class Gateway:
                        [str(a) for a in args], check=True, timeout=120, capture_output=True)
 
     def start(self, extra_args):
+        if self.pgbouncer:  # pgbouncer 1.18 keeps no prepared statement across transactions
+            extra_args = ["--prepared-statements", "off"] + list(extra_args)
         self.proc = subprocess.Popen(
             [GATEWAY, "--listen", "127.0.0.1", "--port", str(self.port), "--database-url",
              self.conninfo, "--pool-size", "4"] + list(extra_args),
@@ -189,6 +204,8 @@ class Gateway:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.pgbouncer:
+            self.pgbouncer.stop()
         if self.standby:
             try:
                 self.standby_ctl("cluster_stop")

@@ -251,6 +251,22 @@ void config_cases() {
         CHECK(is_error(parse({"--max-connections", "65537"}, env), "--max-connections"));
         CHECK(is_error(parse({"--keep-alive-timeout-ms", "99"}, env), "--keep-alive-timeout-ms"));
     });
+    run_case("config_prepared_statements", [] {
+        Env env{{"TENANCY_DATABASE_URL", "dbname=x"}};
+        CHECK(parse({}, env).config.prepared_statements);
+        auto off = parse({"--prepared-statements", "off"}, env);
+        CHECK(off.kind == ConfigResult::Kind::ok && !off.config.prepared_statements);
+        CHECK(parse({"--prepared-statements=on"}, env).config.prepared_statements);
+        auto from_env = parse(
+            {}, {{"TENANCY_DATABASE_URL", "dbname=x"}, {"TENANCY_PREPARED_STATEMENTS", "off"}});
+        CHECK(from_env.kind == ConfigResult::Kind::ok && !from_env.config.prepared_statements);
+        CHECK(parse({"--prepared-statements", "on"},
+                    {{"TENANCY_DATABASE_URL", "dbname=x"}, {"TENANCY_PREPARED_STATEMENTS", "off"}})
+                  .config.prepared_statements);
+        CHECK(is_error(parse({"--prepared-statements", "maybe"}, env), "expected on or off"));
+        CHECK(is_error(parse({"--prepared-statements"}, env), "needs a value"));
+        CHECK(parse({"--help"}).message.find("--prepared-statements") != std::string::npos);
+    });
     run_case("config_tls_needs_cert_and_key", [] {
         Env env{{"TENANCY_DATABASE_URL", "dbname=x"}};
         auto none = parse({}, env);
