@@ -619,7 +619,8 @@ Datum account_path_ancestors(PG_FUNCTION_ARGS) {
 
 // ---------------------------------------------------------------- planner
 
-// Restriction selectivity of <@ and @>: the operator tried on the column's
+// 0.1's restriction selectivity of <@ and @> (kept for the frozen 0.1 script;
+// 0.2 uses path_selectivity.cpp): the operator tried on the column's
 // MCVs and histogram (ltree does the same), 0.1% without statistics.
 PG_FUNCTION_INFO_V1(account_path_tree_sel);
 Datum account_path_tree_sel(PG_FUNCTION_ARGS) {
