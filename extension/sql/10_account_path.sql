@@ -20,7 +20,7 @@ CREATE FUNCTION tenancy.account_path_send(tenancy.account_path) RETURNS bytea
 -- ANALYZE: the standard statistics plus per-depth subtree sizes, which the
 -- <@ and @> estimators read (extension/src/path_selectivity.cpp).
 CREATE FUNCTION tenancy.account_path_typanalyze(internal) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'account_path_typanalyze' LANGUAGE C STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'account_path_typanalyze' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 CREATE TYPE tenancy.account_path (
     INPUT = tenancy.account_path_in,

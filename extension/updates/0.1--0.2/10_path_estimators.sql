@@ -4,7 +4,7 @@
 -- their old statistics until the next ANALYZE (the estimators then use the
 -- histogram alone).
 CREATE FUNCTION tenancy.account_path_typanalyze(internal) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'account_path_typanalyze' LANGUAGE C STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'account_path_typanalyze' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 ALTER TYPE tenancy.account_path SET (ANALYZE = tenancy.account_path_typanalyze);
 
 CREATE FUNCTION tenancy.account_path_descendant_sel(internal, oid, internal, integer) RETURNS float8
