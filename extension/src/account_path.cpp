@@ -1,5 +1,6 @@
 // tenancy.account_path: the PostgreSQL glue (I/O, operators, functions,
-// btree/hash support, selectivity, planner support). The layout and every
+// btree/hash support, planner support; statistics and the <@/@> estimators
+// are in path_selectivity.cpp). The layout and every
 // path algorithm live in account_path_codec.hpp (PostgreSQL-free, fuzzed).
 //
 // Hot functions (comparisons, <@, @>, hash) do no allocation and cannot throw:
