@@ -87,6 +87,61 @@ FROM (VALUES (1), (2)) l(lvl), (VALUES (false), (true)) h(heap),
          lvl, heap)) b
 WHERE NOT (heap AND v = 'recursive_cte');
 
+-- (e) subtree rows: the same keys, each query reading the subtree's rows
+-- from the heap, from the table in random order (acc) and from one in
+-- subtree order (acc_ordered). Two ways: 'text' turns each whole row into
+-- text as for a client (sum(length(row::text)) keeps the transfer out of the
+-- figure); 'cols' only reads two columns (sum(parent_id + level)). No
+-- index-only scan is possible in either.
+CREATE OR REPLACE FUNCTION pg_temp.e_path(lvl int, ordered bool, whole bool) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE keys tenancy.account_path[] := ARRAY(SELECT path FROM subtree_keys WHERE level = lvl ORDER BY id);
+        k tenancy.account_path; n bigint; total bigint := 0;
+BEGIN
+    FOREACH k IN ARRAY keys LOOP
+        IF ordered AND whole THEN
+            SELECT sum(length(a::text)) INTO n FROM acc_ordered a WHERE path OPERATOR(tenancy.<@) k;
+        ELSIF ordered THEN
+            SELECT sum(parent_id + level) INTO n FROM acc_ordered a WHERE path OPERATOR(tenancy.<@) k;
+        ELSIF whole THEN
+            SELECT sum(length(a::text)) INTO n FROM acc a WHERE path OPERATOR(tenancy.<@) k;
+        ELSE
+            SELECT sum(parent_id + level) INTO n FROM acc a WHERE path OPERATOR(tenancy.<@) k;
+        END IF;
+        total := total + coalesce(n, 0);
+    END LOOP;
+    RETURN total;
+END $$;
+CREATE OR REPLACE FUNCTION pg_temp.e_ltree(lvl int, ordered bool, whole bool) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE keys ltree[] := ARRAY(SELECT lpath FROM subtree_keys WHERE level = lvl ORDER BY id);
+        k ltree; n bigint; total bigint := 0;
+BEGIN
+    FOREACH k IN ARRAY keys LOOP
+        IF ordered AND whole THEN
+            SELECT sum(length(a::text)) INTO n FROM acc_ordered a WHERE lpath <@ k;
+        ELSIF ordered THEN
+            SELECT sum(parent_id + level) INTO n FROM acc_ordered a WHERE lpath <@ k;
+        ELSIF whole THEN
+            SELECT sum(length(a::text)) INTO n FROM acc a WHERE lpath <@ k;
+        ELSE
+            SELECT sum(parent_id + level) INTO n FROM acc a WHERE lpath <@ k;
+        END IF;
+        total := total + coalesce(n, 0);
+    END LOOP;
+    RETURN total;
+END $$;
+EXPLAIN (COSTS OFF) SELECT sum(length(a::text)) FROM acc a WHERE path OPERATOR(tenancy.<@) :'main_path';
+EXPLAIN (COSTS OFF) SELECT sum(length(a::text)) FROM acc_ordered a WHERE path OPERATOR(tenancy.<@) :'main_path';
+EXPLAIN (COSTS OFF) SELECT sum(length(a::text)) FROM acc a WHERE lpath <@ :'main_lpath';
+EXPLAIN (COSTS OFF) SELECT sum(length(a::text)) FROM acc_ordered a WHERE lpath <@ :'main_lpath';
+INSERT INTO bench_result
+SELECT 'e_rows_' || lvl || CASE WHEN whole THEN '_text' ELSE '_cols' END
+       || CASE WHEN ordered THEN '_subtree_order' ELSE '_random_order' END, v,
+       b.ms / (SELECT count(*) FROM subtree_keys WHERE level = lvl), 'ms/query', b.result
+FROM (VALUES (1), (2)) l(lvl), (VALUES (false), (true)) o(ordered), (VALUES (false), (true)) w(whole),
+     (VALUES ('account_path'), ('ltree_gist')) vv(v),
+     LATERAL pg_temp.best_of(5, format('SELECT pg_temp.%s(%s, %L, %L)',
+         CASE v WHEN 'account_path' THEN 'e_path' ELSE 'e_ltree' END, lvl, ordered, whole)) b;
+
 -- (b) 10,000 "is X under Y" checks, one statement each: the operator on two
 -- stored values, and from two account ids (two primary-key lookups + test).
 INSERT INTO bench_result

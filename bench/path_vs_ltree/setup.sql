@@ -17,7 +17,7 @@ SET client_min_messages = warning;
 SELECT :mains * 1111 AS accounts \gset
 CREATE EXTENSION IF NOT EXISTS tenancy;
 CREATE EXTENSION IF NOT EXISTS ltree;
-DROP TABLE IF EXISTS acc, big_path, big_ltree, subtree_keys, pairs;
+DROP TABLE IF EXISTS acc, acc_ordered, big_path, big_ltree, subtree_keys, pairs;
 SELECT setseed(0.1111) \g /dev/null
 
 -- Level by level: level 1 ids 1..1000, then each node's 10 children get the
@@ -60,6 +60,13 @@ BEGIN
     END LOOP;
 END $$;
 
+-- (e): the same accounts stored in subtree order (each main account's tree
+-- together, as a tenant imported at once or a CLUSTER on the path index would
+-- leave them), indexed the same way, to read whole rows of a subtree.
+CREATE TABLE acc_ordered AS SELECT * FROM acc ORDER BY path;
+CREATE INDEX acc_ordered_path_btree ON acc_ordered (path);
+CREATE INDEX acc_ordered_lpath_gist ON acc_ordered USING gist (lpath);
+
 -- (c): 5,000,000 rows pointing at random accounts, one table per representation
 -- (same columns otherwise), no index: the per-row cost of a policy filter.
 CREATE TABLE big_path (account_id bigint, path tenancy.account_path, amount int);
@@ -89,7 +96,7 @@ WITH x AS (SELECT a.*, CASE WHEN r.coin < 0.5 AND a.level > 1
 SELECT x.id AS x_id, y.id AS y_id, x.path AS x_path, y.path AS y_path, x.lpath AS x_lpath, y.lpath AS y_lpath
 FROM x JOIN acc y ON y.id = x.yid;
 
-VACUUM ANALYZE acc, big_path, big_ltree, subtree_keys, pairs;
+VACUUM ANALYZE acc, acc_ordered, big_path, big_ltree, subtree_keys, pairs;
 SELECT count(*) AS accounts, count(*) FILTER (WHERE level = 1) AS main_accounts,
        max(tenancy.nlevel(path)) AS depth,
        (SELECT count(*) FROM big_path) AS big_rows, (SELECT count(*) FROM pairs) AS pairs

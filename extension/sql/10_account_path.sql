@@ -17,12 +17,17 @@ CREATE FUNCTION tenancy.account_path_recv(internal) RETURNS tenancy.account_path
     AS 'MODULE_PATHNAME', 'account_path_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION tenancy.account_path_send(tenancy.account_path) RETURNS bytea
     AS 'MODULE_PATHNAME', 'account_path_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+-- ANALYZE: the standard statistics plus per-depth subtree sizes, which the
+-- <@ and @> estimators read (extension/src/path_selectivity.cpp).
+CREATE FUNCTION tenancy.account_path_typanalyze(internal) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'account_path_typanalyze' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 CREATE TYPE tenancy.account_path (
     INPUT = tenancy.account_path_in,
     OUTPUT = tenancy.account_path_out,
     RECEIVE = tenancy.account_path_recv,
     SEND = tenancy.account_path_send,
+    ANALYZE = tenancy.account_path_typanalyze,
     INTERNALLENGTH = VARIABLE,
     ALIGNMENT = int4,  -- required for varlena; packed 1-byte-header values are not padded
     STORAGE = extended
@@ -52,9 +57,14 @@ CREATE FUNCTION tenancy.account_path_hash(tenancy.account_path) RETURNS integer
 CREATE FUNCTION tenancy.account_path_hash_extended(tenancy.account_path, bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'account_path_hash_extended' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
 
--- Planner support: selectivity of <@ / @>, and the btree index conditions.
-CREATE FUNCTION tenancy.account_path_tree_sel(internal, oid, internal, integer) RETURNS float8
-    AS 'MODULE_PATHNAME', 'account_path_tree_sel' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- Planner support: selectivity of <@ (a subtree: the histogram range
+-- [P, subtree_upper(P)) and the per-depth subtree sizes) and @> (the
+-- ancestors of P: the sum of their equality selectivities), and the btree
+-- index conditions.
+CREATE FUNCTION tenancy.account_path_descendant_sel(internal, oid, internal, integer) RETURNS float8
+    AS 'MODULE_PATHNAME', 'account_path_descendant_sel' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION tenancy.account_path_ancestor_sel(internal, oid, internal, integer) RETURNS float8
+    AS 'MODULE_PATHNAME', 'account_path_ancestor_sel' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION tenancy.account_path_descendant_support(internal) RETURNS internal
     AS 'MODULE_PATHNAME', 'account_path_descendant_support' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION tenancy.account_path_ancestor_support(internal) RETURNS internal
@@ -95,11 +105,11 @@ CREATE OPERATOR tenancy.>= (
 CREATE OPERATOR tenancy.<@ (
     LEFTARG = tenancy.account_path, RIGHTARG = tenancy.account_path,
     FUNCTION = tenancy.account_path_descendant, COMMUTATOR = OPERATOR(tenancy.@>),
-    RESTRICT = tenancy.account_path_tree_sel, JOIN = contjoinsel);
+    RESTRICT = tenancy.account_path_descendant_sel, JOIN = contjoinsel);
 CREATE OPERATOR tenancy.@> (
     LEFTARG = tenancy.account_path, RIGHTARG = tenancy.account_path,
     FUNCTION = tenancy.account_path_ancestor, COMMUTATOR = OPERATOR(tenancy.<@),
-    RESTRICT = tenancy.account_path_tree_sel, JOIN = contjoinsel);
+    RESTRICT = tenancy.account_path_ancestor_sel, JOIN = contjoinsel);
 
 CREATE OPERATOR CLASS tenancy.account_path_ops
     DEFAULT FOR TYPE tenancy.account_path USING btree AS

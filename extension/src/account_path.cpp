@@ -1,5 +1,6 @@
 // tenancy.account_path: the PostgreSQL glue (I/O, operators, functions,
-// btree/hash support, selectivity, planner support). The layout and every
+// btree/hash support, planner support; statistics and the <@/@> estimators
+// are in path_selectivity.cpp). The layout and every
 // path algorithm live in account_path_codec.hpp (PostgreSQL-free, fuzzed).
 //
 // Hot functions (comparisons, <@, @>, hash) do no allocation and cannot throw:
@@ -619,7 +620,8 @@ Datum account_path_ancestors(PG_FUNCTION_ARGS) {
 
 // ---------------------------------------------------------------- planner
 
-// Restriction selectivity of <@ and @>: the operator tried on the column's
+// 0.1's restriction selectivity of <@ and @> (kept for the frozen 0.1 script;
+// 0.2 uses path_selectivity.cpp): the operator tried on the column's
 // MCVs and histogram (ltree does the same), 0.1% without statistics.
 PG_FUNCTION_INFO_V1(account_path_tree_sel);
 Datum account_path_tree_sel(PG_FUNCTION_ARGS) {
