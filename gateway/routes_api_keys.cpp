@@ -3,6 +3,10 @@
 //                                              expires_at, last_used_at, revoked; never a secret
 //   POST   /v1/accounts/{id}/api-keys          {name, role, expires_at?} -> 201 {id, key, prefix,
 //   ...} DELETE /v1/accounts/{id}/api-keys/{key}    -> 204, refused from the next request on
+//   POST   /v1/api-keys/{key}/rotate               {grace_seconds?} -> 201 {id, key, prefix, ...,
+//                                              replaces: {id, expires_at}}: a new key; the old one
+//                                              works until the grace ends (rotate_api_key,
+//                                              41_key_rotation.sql)
 // The full key is in the creation answer only; the database keeps its SHA-256
 // in a table no client reads. Rules: 23_api_keys.sql, 35_api_team.sql.
 #include "list_page.hpp"
@@ -25,7 +29,9 @@ ApiAnswer list_keys(Tx &tx, const ApiCall &call) {
         "SELECT k.id, jsonb_build_object('id', k.public_id, 'name', k.name, 'role', k.role, "
         "'prefix', k.prefix, 'created_at', k.created_at, 'expires_at', k.expires_at, "
         "'last_used_at', u.last_used_at, 'revoked', k.revoked_at IS NOT NULL, "
-        "'revoked_at', k.revoked_at) AS j "
+        "'revoked_at', k.revoked_at, 'rotated_at', k.rotated_at, 'replaced_by', "
+        "CASE WHEN k.replaced_by IS NOT NULL THEN format('key_%s_%s', k.main_id, k.replaced_by) "
+        "END) AS j "
         "FROM tenancy.api_keys k LEFT JOIN tenancy.api_key_usage u "
         "ON u.main_id = k.main_id AND u.key_id = k.id "
         "WHERE (k.main_id, k.account_id) = (SELECT a.main_id, a.id FROM a) "
@@ -46,6 +52,20 @@ ApiAnswer create(Tx &tx, const ApiCall &call) {
     Result r = tx.exec_last(
         "SELECT tenancy.create_api_key_in($1, $2, $3, $4::timestamptz)::text",
         {call.path_param("id"), call.text("name"), call.text("role"), call.text("expires_at")});
+    return ApiAnswer{201, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
+}
+
+// The grace defaults to a day (rotate_api_key's default); the database checks
+// its range (0 to 30 days: 422 otherwise).
+ApiAnswer rotate(Tx &tx, const ApiCall &call) {
+    std::optional<std::string> grace;
+    auto it = call.body.find("grace_seconds");
+    if (it != call.body.end() && it->is_number_integer())
+        grace = std::to_string(it->get<long long>());
+    Result r = tx.exec_last(
+        "SELECT tenancy.rotate_api_key_json($1, coalesce(make_interval(secs => $2::bigint), "
+        "interval '1 day'))::text",
+        {call.path_param("key"), grace});
     return ApiAnswer{201, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
 }
 
@@ -77,7 +97,9 @@ std::vector<Route> api_key_routes() {
                                      {"expires_at", schema::nullable(schema::timestamp())},
                                      {"last_used_at", schema::nullable(schema::timestamp())},
                                      {"revoked", schema::boolean()},
-                                     {"revoked_at", schema::nullable(schema::timestamp())}}));
+                                     {"revoked_at", schema::nullable(schema::timestamp())},
+                                     {"rotated_at", schema::nullable(schema::timestamp())},
+                                     {"replaced_by", schema::nullable(schema::string())}}));
     list.handler = list_keys;
 
     Route post;
@@ -112,7 +134,32 @@ std::vector<Route> api_key_routes() {
     del.status = 204;
     del.errors = {403, 404};
     del.handler = revoke;
-    return {list, post, del};
+
+    Route rot;
+    rot.method = "POST";
+    rot.path = "/v1/api-keys/{key}/rotate";
+    rot.operation_id = "rotateApiKey";
+    rot.summary =
+        "replaces a key of the active subtree with a new one (same account, name and role); the "
+        "old key keeps working for grace_seconds; the full new key is in this answer only";
+    rot.tag = "api-keys";
+    rot.body = std::vector<Field>{
+        Field("grace_seconds", FieldType::integer)
+            .describe("how long the old key keeps working, 0 to 2592000 (default 86400)")};
+    rot.status = 201;
+    rot.errors = {403, 404, 409};
+    rot.response = schema::object(
+        {{"id", schema::string()},
+         {"key", schema::string()},
+         {"prefix", schema::string()},
+         {"name", schema::string()},
+         {"role", schema::string()},
+         {"expires_at", schema::nullable(schema::timestamp())},
+         {"created_at", schema::timestamp()},
+         {"replaces", schema::object({{"id", schema::string()},
+                                      {"expires_at", schema::nullable(schema::timestamp())}})}});
+    rot.handler = rotate;
+    return {list, post, del, rot};
 }
 
 }  // namespace tenancy::gateway

@@ -2,11 +2,15 @@
 -- transaction, set only after a credential was verified.
 
 -- Server keys that sign contexts. Readable by no client role; the extension
--- reads them with a heap scan. Generated at install.
+-- reads them with a heap scan. Generated at install; the newest live key signs,
+-- a key past retire_at verifies nothing (tenancy.rotate_context_key, 41_key_rotation.sql).
+-- Key 1 is also the root of the derived keys (32_gateway_support.sql), so its
+-- row is kept after it retires.
 CREATE TABLE tenancy.context_keys (
     id smallint PRIMARY KEY,
     secret bytea NOT NULL CHECK (length(secret) = 32),
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    retire_at timestamptz
 );
 ALTER TABLE tenancy.context_keys OWNER TO tenancy_owner;
 ALTER TABLE tenancy.context_keys ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;

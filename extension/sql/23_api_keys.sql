@@ -25,6 +25,10 @@ CREATE TABLE tenancy.api_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz,
     revoked_at timestamptz,
+    -- rotate_api_key (41_key_rotation.sql): when the key was rotated, and the
+    -- key (same main account) that replaces it; its expires_at ends the grace.
+    rotated_at timestamptz,
+    replaced_by bigint,
     PRIMARY KEY (main_id, id)
 );
 CREATE INDEX api_keys_account_path ON tenancy.api_keys (account_path);
@@ -109,8 +113,10 @@ BEGIN
     SELECT pl.max_api_keys INTO limit_per_account
     FROM tenancy.accounts m JOIN tenancy.plans pl ON pl.name = m.plan
     WHERE m.main_id = a.main_id AND m.id = a.main_id;
+    -- A rotated key, in its grace period, no longer counts: its replacement does.
     IF (SELECT count(*) FROM tenancy.api_keys k
         WHERE k.main_id = a.main_id AND k.account_id = a.id AND k.revoked_at IS NULL
+          AND k.rotated_at IS NULL
           AND (k.expires_at IS NULL OR k.expires_at > now())) >= limit_per_account THEN
         RAISE EXCEPTION 'the plan allows % active API keys per account', limit_per_account
             USING ERRCODE = '53400';

@@ -40,17 +40,26 @@ DECLARE
     target_public_id text;
     target_path tenancy.account_path;
     inactive boolean;
+    key_created_at timestamptz;
+    max_days float8;
 BEGIN
     -- Accounts are reached by primary key, ancestors by `= ANY(ancestors())`:
     -- both stay index lookups however large the tree (a subtree range or a
     -- correlated `@>` here was planned as a scan of the whole tree).
+    -- max_days: the strictest maximum key lifetime on the key's own ancestor
+    -- line (settings.api_keys.max_lifetime_days, 41_key_rotation.sql).
     SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
            t.id, t.main_id, t.public_id, t.path,
            t.id IS NOT NULL AND EXISTS (SELECT FROM tenancy.accounts a
                                         WHERE a.path = ANY (tenancy.ancestors(t.path))
-                                          AND a.status <> 'active')
+                                          AND a.status <> 'active'),
+           k.created_at,
+           (SELECT min((a.settings #>> '{api_keys,max_lifetime_days}')::float8)
+            FROM tenancy.accounts a
+            WHERE a.path = ANY (tenancy.ancestors(home.path))
+              AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number')
     INTO key_role, revoked_at, expires_at, home_id, home_path,
-         target_id, target_main_id, target_public_id, target_path, inactive
+         target_id, target_main_id, target_public_id, target_path, inactive, key_created_at, max_days
     FROM tenancy.api_keys k
     JOIN tenancy.accounts home ON home.main_id = k.main_id AND home.id = k.account_id
     LEFT JOIN tenancy.accounts t
@@ -64,6 +73,13 @@ BEGIN
     END IF;
     IF expires_at IS NOT NULL AND expires_at <= now() THEN
         RAISE EXCEPTION 'API key has expired' USING ERRCODE = '28000';
+    END IF;
+    IF max_days IS NOT NULL THEN
+        IF key_created_at + max_days * interval '1 day' <= now() THEN
+            RAISE EXCEPTION 'API key is older than its account''s maximum key lifetime (% days)', max_days
+                USING ERRCODE = '28000', HINT = 'Rotate keys (tenancy.rotate_api_key) before they reach it.';
+        END IF;
+        expires_at := least(coalesce(expires_at, 'infinity'), key_created_at + max_days * interval '1 day');
     END IF;
     IF target_id IS NULL OR NOT (target_path <@ home_path) THEN
         RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';

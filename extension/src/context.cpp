@@ -23,6 +23,12 @@
 //
 // Verification costs one HMAC per backend per token; afterwards a read is a
 // string compare with the cached token plus two integer compares.
+//
+// Key rotation (tenancy.rotate_context_key, 21_context.sql): the token names
+// its key (key_id, inside the signed payload); new tokens are signed with the
+// newest live key; a key past its retire_at verifies nothing, and an unknown
+// key id is no context. A rotation invalidates the keys' relcache entry, and
+// every backend drops its cached keys when it processes that invalidation.
 #include "boundary.hpp"
 #include "sha256.hpp"
 #include "context.hpp"
@@ -40,6 +46,7 @@ extern "C" {
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -67,8 +74,11 @@ char *context_setting = nullptr;  // tenancy.context (the signed token)
 uint64 context_generation = 1;
 char *session_setting = nullptr;  // tenancy.session (marker of a session context)
 
-// Server keys, loaded once per backend.
+// Server keys, loaded once per backend (and again after a rotation), with the
+// time each one retires (DT_NOEND: not scheduled).
 std::map<int, std::array<unsigned char, kKeySize>> server_keys;
+std::map<int, TimestampTz> key_retire_at;
+Oid context_keys_relid = InvalidOid;
 
 // Last verified token and what it says.
 std::string cached_token;
@@ -257,6 +267,7 @@ std::array<unsigned char, kMacSize> mac_of(const std::array<unsigned char, kKeyS
 
 struct KeySlot {
     int id;
+    TimestampTz retire_at;
     unsigned char secret[kKeySize];
 };
 
@@ -268,6 +279,10 @@ int read_server_keys(KeySlot *slots) {
     Oid relid = get_relname_relid("context_keys", nsp);
     if (!OidIsValid(relid))
         elog(ERROR, "tenancy.context_keys is missing");
+    context_keys_relid = relid;
+    // Absent before ALTER EXTENSION tenancy UPDATE to 0.2: no key retires.
+    AttrNumber retire_attnum = get_attnum(relid, "retire_at");
+    TimestampTz now = GetCurrentTimestamp();
     Relation rel = table_open(relid, AccessShareLock);
     // The active snapshot: parallel workers may not take a new one.
     Snapshot snapshot =
@@ -281,10 +296,20 @@ int read_server_keys(KeySlot *slots) {
         Datum secret = heap_getattr(tuple, 2, RelationGetDescr(rel), &secret_null);
         if (id_null || secret_null)
             continue;
+        TimestampTz retire_at = DT_NOEND;
+        if (retire_attnum != InvalidAttrNumber) {
+            bool retire_null;
+            Datum r = heap_getattr(tuple, retire_attnum, RelationGetDescr(rel), &retire_null);
+            if (!retire_null)
+                retire_at = DatumGetTimestampTz(r);
+        }
+        if (retire_at <= now)
+            continue;  // retired: it verifies nothing
         bytea *b = DatumGetByteaPP(secret);
         if (VARSIZE_ANY_EXHDR(b) != kKeySize)
             continue;
         slots[n].id = DatumGetInt16(id);
+        slots[n].retire_at = retire_at;
         memcpy(slots[n].secret, VARDATA_ANY(b), kKeySize);
         n++;
     }
@@ -301,22 +326,45 @@ const std::array<unsigned char, kKeySize> *server_key(int id, bool reload) {
     KeySlot slots[kMaxKeys];
     int n = pg_call([&] { return read_server_keys(slots); });
     server_keys.clear();
+    key_retire_at.clear();
     for (int i = 0; i < n; i++) {
         std::array<unsigned char, kKeySize> k;
         std::memcpy(k.data(), slots[i].secret, kKeySize);
         server_keys[slots[i].id] = k;
+        key_retire_at[slots[i].id] = slots[i].retire_at;
     }
     sodium_memzero(slots, sizeof slots);
     it = server_keys.find(id);
     return it == server_keys.end() ? nullptr : &it->second;
 }
 
+bool key_retired(int id) {
+    auto it = key_retire_at.find(id);
+    return it == key_retire_at.end() || it->second <= GetCurrentTimestamp();
+}
+
+// The newest key that is not retiring: a rotation's new key.
 int newest_key_id() {
-    if (server_keys.empty())
-        server_key(-1, true);
-    if (server_keys.empty())
-        throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy has no server key");
-    return server_keys.rbegin()->first;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (server_keys.empty() || attempt == 1)
+            server_key(-1, true);
+        for (auto it = server_keys.rbegin(); it != server_keys.rend(); ++it)
+            if (!key_retired(it->first))
+                return it->first;
+    }
+    throw SqlError(ERRCODE_INTERNAL_ERROR, "tenancy has no live server key");
+}
+
+// A rotation changed tenancy.context_keys (or every cache is reset): forget
+// the keys and re-verify the current token at its next read. Allocates
+// nothing, throws nothing.
+void context_keys_changed(Datum arg, Oid relid) {
+    if (relid != InvalidOid && relid != context_keys_relid)
+        return;
+    server_keys.clear();
+    key_retire_at.clear();
+    cached_valid = false;
+    context_generation++;
 }
 
 std::string sign(const RequestContext &c) {
@@ -340,8 +388,8 @@ bool verify(const std::string &token, RequestContext &out) {
     const auto *key = server_key(key_id, false);
     if (key == nullptr)
         key = server_key(key_id, true);  // rotated since we loaded
-    if (key == nullptr)
-        return false;
+    if (key == nullptr || key_retired(key_id))
+        return false;  // unknown or retired key: no context
     auto mac = mac_of(*key, payload);
     if (CRYPTO_memcmp(mac.data(), bin.data() + payload.size(), kMacSize) != 0)
         return false;
@@ -454,6 +502,7 @@ void context_init() {
         "a session-scoped context would stay on a server session shared with other clients.",
         &allow_session_scope, true, PGC_SUSET, 0, NULL, NULL, NULL);
     MarkGUCPrefixReserved("tenancy");
+    CacheRegisterRelcacheCallback(context_keys_changed, (Datum)0);
     previous_executor_start = ExecutorStart_hook;
     ExecutorStart_hook = executor_start;
 }
@@ -672,6 +721,8 @@ Datum tenancy_context_field(PG_FUNCTION_ARGS) {
             v = std::to_string(c->credential_id);
         else if (name == "expires_at")
             v = std::to_string(c->expires_at);
+        else if (name == "key_id")
+            v = std::to_string(c->key_id);
         else if (name == "scope")
             v = tenancy::session.active && !IsParallelWorker() ? "session" : "transaction";
         else
@@ -683,6 +734,16 @@ Datum tenancy_context_field(PG_FUNCTION_ARGS) {
     if (!found)
         PG_RETURN_NULL();
     return result;
+}
+
+// _context_keys_changed(): after a rotation, every backend (this one at its
+// next command, the others at their next transaction) reloads the keys.
+PG_FUNCTION_INFO_V1(tenancy_context_keys_changed);
+Datum tenancy_context_keys_changed(PG_FUNCTION_ARGS) {
+    Oid relid = get_relname_relid("context_keys", get_namespace_oid("tenancy", false));
+    if (OidIsValid(relid))
+        CacheInvalidateRelcacheByRelid(relid);
+    PG_RETURN_VOID();
 }
 
 // Fresh random bytes from libsodium (server keys, secrets).

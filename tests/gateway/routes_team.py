@@ -469,6 +469,87 @@ def _():
     expect(call("GET", "/v1/me", rival["key"]), 200)  # still alive
 
 
+# ---- API key rotation (41_key_rotation.sql) -----------------------------------------
+
+def key_entry(key_id):
+    listed = expect(call("GET", KEY_PATH, OWNER), 200)
+    return next(k for k in listed["data"] if k["id"] == key_id), listed
+
+
+@case("api_keys_rotate_201_new_key_once_old_works_in_grace_both_listed")
+def _():
+    old = expect(call("POST", KEY_PATH, OWNER, {"name": "deploy", "role": "admin"}), 201)
+    new = expect(call("POST", "/v1/api-keys/%s/rotate" % old["id"], OWNER, {"grace_seconds": 3600}), 201)
+    assert new["id"] != old["id"] and new["key"].startswith(new["prefix"]), new
+    assert new["name"] == "deploy" and new["role"] == "admin" and new["expires_at"] is None, new
+    assert new["replaces"]["id"] == old["id"] and new["replaces"]["expires_at"], new
+    assert expect(call("GET", "/v1/me", new["key"]), 200)["role"] == "admin"
+    assert expect(call("GET", "/v1/me", old["key"]), 200)["role"] == "admin"  # in its grace
+    entry, listed = key_entry(old["id"])
+    assert entry["replaced_by"] == new["id"] and entry["rotated_at"] and entry["expires_at"], entry
+    entry, _ = key_entry(new["id"])
+    assert entry["replaced_by"] is None and entry["rotated_at"] is None and entry["expires_at"] is None, entry
+    text = json.dumps(listed)
+    assert new["key"] not in text and old["key"] not in text, listed
+
+
+@case("api_keys_rotate_grace_0_old_refused_at_once_default_grace_a_day")
+def _():
+    old = expect(call("POST", KEY_PATH, OWNER, {"name": "short", "role": "viewer"}), 201)
+    new = expect(call("POST", "/v1/api-keys/%s/rotate" % old["id"], OWNER, {"grace_seconds": 0}), 201)
+    assert expect(call("GET", "/v1/me", old["key"]), 401)["code"] == "unauthenticated"
+    expect(call("GET", "/v1/me", new["key"]), 200)
+    newer = expect(call("POST", "/v1/api-keys/%s/rotate" % new["id"], OWNER), 201)  # no body: a day
+    assert sql1("SELECT expires_at - now() BETWEEN interval '23 hours' AND interval '1 day' "
+                "FROM tenancy.api_keys WHERE public_id = %s" % q(new["id"])) == "t"
+    expect(call("GET", "/v1/me", new["key"]), 200)
+    expect(call("GET", "/v1/me", newer["key"]), 200)
+
+
+@case("api_keys_rotate_refusals_409_404_422_403_nothing_changes")
+def _():
+    old = expect(call("POST", KEY_PATH, OWNER, {"name": "refusals", "role": "viewer"}), 201)
+    revoked = expect(call("POST", KEY_PATH, OWNER, {"name": "revoked", "role": "viewer"}), 201)
+    expect(call("DELETE", "%s/%s" % (KEY_PATH, revoked["id"]), OWNER), 204)
+    rival = expect(call("POST", "/v1/accounts/%s/api-keys" % RIVAL, RIVAL_TOKEN,
+                        {"name": "rival", "role": "owner"}), 201)
+    rotated = expect(call("POST", "/v1/api-keys/%s/rotate" % old["id"], OWNER), 201)
+    before = db_state("api_keys") + db_state("api_key_secrets")
+    rot = "/v1/api-keys/%s/rotate"
+    assert expect(call("POST", rot % old["id"], OWNER), 409)["code"] == "conflict"  # already rotated
+    assert expect(call("POST", rot % revoked["id"], OWNER), 409)["code"] == "conflict"
+    same_as_missing(call("POST", rot % rival["id"], OWNER), rival["id"],
+                    call("POST", rot % "key_999999_999999", OWNER), "key_999999_999999")
+    invalid_field(call("POST", rot % rotated["id"], OWNER, {"grace_seconds": "1 day"}), "grace_seconds")
+    invalid_field(call("POST", rot % rotated["id"], OWNER, {"grace": 5}), "grace")
+    for bad in (-1, 2592001, 10 ** 15):
+        assert expect(call("POST", rot % rotated["id"], OWNER, {"grace_seconds": bad}), 422)["code"] \
+            == "unprocessable", bad
+    expect(call("POST", rot % rotated["id"], ADMIN), 403)
+    expect(call("POST", rot % rotated["id"], VIEWER), 403)
+    expect(call("POST", rot % rotated["id"], rotated["key"]), 403)  # a viewer key
+    assert db_state("api_keys") + db_state("api_key_secrets") == before
+    expect(call("GET", "/v1/me", rival["key"]), 200)
+
+
+@case("api_keys_max_lifetime_set_by_owner_older_keys_401")
+def _():
+    life, life_owner = gw.main_account("Life Co", "owner@life.test", "life-pass-1")
+    k = expect(call("POST", "/v1/accounts/%s/api-keys" % life, life_owner, {"name": "aging", "role": "viewer"}),
+               201)
+    p = expect(call("PATCH", "/v1/accounts/%s" % life, life_owner,
+                    {"settings": {"api_keys": {"max_lifetime_days": 0}}}), 422)
+    assert "max_lifetime_days" in p["detail"], p
+    expect(call("PATCH", "/v1/accounts/%s" % life, life_owner,
+                {"settings": {"api_keys": {"max_lifetime_days": 30}}}), 200)
+    expect(call("GET", "/v1/me", k["key"]), 200)
+    gw.sql("UPDATE tenancy.api_keys SET created_at = now() - interval '31 days' WHERE public_id = %s" % q(k["id"]))
+    p = expect(call("GET", "/v1/me", k["key"]), 401)
+    assert p["code"] == "unauthenticated" and "maximum key lifetime" in p["detail"], p
+    fresh = expect(call("POST", "/v1/api-keys/%s/rotate" % k["id"], life_owner, {"grace_seconds": 0}), 201)
+    expect(call("GET", "/v1/me", fresh["key"]), 200)
+
+
 @case("plan_limits_409_plan_limit_reached")
 def _():
     small, small_owner = gw.main_account("Small Co", "owner@small.test", "small-pass-1", plan="free")
