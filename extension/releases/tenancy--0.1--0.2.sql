@@ -1,3 +1,29 @@
+-- tenancy upgrade 0.1 -> 0.2, assembled from extension/updates/0.1--0.2/*.sql
+-- in name order. Each part carries one concern's changes to the schema that
+-- 0.1 installed (extension/releases/tenancy--0.1.sql); a fresh install of 0.2
+-- (extension/sql/) and 0.1 updated by this script must end up the same, which
+-- tests/suites/11_upgrade.sh checks object by object.
+\echo Use "ALTER EXTENSION tenancy UPDATE TO '0.2'" to load this file. \quit
+-- account_path: selectivity estimators for <@ and @> that know subtree sizes
+-- (extension/src/path_selectivity.cpp), and the typanalyze that stores the
+-- per-depth statistics they read. Columns analyzed before this update keep
+-- their old statistics until the next ANALYZE (the estimators then use the
+-- histogram alone).
+CREATE FUNCTION tenancy.account_path_typanalyze(internal) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'account_path_typanalyze' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+ALTER TYPE tenancy.account_path SET (ANALYZE = tenancy.account_path_typanalyze);
+
+CREATE FUNCTION tenancy.account_path_descendant_sel(internal, oid, internal, integer) RETURNS float8
+    AS 'MODULE_PATHNAME', 'account_path_descendant_sel' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION tenancy.account_path_ancestor_sel(internal, oid, internal, integer) RETURNS float8
+    AS 'MODULE_PATHNAME', 'account_path_ancestor_sel' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+ALTER OPERATOR tenancy.<@ (tenancy.account_path, tenancy.account_path)
+    SET (RESTRICT = tenancy.account_path_descendant_sel);
+ALTER OPERATOR tenancy.@> (tenancy.account_path, tenancy.account_path)
+    SET (RESTRICT = tenancy.account_path_ancestor_sel);
+-- 0.1's estimator (the operator tried on MCVs and histogram entries); its C
+-- symbol stays in the library for the frozen 0.1 script.
+DROP FUNCTION tenancy.account_path_tree_sel(internal, oid, internal, integer);
 -- 0.1 -> 0.2: key rotation (extension/sql/41_key_rotation.sql; docs/operations/key-rotation.md).
 -- The context key's retire_at and the API keys' rotated_at/replaced_by are new
 -- columns; NULL is right for every existing row (no key retiring, no key
