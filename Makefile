@@ -18,7 +18,10 @@ OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard extension/src/*.cpp)))
 MODULEDIR = extension
 UPGRADES := $(notdir $(wildcard extension/updates/*--*))
 UPGRADE_SCRIPTS := $(patsubst %,extension/tenancy--%.sql,$(UPGRADES))
-DATA = extension/tenancy.control $(sort $(wildcard extension/releases/tenancy--*.sql))
+# The current version's install script is installed as built (the version
+# check holds it byte-identical to its frozen copy once released).
+DATA = extension/tenancy.control \
+	$(filter-out extension/releases/tenancy--$(EXTENSION_VERSION).sql,$(sort $(wildcard extension/releases/tenancy--*.sql)))
 DATA_built = extension/tenancy--$(EXTENSION_VERSION).sql $(UPGRADE_SCRIPTS)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
