@@ -47,7 +47,8 @@ BEGIN
     SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
            t.id, t.main_id, t.public_id, t.path,
            t.id IS NOT NULL AND EXISTS (SELECT FROM tenancy.accounts a
-                                        WHERE a.path = ANY (tenancy.ancestors(t.path))
+                                        WHERE a.main_id = t.main_id
+                                          AND a.path = ANY (tenancy.ancestors(t.path))
                                           AND a.status <> 'active')
     INTO key_role, revoked_at, expires_at, home_id, home_path,
          target_id, target_main_id, target_public_id, target_path, inactive
