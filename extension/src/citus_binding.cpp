@@ -56,7 +56,8 @@ void *citus_symbol(const char *name) {
 
 const CitusApi &citus_api() {
     if (!api.looked_up) {
-        api.get_xid = reinterpret_cast<GetXidFn>(citus_symbol("GetCurrentDistributedTransactionId"));
+        api.get_xid =
+            reinterpret_cast<GetXidFn>(citus_symbol("GetCurrentDistributedTransactionId"));
         api.ensure_xid = reinterpret_cast<VoidFn>(citus_symbol("EnsureDistributedTransactionId"));
         api.local_group = reinterpret_cast<GroupFn>(citus_symbol("GetLocalGroupId"));
         api.is_citus_table = reinterpret_cast<IsCitusTableFn>(citus_symbol("IsCitusTable"));

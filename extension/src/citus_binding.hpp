@@ -13,10 +13,10 @@ namespace tenancy {
 
 // A Citus distributed transaction id as the workers see it.
 struct DistributedXid {
-    int32_t node;       // initiator's group id
-    uint64_t number;    // 0: none assigned
-    int64_t stamp;      // initiator's clock when assigned
-    bool originator;    // assigned here, not claimed with assign_distributed_transaction_id()
+    int32_t node;     // initiator's group id
+    uint64_t number;  // 0: none assigned
+    int64_t stamp;    // initiator's clock when assigned
+    bool originator;  // assigned here, not claimed with assign_distributed_transaction_id()
 };
 
 // Citus is loaded and tenancy.context_keys is a Citus table (distribute() ran).

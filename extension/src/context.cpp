@@ -374,7 +374,8 @@ struct DistributedMode {
 DistributedMode distributed_mode;
 
 bool distributed_now() {
-    LocalTransactionId lxid = MyProc->lockGroupLeader ? MyProc->lockGroupLeader->lxid : MyProc->lxid;
+    LocalTransactionId lxid =
+        MyProc->lockGroupLeader ? MyProc->lockGroupLeader->lxid : MyProc->lxid;
     if (distributed_mode.lxid != lxid || lxid == InvalidLocalTransactionId) {
         distributed_mode.value = citus_distributed();
         distributed_mode.lxid = lxid;
