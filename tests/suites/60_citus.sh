@@ -239,6 +239,24 @@ if [ $ct_ok = 1 ]; then
     $CC -c "UPDATE tenancy.api_keys SET revoked_at = now() WHERE name = 'key of $a2'" >/dev/null
     out=$(ct coord ct_app -c "SELECT tenancy.authenticate('$k2')" 2>&1)
     ct_check revoked-key-refused-next-transaction 1 "$(grep -c 'revoked' <<<"$out")"
+    # act_as: the subtree of the account acted in, for this transaction only;
+    # deactivation: the subaccount's key stops from the next transaction. (The
+    # newest subaccount of the first main account: the keys file's lines 2 and
+    # 3, used above and below, are older ones.)
+    sub=$($CC -c "SELECT public_id FROM tenancy.accounts WHERE main_id = (SELECT main_id FROM tenancy.accounts WHERE public_id = '${ct_mains[0]}') AND parent_id IS NOT NULL AND name <> 'made in context' ORDER BY id DESC LIMIT 1")
+    sub_key=$(grep "^$sub " "$CT_WORK/keys" | cut -d' ' -f2)
+    want=$($CC -c "WITH me AS (SELECT path FROM tenancy.accounts WHERE public_id = '$sub')
+        SELECT (SELECT count(*) FROM tenancy.accounts x, me WHERE x.path OPERATOR(tenancy.<@) me.path)")
+    all=$($CC -c "SELECT count(*) FROM tenancy.accounts WHERE main_id = (SELECT main_id FROM tenancy.accounts WHERE public_id = '${ct_mains[0]}')")
+    out=$(ct coord ct_app -c "BEGIN" -c "SELECT tenancy.authenticate('$mk1') IS NOT NULL" -c "SELECT tenancy.act_as('$sub') IS NOT NULL" \
+        -c "SELECT count(*) FROM tenancy.accounts" -c "COMMIT" \
+        -c "BEGIN" -c "SELECT tenancy.authenticate('$mk1') IS NOT NULL" -c "SELECT count(*) FROM tenancy.accounts" -c "COMMIT" 2>&1)
+    ct_check act-as-this-transaction-only "t t $want t $all" "$(tr '\n' ' ' <<<"$out" | sed 's/ $//')"
+    out=$(ct coord ct_app -c "BEGIN" -c "SELECT tenancy.authenticate('$mk1') IS NOT NULL" \
+        -c "SELECT tenancy.deactivate_account('$sub')" -c "COMMIT" 2>&1)
+    out+=$(ct coord ct_app -c "SELECT tenancy.authenticate('$sub_key')" 2>&1)
+    grep -q 'inactive' <<<"$out" || echo "$sub $sub_key: $out"
+    ct_check deactivated-account-refused-next-transaction 1 "$(grep -c 'inactive' <<<"$out")"
 fi
 
 # ---- a worker restart -------------------------------------------------------------
