@@ -163,8 +163,14 @@ BEGIN
     END IF;
     new_id := nextval('tenancy.account_id_seq');
     pub := tenancy._new_account_public_id(new_id);
-    INSERT INTO tenancy.accounts (path, public_id, name, plan)
-    VALUES (new_id::text::tenancy.account_path, pub, clean_name, create_main_account.plan);
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.accounts (main_id, path, public_id, name, plan)
+        VALUES (new_id, new_id::text::tenancy.account_path, pub, clean_name, create_main_account.plan);
+    ELSE
+        INSERT INTO tenancy.accounts (path, public_id, name, plan)
+        VALUES (new_id::text::tenancy.account_path, pub, clean_name, create_main_account.plan);
+    END IF;
 
     SELECT u.id INTO owner_id FROM tenancy.users u WHERE lower(u.email) = lower(owner_email);
     IF NOT FOUND THEN
@@ -173,8 +179,13 @@ BEGIN
         VALUES (owner_email, tenancy.hash_password(owner_password))
         RETURNING id INTO owner_id;
     END IF;
-    INSERT INTO tenancy.memberships (account_path, user_id, role)
-    VALUES (new_id::text::tenancy.account_path, owner_id, 'owner');
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.memberships (main_id, account_path, user_id, role)
+        VALUES (new_id, new_id::text::tenancy.account_path, owner_id, 'owner');
+    ELSE
+        INSERT INTO tenancy.memberships (account_path, user_id, role)
+        VALUES (new_id::text::tenancy.account_path, owner_id, 'owner');
+    END IF;
     RETURN pub;
 END $$;
 
@@ -268,8 +279,13 @@ BEGIN
     END IF;
     new_id := nextval('tenancy.account_id_seq');
     pub := tenancy._new_account_public_id(p.main_id);
-    INSERT INTO tenancy.accounts (path, public_id, name, plan)
-    VALUES (p.path OPERATOR(tenancy.||) new_id, pub, clean_name, main_plan.name);
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.accounts (main_id, path, public_id, name, plan)
+        VALUES (p.main_id, p.path OPERATOR(tenancy.||) new_id, pub, clean_name, main_plan.name);
+    ELSE
+        INSERT INTO tenancy.accounts (path, public_id, name, plan)
+        VALUES (p.path OPERATOR(tenancy.||) new_id, pub, clean_name, main_plan.name);
+    END IF;
     RETURN pub;
 END $$;
 

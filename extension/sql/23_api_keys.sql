@@ -122,9 +122,16 @@ BEGIN
             USING ERRCODE = '53400';
     END IF;
     key_prefix := format('tnc_%s_%s_%s', a.main_id, key_id, left(secret, 4));
-    INSERT INTO tenancy.api_keys (account_path, id, public_id, name, role, prefix, expires_at)
-    VALUES (a.path, key_id, format('key_%s_%s', a.main_id, key_id), btrim(name), role, key_prefix,
-            expires_at);
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.api_keys (main_id, account_path, id, public_id, name, role, prefix, expires_at)
+        VALUES (a.main_id, a.path, key_id, format('key_%s_%s', a.main_id, key_id), btrim(name), role,
+                key_prefix, expires_at);
+    ELSE
+        INSERT INTO tenancy.api_keys (account_path, id, public_id, name, role, prefix, expires_at)
+        VALUES (a.path, key_id, format('key_%s_%s', a.main_id, key_id), btrim(name), role, key_prefix,
+                expires_at);
+    END IF;
     INSERT INTO tenancy.api_key_secrets (main_id, key_id, secret_hash)
     VALUES (a.main_id, key_id, tenancy._secret_hash(secret));
     INSERT INTO tenancy.api_key_usage (main_id, key_id) VALUES (a.main_id, key_id);

@@ -51,12 +51,14 @@ BEGIN
     SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
            t.id, t.main_id, t.public_id, t.path,
            t.id IS NOT NULL AND EXISTS (SELECT FROM tenancy.accounts a
-                                        WHERE a.path = ANY (tenancy.ancestors(t.path))
+                                        WHERE a.main_id = t.main_id
+                                          AND a.path = ANY (tenancy.ancestors(t.path))
                                           AND a.status <> 'active'),
            k.created_at,
            (SELECT min((a.settings #>> '{api_keys,max_lifetime_days}')::float8)
             FROM tenancy.accounts a
-            WHERE a.path = ANY (tenancy.ancestors(home.path))
+            WHERE a.main_id = home.main_id
+              AND a.path = ANY (tenancy.ancestors(home.path))
               AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number')
     INTO key_role, revoked_at, expires_at, home_id, home_path,
          target_id, target_main_id, target_public_id, target_path, inactive, key_created_at, max_days

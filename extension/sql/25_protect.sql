@@ -56,7 +56,11 @@ DECLARE
     may_write text;
     seq regclass;
     policy name;
+    citus boolean := false;
 BEGIN
+    IF to_regprocedure('tenancy._citus_distributed()') IS NOT NULL THEN
+        citus := tenancy._citus_distributed();
+    END IF;
     IF resource IS NULL OR resource !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'resource must be a lower-case identifier' USING ERRCODE = '22023';
     END IF;
@@ -86,7 +90,8 @@ BEGIN
         EXECUTE format('ALTER TABLE %s ADD COLUMN main_id bigint GENERATED ALWAYS AS '
                        '(tenancy.root_id(account_path)) STORED', tbl);
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conrelid = tbl AND c.conname = 'tenancy_account') THEN
+    -- (On Citus the foreign key is on (main_id, account_path): 95_citus.sql.)
+    IF NOT citus AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conrelid = tbl AND c.conname = 'tenancy_account') THEN
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenancy_account FOREIGN KEY (account_path) '
                        'REFERENCES tenancy.accounts (path) ON UPDATE CASCADE', tbl);
     END IF;
@@ -120,5 +125,9 @@ BEGIN
     -- script are attached there).
     IF to_regprocedure('tenancy._audit_attach(regclass,text)') IS NOT NULL THEN
         PERFORM tenancy._audit_attach(tbl);
+    END IF;
+    -- On a distributed install the table is distributed with accounts (95_citus.sql).
+    IF citus THEN
+        PERFORM tenancy._citus_distribute_protected(tbl);
     END IF;
 END $$;

@@ -30,6 +30,7 @@
 // key id is no context. A rotation invalidates the keys' relcache entry, and
 // every backend drops its cached keys when it processes that invalidation.
 #include "boundary.hpp"
+#include "citus_binding.hpp"
 #include "sha256.hpp"
 #include "context.hpp"
 
@@ -64,6 +65,7 @@ namespace tenancy {
 namespace {
 
 constexpr uint8_t kTokenVersion = 1;
+constexpr uint8_t kTokenVersionDistributed = 2;  // + the distributed transaction id
 constexpr size_t kMacSize = 32;
 constexpr size_t kKeySize = 32;
 constexpr int kMaxKeys = 16;
@@ -191,7 +193,7 @@ class Reader {
 
 std::string encode_payload(const RequestContext &c) {
     std::string out;
-    put_u8(out, kTokenVersion);
+    put_u8(out, c.distributed ? kTokenVersionDistributed : kTokenVersion);
     put_u8(out, static_cast<uint8_t>(c.principal_kind));
     put_int(out, c.key_id, 2);
     put_int(out, static_cast<uint32_t>(c.leader_pid), 4);
@@ -206,13 +208,19 @@ std::string encode_payload(const RequestContext &c) {
     put_bytes(out, c.account_public_id, 1);
     put_bytes(out, c.path, 2);
     put_bytes(out, c.home_path, 2);
+    if (c.distributed) {
+        put_int(out, static_cast<uint32_t>(c.dist_node), 4);
+        put_int(out, c.dist_number, 8);
+        put_int(out, static_cast<uint64_t>(c.dist_stamp), 8);
+    }
     return out;
 }
 
 RequestContext decode_payload(const std::string &payload) {
     Reader r(payload);
     RequestContext c;
-    if (r.integer(1) != kTokenVersion)
+    uint64_t version = r.integer(1);
+    if (version != kTokenVersion && version != kTokenVersionDistributed)
         throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                        "tenancy context has an unknown version");
     c.principal_kind = static_cast<PrincipalKind>(r.integer(1));
@@ -229,6 +237,12 @@ RequestContext decode_payload(const std::string &payload) {
     c.account_public_id = r.bytes(1);
     c.path = r.bytes(2);
     c.home_path = r.bytes(2);
+    c.distributed = version == kTokenVersionDistributed;
+    if (c.distributed) {
+        c.dist_node = static_cast<int32_t>(r.integer(4));
+        c.dist_number = r.integer(8);
+        c.dist_stamp = static_cast<int64_t>(r.integer(8));
+    }
     if (!r.at_end())
         throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, "tenancy context is malformed");
     return c;
@@ -274,11 +288,20 @@ struct KeySlot {
 // Reads tenancy.context_keys with a heap scan: no SQL privilege check, so the
 // key is readable here whatever role runs the query, and by no client. Plain C:
 // run through pg_call.
-int read_server_keys(KeySlot *slots) {
+// On Citus the table is a reference table: its rows are in this node's
+// placement (a shard table), not in the table itself.
+int read_server_keys(KeySlot *slots, bool citus) {
     Oid nsp = get_namespace_oid("tenancy", false);
     Oid relid = get_relname_relid("context_keys", nsp);
     if (!OidIsValid(relid))
         elog(ERROR, "tenancy.context_keys is missing");
+    if (citus) {
+        relid = citus_local_placement(relid);
+        if (!OidIsValid(relid))
+            return 0;  // no copy of the keys here: no context verifies
+    }
+    // The relation read (on a Citus node, its local copy) is the one whose
+    // invalidation a rotation sends.
     context_keys_relid = relid;
     // Absent before ALTER EXTENSION tenancy UPDATE to 0.2: no key retires.
     AttrNumber retire_attnum = get_attnum(relid, "retire_at");
@@ -324,7 +347,8 @@ const std::array<unsigned char, kKeySize> *server_key(int id, bool reload) {
     if (it != server_keys.end() && !reload)
         return &it->second;
     KeySlot slots[kMaxKeys];
-    int n = pg_call([&] { return read_server_keys(slots); });
+    bool citus = citus_distributed();
+    int n = pg_call([&] { return read_server_keys(slots, citus); });
     server_keys.clear();
     key_retire_at.clear();
     for (int i = 0; i < n; i++) {
@@ -401,14 +425,67 @@ bool verify(const std::string &token, RequestContext &out) {
     return out.expires_at > GetCurrentTimestamp();
 }
 
+// Whether the extension is distributed, evaluated once per transaction.
+struct DistributedMode {
+    LocalTransactionId lxid = InvalidLocalTransactionId;
+    bool value = false;
+};
+DistributedMode distributed_mode;
+
+bool distributed_now() {
+    LocalTransactionId lxid =
+        MyProc->lockGroupLeader ? MyProc->lockGroupLeader->lxid : MyProc->lxid;
+    if (distributed_mode.lxid != lxid || lxid == InvalidLocalTransactionId) {
+        distributed_mode.value = citus_distributed();
+        distributed_mode.lxid = lxid;
+    }
+    return distributed_mode.value;
+}
+
+// Without Citus a token is bound to the backend and its transaction. On Citus
+// it is bound to the distributed transaction, which is all another node can
+// check. On the node that started that transaction the id must have been
+// assigned there (not claimed with assign_distributed_transaction_id()), and
+// the backend binding must hold too; elsewhere only the coordinator's own
+// connections can claim the id (pg_hba, docs/operations/scale-out.md).
 bool bound_here(const RequestContext &c) {
     int32_t pid;
     uint32_t lxid;
     current_binding(pid, lxid);
-    return c.leader_pid == pid && c.leader_lxid == lxid;
+    bool backend_bound = c.leader_pid == pid && c.leader_lxid == lxid;
+    if (!distributed_now())
+        return !c.distributed && backend_bound;
+    if (!c.distributed)
+        return false;
+    DistributedXid x = citus_current_xid(false);
+    if (x.number == 0 || x.node != c.dist_node || x.number != c.dist_number ||
+        x.stamp != c.dist_stamp)
+        return false;
+    if (x.node == citus_local_group())
+        return x.originator && backend_bound;
+    return !x.originator;
 }
 
+// On Citus the setting must reach the workers: only a SET LOCAL statement
+// does (Citus forwards it with citus.propagate_set_commands = 'local').
 void set_context_setting(const char *value) {
+    if (distributed_now()) {
+        if (!citus_propagates_set_local())
+            throw SqlError(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                           "tenancy on Citus needs citus.propagate_set_commands = 'local'",
+                           "Without it the context would not reach the worker nodes.");
+        // The token is base64url, so it needs no quoting beyond the quotes.
+        std::string sql = std::string("SET LOCAL tenancy.context = '") + value + "'";
+        const char *text = sql.c_str();
+        pg_call([&] {
+            if (SPI_connect() != SPI_OK_CONNECT)
+                elog(ERROR, "SPI_connect failed");
+            SPI_execute(text, false, 0);
+            SPI_finish();
+            return 0;
+        });
+        return;
+    }
     pg_call([&] {
         return set_config_option("tenancy.context", value, PGC_USERSET, PGC_S_SESSION,
                                  GUC_ACTION_LOCAL, true, 0, false);
@@ -454,6 +531,27 @@ void executor_start(QueryDesc *query, int eflags) {
     if (session_needs_refresh())
         guard([]() -> Datum {
             resume_session();
+            return (Datum)0;
+        });
+    // On Citus a context that cannot reach the workers is an error, not a
+    // silent difference between nodes.
+    if (context_setting != nullptr && context_setting[0] != '\0' && !IsParallelWorker())
+        guard([]() -> Datum {
+            if (!distributed_now())
+                return (Datum)0;
+            DistributedXid x = citus_current_xid(false);
+            // A client that claimed a distributed transaction id on the node
+            // that hands them out would forward a replayed token with it.
+            if (x.number != 0 && !x.originator && x.node == citus_local_group() &&
+                !superuser_arg(GetSessionUserId()))
+                throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                               "a tenancy context cannot be used in a distributed transaction "
+                               "id claimed by the client");
+            // Where the transaction starts (not in Citus's connections to a worker).
+            if ((x.number == 0 || x.originator) && !citus_propagates_set_local())
+                throw SqlError(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                               "tenancy on Citus needs citus.propagate_set_commands = 'local'",
+                               "Without it the context would not reach the worker nodes.");
             return (Datum)0;
         });
     if (previous_executor_start)
@@ -594,6 +692,17 @@ Datum tenancy_issue_context(PG_FUNCTION_ARGS) {
             c.home_path.size() > 65535)
             throw SqlError(ERRCODE_INVALID_PARAMETER_VALUE, "context field too long");
         current_binding(c.leader_pid, c.leader_lxid);
+        if (distributed_now()) {
+            DistributedXid x = citus_current_xid(true);
+            if (!x.originator || x.node != citus_local_group())
+                throw SqlError(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                               "a tenancy context is issued only by the node that started "
+                               "the distributed transaction");
+            c.distributed = true;
+            c.dist_node = x.node;
+            c.dist_number = x.number;
+            c.dist_stamp = x.stamp;
+        }
         c.key_id = static_cast<uint16_t>(newest_key_id());
         std::string token = sign(c);
         if (scope == "session" && !allow_session_scope)

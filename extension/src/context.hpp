@@ -24,6 +24,12 @@ struct RequestContext {
     std::string account_public_id;
     std::string path;       // account_path payload bytes of the active account
     std::string home_path;  // ... and of the credential's account
+    // On Citus (citus_binding.hpp): bound to the distributed transaction
+    // instead, which every node of it sees (token version 2).
+    bool distributed = false;
+    int32_t dist_node = 0;
+    uint64_t dist_number = 0;
+    int64_t dist_stamp = 0;
 };
 
 // Called from _PG_init: defines the settings that carry the context.

@@ -1,0 +1,292 @@
+-- Citus scale-out (docs/operations/scale-out.md): tenancy.distribute() makes
+-- the tenant tables distributed by main account id and the global ones reference tables.
+
+-- Is the extension distributed (tenancy.accounts a Citus table)? false without Citus.
+CREATE FUNCTION tenancy._citus_distributed() RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition '
+            'WHERE logicalrelid = ''tenancy.accounts''::regclass)' INTO found;
+    RETURN found;
+END $$;
+
+-- The tables distribute() makes reference tables (small, global, read by
+-- policies on every node) and distributed tables (by main_id, co-located with
+-- accounts). Every other table stays on the coordinator for now: users and
+-- api_key_usage among them, as their policies hold subqueries, which Citus
+-- refuses in policies on distributed tables.
+CREATE FUNCTION tenancy._citus_reference_tables() RETURNS regclass[]
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT ARRAY['tenancy.roles', 'tenancy.role_permissions', 'tenancy.plans',
+                       'tenancy.context_keys']::regclass[] $$;
+CREATE FUNCTION tenancy._citus_tenant_tables() RETURNS regclass[]
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT ARRAY['tenancy.accounts', 'tenancy.memberships', 'tenancy.api_keys',
+                 'tenancy.api_key_secrets']::regclass[]
+           || coalesce((SELECT array_agg(p.tbl ORDER BY p.tbl::oid) FROM tenancy.protected_tables p
+                        JOIN pg_class c ON c.oid = p.tbl JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname <> 'tenancy'), '{}')
+$$;
+
+REVOKE ALL ON FUNCTION tenancy._citus_distributed(), tenancy._citus_reference_tables(),
+    tenancy._citus_tenant_tables() FROM PUBLIC;
+
+-- Reshapes one table so that Citus accepts it as distributed by main_id, on
+-- the node where it runs (distribute() runs it on every node, as the
+-- extension's tables exist on every node): a generated main_id becomes a plain
+-- column checked against the path (Citus routes by it before any trigger or
+-- generated column could compute it); unique constraints and indexes gain
+-- main_id in front (path and public ids are unique per main account anyway).
+-- Returns the foreign keys it dropped: Citus allows them only between
+-- co-located tables on the distribution column, or to reference tables.
+CREATE FUNCTION tenancy._citus_prepare_table(tbl regclass, distributed boolean)
+    RETURNS TABLE (conrelid regclass, confrelid regclass, conname name, condef text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    path_col name;
+    c record;
+    def text;
+BEGIN
+    -- Foreign keys from or to this table: dropped here, re-added by distribute().
+    FOR c IN SELECT x.conrelid::regclass AS rel, x.confrelid::regclass AS ref, x.conname AS name,
+                    pg_get_constraintdef(x.oid) AS def
+             FROM pg_constraint x
+             WHERE x.contype = 'f' AND (x.conrelid = tbl OR x.confrelid = tbl)
+    LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.rel, c.name);
+        conrelid := c.rel;
+        confrelid := c.ref;
+        conname := c.name;
+        condef := c.def;
+        RETURN NEXT;
+    END LOOP;
+    IF NOT distributed THEN
+        RETURN;
+    END IF;
+    SELECT a.attname INTO path_col FROM pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname IN ('path', 'account_path') AND NOT a.attisdropped
+    ORDER BY a.attname = 'path' DESC LIMIT 1;
+    IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'main_id'
+               AND a.attgenerated = 's') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id DROP EXPRESSION', tbl);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenancy_main_id CHECK '
+                       '(main_id = tenancy.root_id(%I))', tbl, path_col);
+        -- Protected tables: rows default to the active account, so main_id
+        -- defaults to its main account (evaluated where Citus routes the row).
+        IF path_col = 'account_path' AND tbl::text NOT LIKE 'tenancy.%' THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id SET DEFAULT '
+                           'tenancy.root_id(tenancy.current_path())', tbl);
+        END IF;
+    END IF;
+    FOR c IN SELECT x.conname AS name, pg_get_constraintdef(x.oid) AS def
+             FROM pg_constraint x
+             WHERE x.conrelid = tbl AND x.contype IN ('p', 'u')
+               AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl
+                               AND a.attname = 'main_id' AND a.attnum = ANY (x.conkey))
+    LOOP
+        def := regexp_replace(c.def, '^(PRIMARY KEY|UNIQUE) \(', '\1 (main_id, ');
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', tbl, c.name);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, c.name, def);
+    END LOOP;
+    FOR c IN SELECT i.indexrelid::regclass AS idx, pg_get_indexdef(i.indexrelid) AS def
+             FROM pg_index i
+             WHERE i.indrelid = tbl AND i.indisunique
+               AND NOT EXISTS (SELECT FROM pg_constraint x WHERE x.conindid = i.indexrelid)
+               AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl
+                               AND a.attname = 'main_id' AND a.attnum = ANY (i.indkey))
+    LOOP
+        EXECUTE format('DROP INDEX %s', c.idx);
+        EXECUTE regexp_replace(c.def, ' USING (\w+) \(', ' USING \1 (main_id, ');
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_prepare_table(regclass, boolean) FROM PUBLIC;
+
+-- Reshapes every table distribute() will make a Citus table, on this node.
+-- Returns the foreign keys dropped.
+CREATE FUNCTION tenancy._citus_prepare()
+    RETURNS TABLE (conrelid regclass, confrelid regclass, conname name, condef text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    t regclass;
+BEGIN
+    FOREACH t IN ARRAY tenancy._citus_reference_tables() LOOP
+        RETURN QUERY SELECT * FROM tenancy._citus_prepare_table(t, false);
+    END LOOP;
+    FOREACH t IN ARRAY tenancy._citus_tenant_tables() LOOP
+        RETURN QUERY SELECT * FROM tenancy._citus_prepare_table(t, true);
+    END LOOP;
+    -- Citus re-creates triggers on the shards from their text with its own
+    -- search_path, where IS DISTINCT FROM finds no operator for account_path
+    -- (path is NOT NULL, so <> says the same).
+    IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = 'tenancy.accounts'::regclass
+               AND tgname = 'security_on_move') THEN
+        DROP TRIGGER security_on_move ON tenancy.accounts;
+        CREATE TRIGGER security_on_move AFTER UPDATE OF path ON tenancy.accounts
+            FOR EACH ROW WHEN (OLD.path OPERATOR(tenancy.<>) NEW.path)
+            EXECUTE FUNCTION tenancy._security_on_move();
+    END IF;
+    -- Citus plans a query with parameters only as a custom plan.
+    ALTER FUNCTION tenancy._establish_api_key(bigint, bigint, bigint, text) RESET plan_cache_mode;
+    -- Policies run on the worker holding the shard, inside Citus's query on it;
+    -- may() reads role_permissions (a reference table: a local read there).
+    ALTER FUNCTION tenancy.may(text, text) SET citus.allow_nested_distributed_execution = on;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_prepare() FROM PUBLIC;
+
+-- A foreign key Citus accepts, or NULL: between tenant tables it must include
+-- main_id on both sides and cannot cascade updates (the distribution column
+-- never changes); a reference on an account's path becomes one on
+-- (main_id, path).
+CREATE FUNCTION tenancy._citus_foreign_key(conrelid regclass, condef text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    def text := replace(condef, ' ON UPDATE CASCADE', '');
+BEGIN
+    IF def ~ 'ON DELETE SET (NULL|DEFAULT)' THEN
+        RETURN NULL;
+    END IF;
+    def := regexp_replace(def, '^FOREIGN KEY \((\w+)\) REFERENCES (tenancy\.)?accounts\(path\)',
+                          'FOREIGN KEY (main_id, \1) REFERENCES tenancy.accounts(main_id, path)');
+    RETURN def;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_foreign_key(regclass, text) FROM PUBLIC;
+
+-- distribute(): run once by the DBA on the coordinator, after CREATE
+-- EXTENSION, citus_set_coordinator_host() and citus_add_node() for every
+-- worker. Returns what it did, one row per table or constraint.
+CREATE FUNCTION tenancy.distribute() RETURNS TABLE (object text, action text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    t regclass;
+    fk record;
+    def text;
+    failed text;
+    dropped text[] := '{}';
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = '55000',
+            HINT = 'CREATE EXTENSION citus first; see docs/operations/scale-out.md.';
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'tenancy.distribute() is for the DBA (a superuser)' USING ERRCODE = '42501';
+    END IF;
+    IF tenancy._citus_distributed() THEN
+        RAISE EXCEPTION 'tenancy is already distributed' USING ERRCODE = '55000';
+    END IF;
+    EXECUTE 'SELECT count(*) FROM pg_dist_node WHERE groupid = 0' INTO failed;
+    IF failed::int = 0 THEN
+        RAISE EXCEPTION 'the coordinator is not in the Citus metadata' USING ERRCODE = '55000',
+            HINT = 'Run SELECT citus_set_coordinator_host(host, port) first: the context key '
+                   'must have a copy on the coordinator too.';
+    END IF;
+    -- Every node reshapes its own copy of the extension's tables (they are the
+    -- shell tables Citus uses there).
+    failed := NULL;
+    EXECUTE $q$SELECT string_agg(nodename || ':' || nodeport || ' ' || result, '; ')
+               FROM run_command_on_workers('SELECT count(*) FROM tenancy._citus_prepare()')
+               WHERE NOT success$q$ INTO failed;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION 'could not prepare the workers: %', failed USING ERRCODE = '55000';
+    END IF;
+    PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    CREATE TEMP TABLE pg_temp.citus_dropped_fks ON COMMIT DROP AS SELECT * FROM tenancy._citus_prepare();
+    FOREACH t IN ARRAY tenancy._citus_reference_tables() LOOP
+        EXECUTE 'SELECT create_reference_table($1)' USING t;
+        object := t::text;
+        action := 'reference table';
+        RETURN NEXT;
+    END LOOP;
+    FOREACH t IN ARRAY tenancy._citus_tenant_tables() LOOP
+        IF t = 'tenancy.accounts'::regclass THEN
+            EXECUTE 'SELECT create_distributed_table($1, ''main_id'', colocate_with => ''none'')' USING t;
+        ELSE
+            EXECUTE 'SELECT create_distributed_table($1, ''main_id'', colocate_with => ''tenancy.accounts'')'
+                USING t;
+        END IF;
+        object := t::text;
+        action := 'distributed by main_id';
+        RETURN NEXT;
+    END LOOP;
+    -- Clients must not claim a distributed transaction id here: a token bound
+    -- to another transaction's id would then be forwarded to the workers with
+    -- it (workers must keep it: Citus calls it there as the client's role).
+    PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+    REVOKE EXECUTE ON FUNCTION pg_catalog.assign_distributed_transaction_id(integer, bigint, timestamptz)
+        FROM PUBLIC;
+    PERFORM set_config('citus.enable_ddl_propagation', 'on', true);
+    -- Foreign keys back, where Citus accepts them: between co-located tenant
+    -- tables on main_id, from tenant tables to reference tables, between
+    -- reference tables. Those from coordinator-only tables are left out.
+    FOR fk IN SELECT DISTINCT * FROM pg_temp.citus_dropped_fks ORDER BY 1, 2 LOOP
+        def := NULL;
+        IF EXISTS (SELECT FROM pg_dist_partition p WHERE p.logicalrelid = fk.conrelid)
+           AND EXISTS (SELECT FROM pg_dist_partition p WHERE p.logicalrelid = fk.confrelid) THEN
+            def := tenancy._citus_foreign_key(fk.conrelid, fk.condef);
+        END IF;
+        object := format('%s.%s', fk.conrelid, fk.conname);
+        IF def IS NULL THEN
+            action := 'foreign key dropped: ' || fk.condef;
+        ELSE
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.conrelid, fk.conname, def);
+            action := CASE WHEN def = fk.condef THEN 'foreign key kept'
+                           ELSE 'foreign key now ' || def END;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION tenancy.distribute() FROM PUBLIC;
+
+-- protect() on a distributed install: the application table becomes a tenant
+-- table too, distributed by main_id and co-located with accounts.
+CREATE FUNCTION tenancy._citus_distribute_protected(tbl regclass) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    fk record;
+    def text;
+BEGIN
+    IF EXISTS (SELECT FROM pg_dist_partition p WHERE p.logicalrelid = tbl) THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    CREATE TEMP TABLE pg_temp.citus_protected_fks ON COMMIT DROP AS
+        SELECT * FROM tenancy._citus_prepare_table(tbl, true);
+    PERFORM create_distributed_table(tbl, 'main_id', colocate_with => 'tenancy.accounts');
+    FOR fk IN SELECT * FROM pg_temp.citus_protected_fks LOOP
+        def := NULL;
+        IF EXISTS (SELECT FROM pg_dist_partition p WHERE p.logicalrelid = fk.confrelid) THEN
+            def := tenancy._citus_foreign_key(fk.conrelid, fk.condef);
+        END IF;
+        IF def IS NULL THEN
+            RAISE NOTICE 'foreign key %.% dropped: Citus does not support %', fk.conrelid, fk.conname, fk.condef;
+        ELSE
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.conrelid, fk.conname, def);
+        END IF;
+    END LOOP;
+    DROP TABLE pg_temp.citus_protected_fks;
+    IF NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conrelid = tbl AND c.conname = 'tenancy_account') THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenancy_account FOREIGN KEY (main_id, account_path) '
+                       'REFERENCES tenancy.accounts (main_id, path)', tbl);
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_distribute_protected(regclass) FROM PUBLIC;

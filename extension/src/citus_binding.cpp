@@ -1,0 +1,144 @@
+// The context on Citus (docs/operations/scale-out.md). Citus functions are
+// looked up in the already loaded citus.so by name, only once Citus's settings
+// exist (it is in shared_preload_libraries): tenancy neither links against nor
+// loads Citus. The functions used are Citus 13's exported C API.
+#include "boundary.hpp"
+#include "citus_binding.hpp"
+
+extern "C" {
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+}
+
+#include <cstdio>
+#include <cstring>
+
+namespace tenancy {
+
+namespace {
+
+// Citus 13's DistributedTransactionId (distributed/transaction_identifier.h).
+struct CitusDistributedTransactionId {
+    int initiatorNodeIdentifier;
+    bool transactionOriginator;
+    uint64 transactionNumber;
+    TimestampTz timestamp;
+};
+
+using GetXidFn = CitusDistributedTransactionId *(*)(void);
+using VoidFn = void (*)(void);
+using GroupFn = int32 (*)(void);
+using IsCitusTableFn = bool (*)(Oid);
+
+struct CitusApi {
+    bool looked_up = false;
+    GetXidFn get_xid = nullptr;
+    VoidFn ensure_xid = nullptr;
+    GroupFn local_group = nullptr;
+    IsCitusTableFn is_citus_table = nullptr;
+};
+CitusApi api;
+
+bool citus_loaded() {
+    return GetConfigOption("citus.propagate_set_commands", true, false) != nullptr;
+}
+
+void *citus_symbol(const char *name) {
+    return pg_call([&] { return load_external_function("citus", name, true, NULL); });
+}
+
+const CitusApi &citus_api() {
+    if (!api.looked_up) {
+        api.get_xid =
+            reinterpret_cast<GetXidFn>(citus_symbol("GetCurrentDistributedTransactionId"));
+        api.ensure_xid = reinterpret_cast<VoidFn>(citus_symbol("EnsureDistributedTransactionId"));
+        api.local_group = reinterpret_cast<GroupFn>(citus_symbol("GetLocalGroupId"));
+        api.is_citus_table = reinterpret_cast<IsCitusTableFn>(citus_symbol("IsCitusTable"));
+        api.looked_up = true;
+    }
+    return api;
+}
+
+Oid context_keys_relid() {
+    Oid nsp = get_namespace_oid("tenancy", true);
+    return OidIsValid(nsp) ? get_relname_relid("context_keys", nsp) : InvalidOid;
+}
+
+}  // namespace
+
+bool citus_distributed() {
+    if (!citus_loaded())
+        return false;
+    const CitusApi &c = citus_api();
+    Oid relid = pg_call([] { return context_keys_relid(); });
+    if (!OidIsValid(relid))
+        return false;
+    return pg_call([&] { return c.is_citus_table(relid); });
+}
+
+DistributedXid citus_current_xid(bool assign) {
+    const CitusApi &c = citus_api();
+    DistributedXid x{};
+    pg_call([&] {
+        if (assign)
+            c.ensure_xid();
+        CitusDistributedTransactionId *id = c.get_xid();
+        x.node = id->initiatorNodeIdentifier;
+        x.number = id->transactionNumber;
+        x.stamp = id->timestamp;
+        x.originator = id->transactionOriginator;
+        pfree(id);
+        return 0;
+    });
+    return x;
+}
+
+int32_t citus_local_group() {
+    const CitusApi &c = citus_api();
+    return pg_call([&] { return c.local_group(); });
+}
+
+bool citus_propagates_set_local() {
+    const char *v = GetConfigOption("citus.propagate_set_commands", true, false);
+    return v != nullptr && std::strcmp(v, "local") == 0;
+}
+
+// pg_dist_shard (logicalrelid oid, shardid bigint, ...) scanned for relid's
+// shard; the placement on this node is the table "<name>_<shardid>" beside it.
+Oid citus_local_placement(Oid relid) {
+    Oid dist_shard = get_relname_relid("pg_dist_shard", PG_CATALOG_NAMESPACE);
+    if (!OidIsValid(dist_shard))
+        return InvalidOid;
+    Relation rel = table_open(dist_shard, AccessShareLock);
+    Snapshot snapshot =
+        RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+    TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+    int64 shardid = 0;
+    HeapTuple tuple;
+    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL) {
+        bool isnull1, isnull2;
+        Datum logical = heap_getattr(tuple, 1, RelationGetDescr(rel), &isnull1);
+        Datum shard = heap_getattr(tuple, 2, RelationGetDescr(rel), &isnull2);
+        if (!isnull1 && !isnull2 && DatumGetObjectId(logical) == relid) {
+            shardid = DatumGetInt64(shard);
+            break;
+        }
+    }
+    table_endscan(scan);
+    UnregisterSnapshot(snapshot);
+    table_close(rel, AccessShareLock);
+    if (shardid == 0)
+        return InvalidOid;
+    char name[NAMEDATALEN * 2];
+    snprintf(name, sizeof name, "%s_" INT64_FORMAT, get_rel_name(relid), shardid);
+    return get_relname_relid(name, get_rel_namespace(relid));
+}
+
+}  // namespace tenancy
