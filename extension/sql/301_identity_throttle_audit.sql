@@ -72,7 +72,7 @@ CREATE FUNCTION tenancy._clear_failures(login_key text) RETURNS void
     SELECT tenancy._throttle_success(lower(login_key));
 $$;
 
--- ---- identity events in the audit log (40_audit.sql) ----------------------------------
+-- ---- identity events in the audit log (400_audit_log.sql) ------------------------------
 -- Logins, second factors and context switches are events, not row changes.
 -- Never a password, code or token: a failed login's target is the email typed,
 -- and only if it looks like one (a password typed in the email field stays out).

@@ -19,7 +19,7 @@
 -- the dump holds them too, possibly changed since: a DBA's plan limits, the
 -- audit key that MACs the restored chain heads, the sealer's snapshot that
 -- says which restored entries are chained, the context key that wraps the
--- transcript data keys (52_security_settings.sql; contexts themselves live
+-- transcript data keys (53_transcript_protection.sql; contexts themselves live
 -- for a transaction or a backend). During a restore (replica mode) the dumped row replaces
 -- the one CREATE EXTENSION made. Outside one, a duplicate stays an error, and for the
 -- keys and the sealer a restore not in replica mode is refused with a hint:
@@ -108,12 +108,12 @@ BEGIN
         'mfa_recovery_codes', 'sub_users', 'sessions', 'outbox', 'invitations', 'login_failures',
         -- 32_gateway_support, 37_outbox_delivery
         'idempotency_keys', 'outbox_failures',
-        -- 40_audit
+        -- 400_audit_log
         'audit_log', 'audit_chain', 'audit_heads', 'audit_sealer', 'audit_keys',
         -- 50_voice
         'agents', 'knowledge_bases', 'knowledge_documents', 'flows', 'channels', 'campaigns', 'integrations',
         'contacts', 'conversations', 'support_availability',
-        -- 52_security_settings
+        -- 53_transcript_protection
         'phi_redaction_jobs', 'transcript_tables', 'transcript_keys',
         -- 54_usage (totals too: a restore in replica mode fires no fold trigger)
         'usage_kinds', 'usage_records', 'usage_totals',

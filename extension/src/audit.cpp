@@ -1,6 +1,6 @@
 // The audit log writer: the row trigger installed on configuration tables and
 // protected application tables, the internal event writer, and the SHA-256 /
-// HMAC helpers of the chain (see extension/sql/40_audit.sql for the design).
+// HMAC helpers of the chain (see extension/sql/400_audit_log.sql for the design).
 //
 // Entries are written unsealed with a direct heap insert plus index inserts:
 // no SPI, no plan, no permission or RLS check (no client role holds any write

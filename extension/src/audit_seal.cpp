@@ -1,6 +1,6 @@
 // The sealer's round in C: tenancy._audit_seal_blocks(lower_xid, prev, cur,
 // sealed_at) finds the entries to link, digests them and returns the chain
-// blocks; audit_seal() (40_audit.sql) holds the sealers' lock, keeps the
+// blocks; audit_seal() (401_audit_seal.sql) holds the sealers' lock, keeps the
 // snapshot bookkeeping and writes the blocks and moved heads in one
 // statement.
 //
