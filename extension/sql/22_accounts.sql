@@ -211,8 +211,15 @@ BEGIN
         UPDATE tenancy.memberships m SET role = 'admin'
         WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner' AND m.user_id <> uid;
     END IF;
-    INSERT INTO tenancy.memberships (account_path, user_id, role) VALUES (a.path, uid, 'owner')
-    ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = 'owner';
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.memberships (main_id, account_path, user_id, role)
+        VALUES (a.main_id, a.path, uid, 'owner')
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = 'owner';
+    ELSE
+        INSERT INTO tenancy.memberships (account_path, user_id, role) VALUES (a.path, uid, 'owner')
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = 'owner';
+    END IF;
 END $$;
 
 -- Promote a subaccount (with its subtree and rows) to a main account. Its API
@@ -230,6 +237,14 @@ BEGIN
     END IF;
     IF a.parent_id IS NULL THEN
         RAISE EXCEPTION 'account "%" is already a main account', account USING ERRCODE = '22023';
+    END IF;
+    -- On Citus the subtree's rows would move to another main account's shard:
+    -- main_id is the distribution column, which Citus does not update.
+    IF tenancy._citus_distributed() THEN
+        RAISE EXCEPTION 'promote_account() is not supported on Citus: it changes main_id, the distribution column'
+            USING ERRCODE = '0A000',
+                  HINT = 'A DBA moves the subtree by the procedure "Promoting a subaccount on Citus" '
+                         'in docs/operations/scale-out.md.';
     END IF;
     PERFORM FROM tenancy.accounts m WHERE m.main_id = a.main_id AND m.id = a.main_id FOR UPDATE;
     UPDATE tenancy.api_keys k SET revoked_at = now()

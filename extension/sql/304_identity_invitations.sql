@@ -124,8 +124,15 @@ BEGIN
         RETURNING * INTO u;
     END IF;
     UPDATE tenancy.invitations i SET accepted_at = now() WHERE i.main_id = inv.main_id AND i.id = inv.id;
-    INSERT INTO tenancy.memberships (account_path, user_id, role) VALUES (a.path, u.id, inv.role)
-    ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = excluded.role;
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.memberships (main_id, account_path, user_id, role)
+        VALUES (a.main_id, a.path, u.id, inv.role)
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = excluded.role;
+    ELSE
+        INSERT INTO tenancy.memberships (account_path, user_id, role) VALUES (a.path, u.id, inv.role)
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = excluded.role;
+    END IF;
     session_token := tenancy._new_session('user', u.id, NULL, NULL, a.main_id, a.id, NOT u.mfa_enabled);
     PERFORM tenancy._establish('user', a.main_id, split_part(session_token, '_', 2)::bigint, a.id,
                                'transaction');

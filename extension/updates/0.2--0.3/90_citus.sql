@@ -596,3 +596,135 @@ BEGIN
     END IF;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_distribute_protected(regclass) FROM PUBLIC;
+
+-- transfer_ownership() and accept_invitation() name main_id on Citus; promote_account()
+-- refuses there (22_accounts.sql, 304_identity_invitations.sql).
+CREATE OR REPLACE FUNCTION tenancy.transfer_ownership(account text, new_owner_email text,
+                                           demote_previous boolean DEFAULT true) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts := tenancy._find_account(account);
+    uid bigint;
+BEGIN
+    IF a.id IS NULL THEN
+        RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
+    END IF;
+    SELECT u.id INTO uid FROM tenancy.users u WHERE lower(u.email) = lower(new_owner_email);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'user "%" not found', new_owner_email USING ERRCODE = 'P0002';
+    END IF;
+    IF demote_previous THEN
+        UPDATE tenancy.memberships m SET role = 'admin'
+        WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner' AND m.user_id <> uid;
+    END IF;
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.memberships (main_id, account_path, user_id, role)
+        VALUES (a.main_id, a.path, uid, 'owner')
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = 'owner';
+    ELSE
+        INSERT INTO tenancy.memberships (account_path, user_id, role) VALUES (a.path, uid, 'owner')
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = 'owner';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.promote_account(account text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts := tenancy._find_account(account);
+BEGIN
+    IF a.id IS NULL THEN
+        RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
+    END IF;
+    IF a.parent_id IS NULL THEN
+        RAISE EXCEPTION 'account "%" is already a main account', account USING ERRCODE = '22023';
+    END IF;
+    -- On Citus the subtree's rows would move to another main account's shard:
+    -- main_id is the distribution column, which Citus does not update.
+    IF tenancy._citus_distributed() THEN
+        RAISE EXCEPTION 'promote_account() is not supported on Citus: it changes main_id, the distribution column'
+            USING ERRCODE = '0A000',
+                  HINT = 'A DBA moves the subtree by the procedure "Promoting a subaccount on Citus" '
+                         'in docs/operations/scale-out.md.';
+    END IF;
+    PERFORM FROM tenancy.accounts m WHERE m.main_id = a.main_id AND m.id = a.main_id FOR UPDATE;
+    UPDATE tenancy.api_keys k SET revoked_at = now()
+    WHERE k.account_path <@ a.path AND k.revoked_at IS NULL;
+    INSERT INTO tenancy.account_forwarding (public_id, main_id)
+    SELECT x.public_id, a.id FROM tenancy.accounts x WHERE x.path <@ a.path
+    ON CONFLICT (public_id) DO UPDATE SET main_id = excluded.main_id;
+    UPDATE tenancy.accounts x
+    SET path = tenancy.subpath(x.path, tenancy.nlevel(a.path) - 1), updated_at = now()
+    WHERE x.path <@ a.path;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.accept_invitation(token text, name text DEFAULT NULL, password text DEFAULT NULL)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    parts text[] := tenancy._id_parts(token, 'tni', 2, 43);
+    inv tenancy.invitations;
+    u tenancy.users;
+    a tenancy.accounts;
+    session_token text;
+BEGIN
+    IF parts IS NOT NULL THEN
+        SELECT * INTO inv FROM tenancy.invitations i
+        WHERE i.main_id = parts[1]::bigint AND i.id = parts[2]::bigint FOR UPDATE;
+    END IF;
+    IF parts IS NULL OR NOT tenancy._secret_equal(parts[3], coalesce(inv.token_hash, '\x00'::bytea))
+       OR inv.id IS NULL THEN
+        RAISE EXCEPTION 'invalid invitation token' USING ERRCODE = '28000';
+    END IF;
+    IF inv.accepted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the invitation has already been used' USING ERRCODE = '28000';
+    END IF;
+    IF inv.expires_at <= now() THEN
+        RAISE EXCEPTION 'the invitation has expired' USING ERRCODE = '28000';
+    END IF;
+    SELECT * INTO a FROM tenancy.accounts x WHERE x.path = inv.account_path;
+    IF NOT tenancy._chain_active(a.path) THEN
+        RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '28000';
+    END IF;
+    SELECT * INTO u FROM tenancy.users x WHERE lower(x.email) = lower(inv.email) FOR UPDATE;
+    IF FOUND AND u.password_hash IS NULL THEN
+        -- A user without a password yet sets one now.
+        PERFORM tenancy._check_password(accept_invitation.password);
+        UPDATE tenancy.users x SET password_hash = tenancy.hash_password(accept_invitation.password)
+        WHERE x.id = u.id;
+    ELSIF FOUND THEN
+        IF accept_invitation.password IS NULL
+           OR NOT tenancy.verify_password(accept_invitation.password, u.password_hash) THEN
+            RAISE EXCEPTION 'an existing user accepts with their password' USING ERRCODE = '28P01';
+        END IF;
+    ELSE
+        PERFORM tenancy._check_password(accept_invitation.password);
+        INSERT INTO tenancy.users (email, name, password_hash)
+        VALUES (inv.email, nullif(btrim(accept_invitation.name), ''),
+                tenancy.hash_password(accept_invitation.password))
+        RETURNING * INTO u;
+    END IF;
+    UPDATE tenancy.invitations i SET accepted_at = now() WHERE i.main_id = inv.main_id AND i.id = inv.id;
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.memberships (main_id, account_path, user_id, role)
+        VALUES (a.main_id, a.path, u.id, inv.role)
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = excluded.role;
+    ELSE
+        INSERT INTO tenancy.memberships (account_path, user_id, role) VALUES (a.path, u.id, inv.role)
+        ON CONFLICT (main_id, account_id, user_id) DO UPDATE SET role = excluded.role;
+    END IF;
+    session_token := tenancy._new_session('user', u.id, NULL, NULL, a.main_id, a.id, NOT u.mfa_enabled);
+    PERFORM tenancy._establish('user', a.main_id, split_part(session_token, '_', 2)::bigint, a.id,
+                               'transaction');
+    PERFORM tenancy._audit_record(a.main_id, a.path, 'login.success', lower(u.email),
+        jsonb_build_object('login', 'invitation', 'invitation', inv.public_id, 'mfa_pending', u.mfa_enabled),
+        'user', u.id::text, split_part(session_token, '_', 2)::bigint);
+    RETURN session_token;
+END $$;
