@@ -26,8 +26,8 @@ int main(int argc, char **argv) {
         std::vector<std::string> corpus;
         size_t bytes = 0;
         for (size_t i = 0; bytes < target; i++) {
-            const std::string &s = (mixed && i % 4 == 0) ? with_phi[i / 4 % with_phi.size()]
-                                                         : plain[i % plain.size()];
+            const std::string &s =
+                (mixed && i % 4 == 0) ? with_phi[i / 4 % with_phi.size()] : plain[i % plain.size()];
             corpus.push_back(s);
             bytes += s.size();
         }
@@ -35,12 +35,15 @@ int main(int argc, char **argv) {
         size_t out = 0;
         for (int round = 0; round < 5; round++) {
             auto t0 = std::chrono::steady_clock::now();
-            for (const auto &s : corpus) out += tenancy::redact_phi(s).size();
-            double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            if (secs < best) best = secs;
+            for (const auto &s : corpus)
+                out += tenancy::redact_phi(s).size();
+            double secs =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (secs < best)
+                best = secs;
         }
         std::printf("%s: %.1f MB in %zu lines, best of 5: %.3f s = %.1f MB/s (%zu)\n",
-                    mixed ? "mixed (1 line in 4 with identifiers)" : "plain prose", bytes / 1048576.0,
-                    corpus.size(), best, bytes / 1048576.0 / best, out % 7);
+                    mixed ? "mixed (1 line in 4 with identifiers)" : "plain prose",
+                    bytes / 1048576.0, corpus.size(), best, bytes / 1048576.0 / best, out % 7);
     }
 }

@@ -480,7 +480,10 @@ void set_context_setting(const char *value) {
         pg_call([&] {
             if (SPI_connect() != SPI_OK_CONNECT)
                 elog(ERROR, "SPI_connect failed");
-            SPI_execute(text, false, 0);
+            // A SET that did not run would leave the workers without the
+            // context: say so rather than go on.
+            if (SPI_execute(text, false, 0) != SPI_OK_UTILITY)
+                elog(ERROR, "SET LOCAL tenancy.context failed");
             SPI_finish();
             return 0;
         });
