@@ -287,7 +287,22 @@ if [ $ct_ok = 1 ]; then
     ct_check worker-restart-all-notes "$(( $(wc -l <"$CT_WORK/keys") * 2 ))" "$($CC -c "SELECT count(*) FROM public.notes")"
 fi
 
-for n in w2 w1 coord; do
-    cluster_running "$CT_WORK/$n" && cluster_stop "$CT_WORK/$n"
+# ---- further parts, on the same cluster (tests/citus/*.sh, in name order) ----------
+# Each sees ct, CC, ct_check, ct_ok, ct_port, ct_mains and $CT_WORK/keys
+# (one "account key" line per account made above).
+for ct_part in tests/citus/*.sh; do
+    [ -f "$ct_part" ] || continue
+    [ $ct_ok = 1 ] && . "$ct_part"
 done
+
+# CITUS_KEEP_RUNNING=1 (with KEEP_TEST_DIR=1): leave the three nodes up for a
+# developer to look at; they are stopped with pg_ctl -D DIR/data stop.
+if [ -n "${CITUS_KEEP_RUNNING:-}" ]; then
+    echo "  left running: coordinator $CT_WORK/coord port ${ct_port[coord]}, workers ${ct_port[w1]} ${ct_port[w2]}"
+    echo "coord=${ct_port[coord]} w1=${ct_port[w1]} w2=${ct_port[w2]} dir=$CT_WORK" >"$CT_WORK/ports"
+else
+    for n in w2 w1 coord; do
+        cluster_running "$CT_WORK/$n" && cluster_stop "$CT_WORK/$n"
+    done
+fi
 true
