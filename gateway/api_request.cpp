@@ -75,6 +75,14 @@ std::string utc_now() {
     return buf;
 }
 
+// The request runs as tenancy_app. set_config, not SET LOCAL ROLE: on Citus
+// a SET LOCAL statement is forwarded to the workers (that is how the context
+// token reaches them), and a forwarded role would also downgrade the shard
+// queries of the extension's SECURITY DEFINER functions there. set_config
+// stays on the coordinator; Citus connects to the workers as tenancy_app
+// (docs/operations/scale-out.md). On one node both do the same.
+constexpr const char *kEnterAppRoleSql = "SELECT set_config('role', 'tenancy_app', true)";
+
 constexpr const char *kRecordSql = "SELECT tenancy.audit_event('api.request', $1, $2::jsonb)";
 constexpr const char *kRecordIfContextSql =
     "SELECT tenancy.audit_event('api.request', $1, $2::jsonb) "
@@ -90,7 +98,7 @@ Params record_params(const Route &route, int status, const std::string &request_
 // Queues the context statements (see kAuthenticateSql) for a bearer route.
 void enter_context(Tx &tx, const std::string &credential, const std::string &account,
                    bool refuse_restricted, bool want_principal, Result *auth) {
-    tx.queue("SET LOCAL ROLE tenancy_app", {}, kRole);
+    tx.queue(kEnterAppRoleSql, {}, kRole);
     tx.queue(kAuthenticateSql,
              {credential, refuse_restricted ? "true" : "false", want_principal ? "true" : "false"},
              kAuthenticate, auth);
@@ -203,7 +211,7 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
                 enter_context(tx, *credential, account,
                               route.restricted == RestrictedContext::refuse, read_only, &auth);
             else
-                tx.queue("SET LOCAL ROLE tenancy_app", {}, kRole);
+                tx.queue(kEnterAppRoleSql, {}, kRole);
             if (invalid) {
                 if (bearer)
                     tx.flush();  // runs the context statements: 401 comes before 422
@@ -299,7 +307,7 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
     // The gateway's own database user may not become tenancy_app: a
     // deployment error, not the caller's.
     if (!refused && stage == kRole && problem.status < 500) {
-        log_event("error", "the gateway's database user cannot SET ROLE tenancy_app",
+        log_event("error", "the gateway's database user cannot become tenancy_app",
                   {{"request_id", request_id}, {"error", outcome.error.message}});
         problem = problem_for_status(500, kServerFailureDetail);
     }

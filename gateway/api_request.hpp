@@ -8,7 +8,7 @@
 // credential and, when the Tenancy-Account header names an account,
 // tenancy.act_as() for it. These statements go out together with the
 // handler's first statement (db_tx.hpp), so a route with one statement is one
-// round trip: BEGIN, SET LOCAL ROLE, authenticate, act_as, the statement,
+// round trip: BEGIN, the role, authenticate, act_as, the statement,
 // the audit record and COMMIT.
 //
 // Recording: a mutating request records itself with tenancy.audit_event(

@@ -50,7 +50,7 @@ BEGIN
     -- line (settings.api_keys.max_lifetime_days, 41_key_rotation.sql).
     SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
            t.id, t.main_id, t.public_id, t.path,
-           t.id IS NOT NULL AND EXISTS (SELECT FROM tenancy.accounts a
+           t.id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.accounts a
                                         WHERE a.main_id = t.main_id
                                           AND a.path = ANY (tenancy.ancestors(t.path))
                                           AND a.status <> 'active'),
@@ -167,7 +167,7 @@ BEGIN
         principal := su.id;
         must_change := su.must_change_password;
     END IF;
-    IF EXISTS (SELECT FROM tenancy.accounts a
+    IF EXISTS (SELECT 1 FROM tenancy.accounts a
                WHERE a.path = ANY (tenancy.ancestors(target.path)) AND a.status <> 'active') THEN
         RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
     END IF;
@@ -266,7 +266,7 @@ BEGIN
     PERFORM tenancy._refuse_restricted();
     IF kind = 'user' THEN
         IF target.id IS NULL OR NOT EXISTS (
-                SELECT FROM tenancy.memberships m
+                SELECT 1 FROM tenancy.memberships m
                 WHERE m.user_id = tenancy._context_field('principal_id')::bigint
                   AND m.account_path @> target.path) THEN
             RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',

@@ -116,14 +116,15 @@ END $$;
 -- The main accounts an email owns (a sub-user's "main account email" is the
 -- email of an owner of its main account), in id order.
 CREATE FUNCTION tenancy._owned_main_ids(owner_email text) RETURNS bigint[]
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT ARRAY(SELECT m.main_id FROM tenancy.users o
+BEGIN
+    RETURN ARRAY(SELECT m.main_id FROM tenancy.users o
                  JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
                  WHERE lower(o.email) = lower(owner_email)
-                 ORDER BY m.main_id)
-$$;
+                 ORDER BY m.main_id);
+END $$;
 
 CREATE FUNCTION tenancy._audit_login_failure_write(kind text, who bigint, login_name text, main_name text,
                                                    reason text, recent integer, extra jsonb)

@@ -33,9 +33,14 @@ END $$;
 
 -- An account whose whole ancestor chain is active?
 CREATE FUNCTION tenancy._chain_active(p tenancy.account_path) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
-    AS $$ SELECT NOT EXISTS (SELECT FROM tenancy.accounts a WHERE a.path = ANY (tenancy.ancestors(p)) AND a.status <> 'active') $$;
+    AS $$
+BEGIN
+    RETURN NOT EXISTS (SELECT FROM tenancy.accounts a
+                       WHERE a.main_id = tenancy.root_id(p) AND a.path = ANY (tenancy.ancestors(p))
+                         AND a.status <> 'active');
+END $$;
 
 -- The context's session (user or sub-user), or NULL.
 CREATE FUNCTION tenancy._current_session_id() RETURNS bigint
@@ -123,7 +128,7 @@ BEGIN
     IF account IS NOT NULL THEN
         target := tenancy._find_account(account);
         IF target.id IS NULL OR NOT EXISTS (
-                SELECT FROM tenancy.memberships m
+                SELECT 1 FROM tenancy.memberships m
                 WHERE m.user_id = u.id AND m.account_path @> target.path) THEN
             RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
         END IF;

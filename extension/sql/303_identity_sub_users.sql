@@ -34,14 +34,15 @@ END $$;
 
 -- The email the sub-user types as "main account email": the first owner's.
 CREATE FUNCTION tenancy._main_account_email(main_id bigint) RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT u.email FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
-    WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
-      AND m.role = 'owner'
-    ORDER BY m.created_at, u.id LIMIT 1
-$$;
+BEGIN
+    RETURN (SELECT u.email FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
+            WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
+              AND m.role = 'owner'
+            ORDER BY m.created_at, u.id LIMIT 1);
+END $$;
 
 CREATE FUNCTION tenancy.create_sub_user(email text, name text, surname text, temp_password text)
     RETURNS text
@@ -54,9 +55,10 @@ DECLARE
     new_id bigint := nextval('tenancy.sub_user_id_seq');
     pub text;
     clean_email text;
+    mid bigint := tenancy.current_main_id();  -- a value: Citus routes the lock to one shard
 BEGIN
     PERFORM tenancy._require('sub_users', 'write');
-    IF tenancy.current_account_id() IS DISTINCT FROM tenancy.current_main_id() THEN
+    IF tenancy.current_account_id() IS DISTINCT FROM mid THEN
         RAISE EXCEPTION 'sub-users are managed in the main account; act in it' USING ERRCODE = '42501';
     END IF;
     clean_email := tenancy._check_email(create_sub_user.email);
@@ -67,7 +69,7 @@ BEGIN
     PERFORM tenancy._check_password(temp_password);
     -- One creator at a time per main account, so the plan limit holds.
     SELECT m.* INTO main FROM tenancy.accounts m
-    WHERE m.main_id = tenancy.current_main_id() AND m.id = tenancy.current_main_id()
+    WHERE m.main_id = mid AND m.id = mid
     FOR UPDATE;
     SELECT pl.max_sub_users INTO max_sub_users FROM tenancy.plans pl WHERE pl.name = main.plan;
     IF main.status <> 'active' THEN

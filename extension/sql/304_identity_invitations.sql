@@ -43,7 +43,7 @@ BEGIN
     END IF;
     -- Accepting would change the invitee's role there: an admin cannot touch an owner.
     IF tenancy.current_role_name() <> 'owner' AND EXISTS (
-            SELECT FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
+            SELECT 1 FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
             WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner'
               AND lower(u.email) = lower(clean_email)) THEN
         RAISE EXCEPTION 'only an owner may change an owner''s membership' USING ERRCODE = '42501';

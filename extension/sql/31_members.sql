@@ -42,7 +42,7 @@ CREATE FUNCTION tenancy._keep_an_owner(m tenancy.memberships) RETURNS void
     AS $$
 BEGIN
     IF m.role = 'owner' AND m.account_id = m.main_id AND NOT EXISTS (
-            SELECT FROM tenancy.memberships x
+            SELECT 1 FROM tenancy.memberships x
             WHERE x.main_id = m.main_id AND x.account_id = m.main_id AND x.role = 'owner'
               AND x.user_id <> m.user_id) THEN
         RAISE EXCEPTION 'the last owner of a main account can be neither demoted nor removed'

@@ -20,18 +20,19 @@
 -- the caller sees the parent (it is in the active subtree), else null:
 -- children never learn about their ancestors.
 CREATE FUNCTION tenancy._account_json(a tenancy.accounts) RETURNS jsonb
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT jsonb_build_object(
+BEGIN
+    RETURN jsonb_build_object(
         'id', a.public_id,
         'parent', (SELECT p.public_id FROM tenancy.accounts p
                    WHERE p.main_id = a.main_id AND p.id = a.parent_id
                      AND p.path OPERATOR(tenancy.<@) tenancy.current_path()),
         'name', a.name, 'status', a.status, 'plan', a.plan,
         'branding', coalesce(a.branding, '{}'), 'settings', coalesce(a.settings, '{}'),
-        'created_at', a.created_at, 'updated_at', a.updated_at)
-$$;
+        'created_at', a.created_at, 'updated_at', a.updated_at);
+END $$;
 
 -- get_account(account): the account of the active subtree as a JSON document
 -- {id, parent, name, status, plan, branding, settings, created_at,

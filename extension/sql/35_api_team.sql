@@ -173,7 +173,7 @@ BEGIN
     PERFORM tenancy._require('api_keys', 'write');
     a := tenancy._visible_account(account);
     IF parts IS NULL OR NOT EXISTS (
-            SELECT FROM tenancy.api_keys k
+            SELECT 1 FROM tenancy.api_keys k
             WHERE k.main_id = parts[1]::bigint AND k.id = parts[2]::bigint AND k.account_path = a.path) THEN
         RAISE EXCEPTION 'API key "%" not found', key_id USING ERRCODE = 'P0002';
     END IF;

@@ -106,14 +106,17 @@ $$;
 -- accounts.branding from the nearest account on the path that sets it
 -- (the account's own, else its parent's, ...), plus the account's name.
 CREATE FUNCTION tenancy._mail_branding(p tenancy.account_path) RETURNS jsonb
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT coalesce((SELECT jsonb_object_agg(b.key, b.value ORDER BY tenancy.nlevel(a.path))
+BEGIN
+    RETURN coalesce((SELECT jsonb_object_agg(b.key, b.value ORDER BY tenancy.nlevel(a.path))
                      FROM tenancy.accounts a, jsonb_each(a.branding) b
-                     WHERE a.path @> p AND a.branding IS NOT NULL), '{}'::jsonb)
-           || jsonb_build_object('account_name', (SELECT a.name FROM tenancy.accounts a WHERE a.path = p))
-$$;
+                     WHERE a.main_id = tenancy.root_id(p) AND a.path @> p AND a.branding IS NOT NULL),
+                    '{}'::jsonb)
+           || jsonb_build_object('account_name', (SELECT a.name FROM tenancy.accounts a
+                                                  WHERE a.main_id = tenancy.root_id(p) AND a.path = p));
+END $$;
 
 -- 22023 unless the claimer names itself (1-200 bytes).
 CREATE FUNCTION tenancy._mail_check_claimer(claimer text) RETURNS void

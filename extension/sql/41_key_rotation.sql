@@ -188,7 +188,7 @@ BEGIN
     IF v IS NOT NULL THEN
         SELECT min((a.settings #>> '{api_keys,max_lifetime_days}')::float8) INTO above
         FROM tenancy.accounts a
-        WHERE a.path = ANY (tenancy.ancestors(NEW.path)) AND a.path <> NEW.path
+        WHERE a.main_id = OLD.main_id AND a.path = ANY (tenancy.ancestors(NEW.path)) AND a.path <> NEW.path
           AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number';
         IF above IS NOT NULL AND v::text::integer > above THEN
             RAISE EXCEPTION 'max_lifetime_days may not exceed the % days an ancestor account sets', above

@@ -143,6 +143,12 @@ BEGIN
     -- Policies run on the worker holding the shard, inside Citus's query on it;
     -- may() reads role_permissions (a reference table: a local read there).
     ALTER FUNCTION tenancy.may(text, text) SET citus.allow_nested_distributed_execution = on;
+    -- Triggers on accounts run on the worker holding the row and read other
+    -- accounts of the same main account (their queries name main_id): the
+    -- same shard, executed locally there.
+    ALTER FUNCTION tenancy._api_key_settings_check() SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._security_settings_check() SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._security_on_move() SET citus.allow_nested_distributed_execution = on;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_prepare() FROM PUBLIC;
 
@@ -251,6 +257,8 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+    -- The gateway's requests reach the workers as tenancy_app (96_citus_logins.sql).
+    RETURN QUERY SELECT 'role tenancy_app on ' || l.node, l.action FROM tenancy.citus_worker_logins() l;
 END $$;
 REVOKE ALL ON FUNCTION tenancy.distribute() FROM PUBLIC;
 

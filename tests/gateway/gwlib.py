@@ -117,6 +117,10 @@ class Gateway:
         self.pg_port = free_port()
         self.port = free_port()
         self.role = "gw_%s" % name.replace("-", "_")
+        self.citus = os.environ.get("GWLIB_CITUS")
+        if self.citus:
+            self._use_coordinator(args=gateway_args)
+            return
         if os.path.isdir(self.cluster):  # left by an earlier run
             subprocess.run(["bash", "-c", '. tests/lib/cluster.sh; cluster_running "$1" && '
                             'cluster_stop "$1"; rm -rf "$1"', "_", self.cluster], timeout=120)
@@ -154,6 +158,26 @@ class Gateway:
                 self.standby, self.standby_port, self.role)]
         self.proc = None
         self.start(args)
+
+    def _use_coordinator(self, args):
+        """GWLIB_CITUS="SOCKET_DIR PORT" (tests/citus/30_gateway.sh): the gateway
+        runs against an existing Citus coordinator where tenancy is distributed.
+        Its login role needs a password on the workers too, held by the
+        coordinator (pg_dist_authinfo), as Citus connects to them as that role
+        for the gateway's own statements."""
+        self.cluster, port = self.citus.split()
+        self.pg_port = int(port)
+        self.standby = None
+        self.pgbouncer = None
+        password = "worker-" + self.role
+        self.sql("SELECT tenancy.create_client('%s', NULL, gateway => true)" % self.role)
+        self.sql("ALTER ROLE %s PASSWORD '%s'" % (self.role, password))
+        self.sql("INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) "
+                 "VALUES (0, '%s', 'password=%s')" % (self.role, password))
+        self.conninfo = "host=%s port=%d dbname=postgres user=%s" % (
+            self.cluster, self.pg_port, self.role)
+        self.proc = None
+        self.start(list(args or []))
 
     def _make_standby(self, work_dir, name):
         self.standby = os.path.join(work_dir, "gw-%s-standby-pg" % name)
@@ -211,6 +235,8 @@ class Gateway:
                 self.standby_ctl("cluster_stop")
             except Exception:
                 pass
+        if self.citus:  # the suite's cluster, not ours
+            return
         try:
             self._cluster("cluster_stop")
         except Exception:

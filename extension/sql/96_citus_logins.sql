@@ -1,0 +1,44 @@
+-- Citus scale-out: the worker login of tenancy_app (docs/operations/scale-out.md).
+--
+-- Citus runs a statement's shard queries over connections to the workers made
+-- as the current role. The gateway runs each request as tenancy_app, which is
+-- NOLOGIN (no client may log in as it): on the workers only, it may log in,
+-- with a random password that only the coordinator holds, in
+-- pg_dist_authinfo (readable by superusers only). The workers' pg_hba must
+-- still keep clients off (the suite's does: only the superuser without a
+-- password). Each call draws a new password: run it again after
+-- citus_add_node(), since Citus creates the role there NOLOGIN, as on the
+-- coordinator.
+CREATE FUNCTION tenancy.citus_worker_logins() RETURNS TABLE (node text, action text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    password text := tenancy.random_token(32);
+    failed text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = '55000';
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'tenancy.citus_worker_logins() is for the DBA (a superuser)'
+            USING ERRCODE = '42501';
+    END IF;
+    -- On the workers only: the coordinator's tenancy_app stays NOLOGIN.
+    EXECUTE $q$SELECT string_agg(nodename || ':' || nodeport || ' ' || result, '; ')
+               FROM run_command_on_workers($1) WHERE NOT success$q$
+        USING format('SET citus.enable_ddl_propagation = off; '
+                     'ALTER ROLE tenancy_app LOGIN PASSWORD %L', password)
+        INTO failed;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION 'could not give tenancy_app a login on the workers: %', failed
+            USING ERRCODE = '55000';
+    END IF;
+    EXECUTE 'DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = ''tenancy_app''';
+    EXECUTE 'INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo) '
+            'VALUES (0, ''tenancy_app'', $1)' USING 'password=' || password;
+    RETURN QUERY EXECUTE 'SELECT nodename || '':'' || nodeport, '
+                         '''tenancy_app may log in (password in pg_dist_authinfo)'' '
+                         'FROM pg_catalog.pg_dist_node WHERE groupid <> 0 ORDER BY nodeid';
+END $$;
+REVOKE ALL ON FUNCTION tenancy.citus_worker_logins() FROM PUBLIC;

@@ -1,0 +1,507 @@
+-- Citus scale-out, 0.2 -> 0.3: query shapes Citus can plan. SQL functions that
+-- read tenant tables with their arguments become PL/pgSQL (Citus cannot plan a
+-- distributed query with a SQL function's parameters) and name the main account,
+-- so that Citus routes them to one shard; EXISTS (SELECT 1 FROM ...) rather than
+-- an empty select list, which Citus cannot plan over several shards.
+
+CREATE OR REPLACE FUNCTION tenancy._owned_main_ids(owner_email text) RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN ARRAY(SELECT m.main_id FROM tenancy.users o
+                 JOIN tenancy.memberships m ON m.user_id = o.id AND m.role = 'owner' AND m.account_id = m.main_id
+                 WHERE lower(o.email) = lower(owner_email)
+                 ORDER BY m.main_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._chain_active(p tenancy.account_path) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN NOT EXISTS (SELECT FROM tenancy.accounts a
+                       WHERE a.main_id = tenancy.root_id(p) AND a.path = ANY (tenancy.ancestors(p))
+                         AND a.status <> 'active');
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._main_account_email(main_id bigint) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN (SELECT u.email FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
+            WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
+              AND m.role = 'owner'
+            ORDER BY m.created_at, u.id LIMIT 1);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._account_json(a tenancy.accounts) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN jsonb_build_object(
+        'id', a.public_id,
+        'parent', (SELECT p.public_id FROM tenancy.accounts p
+                   WHERE p.main_id = a.main_id AND p.id = a.parent_id
+                     AND p.path OPERATOR(tenancy.<@) tenancy.current_path()),
+        'name', a.name, 'status', a.status, 'plan', a.plan,
+        'branding', coalesce(a.branding, '{}'), 'settings', coalesce(a.settings, '{}'),
+        'created_at', a.created_at, 'updated_at', a.updated_at);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._mail_branding(p tenancy.account_path) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN coalesce((SELECT jsonb_object_agg(b.key, b.value ORDER BY tenancy.nlevel(a.path))
+                     FROM tenancy.accounts a, jsonb_each(a.branding) b
+                     WHERE a.main_id = tenancy.root_id(p) AND a.path @> p AND a.branding IS NOT NULL),
+                    '{}'::jsonb)
+           || jsonb_build_object('account_name', (SELECT a.name FROM tenancy.accounts a
+                                                  WHERE a.main_id = tenancy.root_id(p) AND a.path = p));
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._establish_api_key(main_id bigint, credential_id bigint,
+                                           account_id bigint, scope text) RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    -- Its lookups are by key: re-planning them per call (custom plans) cost
+    -- about 70 us once the accounts table had statistics.
+    SET plan_cache_mode = force_generic_plan
+    AS $$
+DECLARE
+    key_role text;
+    revoked_at timestamptz;
+    expires_at timestamptz;
+    home_id bigint;
+    home_path tenancy.account_path;
+    target_id bigint;
+    target_main_id bigint;
+    target_public_id text;
+    target_path tenancy.account_path;
+    inactive boolean;
+    key_created_at timestamptz;
+    max_days float8;
+BEGIN
+    -- Accounts are reached by primary key, ancestors by `= ANY(ancestors())`:
+    -- both stay index lookups however large the tree (a subtree range or a
+    -- correlated `@>` here was planned as a scan of the whole tree).
+    -- max_days: the strictest maximum key lifetime on the key's own ancestor
+    -- line (settings.api_keys.max_lifetime_days, 41_key_rotation.sql).
+    SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
+           t.id, t.main_id, t.public_id, t.path,
+           t.id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.accounts a
+                                        WHERE a.main_id = t.main_id
+                                          AND a.path = ANY (tenancy.ancestors(t.path))
+                                          AND a.status <> 'active'),
+           k.created_at,
+           (SELECT min((a.settings #>> '{api_keys,max_lifetime_days}')::float8)
+            FROM tenancy.accounts a
+            WHERE a.main_id = home.main_id
+              AND a.path = ANY (tenancy.ancestors(home.path))
+              AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number')
+    INTO key_role, revoked_at, expires_at, home_id, home_path,
+         target_id, target_main_id, target_public_id, target_path, inactive, key_created_at, max_days
+    FROM tenancy.api_keys k
+    JOIN tenancy.accounts home ON home.main_id = k.main_id AND home.id = k.account_id
+    LEFT JOIN tenancy.accounts t
+        ON t.main_id = k.main_id AND t.id = coalesce(_establish_api_key.account_id, k.account_id)
+    WHERE k.main_id = _establish_api_key.main_id AND k.id = credential_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+    END IF;
+    IF revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'API key has been revoked' USING ERRCODE = '28000';
+    END IF;
+    IF expires_at IS NOT NULL AND expires_at <= now() THEN
+        RAISE EXCEPTION 'API key has expired' USING ERRCODE = '28000';
+    END IF;
+    IF max_days IS NOT NULL THEN
+        IF key_created_at + max_days * interval '1 day' <= now() THEN
+            RAISE EXCEPTION 'API key is older than its account''s maximum key lifetime (% days)', max_days
+                USING ERRCODE = '28000', HINT = 'Rotate keys (tenancy.rotate_api_key) before they reach it.';
+        END IF;
+        expires_at := least(coalesce(expires_at, 'infinity'), key_created_at + max_days * interval '1 day');
+    END IF;
+    IF target_id IS NULL OR NOT (target_path <@ home_path) THEN
+        RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';
+    END IF;
+    IF inactive THEN
+        RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
+    END IF;
+    PERFORM tenancy._issue_context(scope, 'api_key', credential_id, credential_id, target_id,
+        target_main_id, target_public_id, target_path, home_id, home_path, key_role,
+        least(coalesce(expires_at, 'infinity'), now() + interval '12 hours'));
+    RETURN target_public_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._establish_session(kind text, main_id bigint, credential_id bigint,
+                                           account_id bigint, scope text) RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    s tenancy.sessions;
+    target tenancy.accounts;
+    home_path tenancy.account_path;
+    home_id bigint;
+    role text;
+    principal bigint;
+    must_change boolean;
+    su tenancy.sub_users;
+BEGIN
+    SELECT * INTO s FROM tenancy.sessions x WHERE x.id = credential_id;
+    IF NOT FOUND OR s.principal_kind <> kind THEN
+        RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+    END IF;
+    IF s.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the session has ended' USING ERRCODE = '28000';
+    END IF;
+    IF s.expires_at <= now() THEN
+        RAISE EXCEPTION 'the session has expired' USING ERRCODE = '28000';
+    END IF;
+    IF account_id IS NULL THEN
+        main_id := s.account_main_id;
+        account_id := s.account_id;
+    END IF;
+    SELECT * INTO target FROM tenancy.accounts a
+    WHERE a.main_id = _establish_session.main_id AND a.id = _establish_session.account_id;
+    IF NOT FOUND THEN
+        -- A session-scoped context that switched main account resumes with its
+        -- first main id, and a promoted account has a new one; account ids are
+        -- globally unique.
+        SELECT * INTO target FROM tenancy.accounts a WHERE a.id = _establish_session.account_id;
+    END IF;
+    IF target.id IS NULL THEN
+        RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';
+    END IF;
+    IF kind = 'user' THEN
+        SELECT m.account_path, m.account_id, m.role INTO home_path, home_id, role
+        FROM tenancy.memberships m
+        WHERE m.user_id = s.user_id AND m.account_path @> target.path
+        ORDER BY tenancy.nlevel(m.account_path) DESC
+        LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'account "%" not found', target.public_id USING ERRCODE = 'P0002';
+        END IF;
+        principal := s.user_id;
+        SELECT u.must_change_password INTO must_change FROM tenancy.users u WHERE u.id = s.user_id;
+    ELSE
+        SELECT * INTO su FROM tenancy.sub_users x
+        WHERE x.main_id = s.sub_user_main_id AND x.id = s.sub_user_id;
+        IF NOT FOUND OR su.status <> 'active' THEN
+            RAISE EXCEPTION 'the sub-user is inactive' USING ERRCODE = '28000';
+        END IF;
+        IF NOT (target.path <@ su.account_path) THEN
+            RAISE EXCEPTION 'account "%" not found', target.public_id USING ERRCODE = 'P0002';
+        END IF;
+        home_path := su.account_path;
+        home_id := su.main_id;
+        role := 'sub_user';
+        principal := su.id;
+        must_change := su.must_change_password;
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenancy.accounts a
+               WHERE a.path = ANY (tenancy.ancestors(target.path)) AND a.status <> 'active') THEN
+        RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
+    END IF;
+    IF NOT s.mfa_verified THEN
+        role := 'mfa_pending';
+    ELSIF must_change THEN
+        role := 'password_change';
+    END IF;
+    IF role IN ('mfa_pending', 'password_change') THEN
+        -- A path no row lies under: every policy sees nothing.
+        PERFORM tenancy._issue_context(scope, kind, principal, s.id, target.id, target.main_id,
+            target.public_id, tenancy._nowhere_path(), home_id, tenancy._nowhere_path(), role,
+            s.expires_at);
+    ELSE
+        PERFORM tenancy._issue_context(scope, kind, principal, s.id, target.id, target.main_id,
+            target.public_id, target.path, home_id, home_path, role, s.expires_at);
+    END IF;
+    RETURN target.public_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.act_as(account text) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    target tenancy.accounts := tenancy._find_account(account);
+    kind text := tenancy._context_field('principal_kind');
+    target_main bigint;
+    switched_to text;
+    switched_from text := tenancy._context_field('account');
+BEGIN
+    IF switched_from IS NULL THEN
+        RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
+    END IF;
+    PERFORM tenancy._refuse_restricted();
+    IF kind = 'user' THEN
+        IF target.id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM tenancy.memberships m
+                WHERE m.user_id = tenancy._context_field('principal_id')::bigint
+                  AND m.account_path @> target.path) THEN
+            RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
+                HINT = 'A user can act in the accounts they are a member of and their descendants.';
+        END IF;
+        target_main := target.main_id;
+    ELSE
+        IF target.id IS NULL OR NOT (target.path <@ tenancy._home_path()) THEN
+            RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
+                HINT = 'Only the credential''s account and its descendants can be acted in.';
+        END IF;
+        target_main := tenancy._context_field('main_id')::bigint;
+    END IF;
+    switched_to := tenancy._establish(kind, target_main,
+                                      tenancy._context_field('credential_id')::bigint, target.id, 'refresh');
+    PERFORM tenancy._audit_context_switch(target, switched_from);
+    RETURN switched_to;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.login(email text, password text, account text DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    login_key text := format('user:%s', lower(coalesce(login.email, '')));
+    u tenancy.users;
+    target tenancy.accounts;
+    token text;
+BEGIN
+    IF login.email IS NULL OR login.password IS NULL THEN
+        RETURN tenancy._login_failed();
+    END IF;
+    -- Every path below costs one lookup, one argon2 computation and the
+    -- audit entries, whether the email exists or not.
+    SELECT * INTO u FROM tenancy.users x WHERE lower(x.email) = lower(login.email);
+    IF NOT tenancy._throttle_enter(login_key) THEN
+        PERFORM tenancy.dummy_password_check(login.password);
+        PERFORM tenancy._audit_login_failure(u.id, login.email, 'throttled');
+        RETURN tenancy._login_failed();
+    END IF;
+    IF u.id IS NULL OR u.password_hash IS NULL THEN
+        PERFORM tenancy.dummy_password_check(login.password);
+        PERFORM tenancy._record_failure(login_key);
+        PERFORM tenancy._audit_login_failure(u.id, login.email,
+                                             CASE WHEN u.id IS NULL THEN 'unknown_email' ELSE 'no_password' END);
+        RETURN tenancy._login_failed();
+    END IF;
+    IF NOT tenancy.verify_password(login.password, u.password_hash) THEN
+        PERFORM tenancy._record_failure(login_key);
+        PERFORM tenancy._audit_login_failure(u.id, login.email, 'bad_password');
+        RETURN tenancy._login_failed();
+    END IF;
+    PERFORM tenancy._clear_failures(login_key);
+    IF tenancy.password_needs_rehash(u.password_hash) THEN
+        UPDATE tenancy.users x SET password_hash = tenancy.hash_password(login.password) WHERE x.id = u.id;
+    END IF;
+
+    IF account IS NOT NULL THEN
+        target := tenancy._find_account(account);
+        IF target.id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM tenancy.memberships m
+                WHERE m.user_id = u.id AND m.account_path @> target.path) THEN
+            RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
+        END IF;
+        IF NOT tenancy._chain_active(target.path) THEN
+            RAISE EXCEPTION 'account "%" is inactive', target.public_id USING ERRCODE = '28000';
+        END IF;
+    ELSE
+        SELECT a.* INTO target
+        FROM tenancy.memberships m JOIN tenancy.accounts a ON a.path = m.account_path
+        WHERE m.user_id = u.id AND tenancy._chain_active(a.path)
+        ORDER BY m.created_at, m.main_id, m.account_id
+        LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'user has no active account' USING ERRCODE = '28000';
+        END IF;
+    END IF;
+    UPDATE tenancy.users x SET last_login_at = now() WHERE x.id = u.id;
+    token := tenancy._new_session('user', u.id, NULL, NULL, target.main_id, target.id, NOT u.mfa_enabled);
+    PERFORM tenancy._establish('user', target.main_id,
+                               split_part(token, '_', 2)::bigint, target.id, 'transaction');
+    PERFORM tenancy._audit_record(target.main_id, target.path, 'login.success', lower(u.email),
+        jsonb_build_object('login', 'user', 'mfa_pending', u.mfa_enabled),
+        'user', u.id::text, split_part(token, '_', 2)::bigint);
+    RETURN token;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.invite(account text, email text, role text) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+    clean_email text;
+    inv_id bigint := nextval('tenancy.invitation_id_seq');
+    secret text := tenancy.random_token(32);
+    pub text;
+BEGIN
+    PERFORM tenancy._require('members', 'write');
+    a := tenancy._visible_account(account);
+    clean_email := tenancy._check_email(invite.email);
+    PERFORM tenancy._check_member_role(invite.role, 'invite');
+    IF a.status <> 'active' THEN
+        RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '55000';
+    END IF;
+    -- Accepting would change the invitee's role there: an admin cannot touch an owner.
+    IF tenancy.current_role_name() <> 'owner' AND EXISTS (
+            SELECT 1 FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
+            WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner'
+              AND lower(u.email) = lower(clean_email)) THEN
+        RAISE EXCEPTION 'only an owner may change an owner''s membership' USING ERRCODE = '42501';
+    END IF;
+    -- Re-inviting replaces the pending invitation, but an admin must not
+    -- touch one it could not have made (an owner invitation).
+    IF tenancy.current_role_name() <> 'owner' AND EXISTS (
+            SELECT FROM tenancy.invitations i
+            WHERE i.main_id = a.main_id AND i.account_id = a.id AND lower(i.email) = lower(clean_email)
+              AND i.accepted_at IS NULL AND i.role = 'owner') THEN
+        RAISE EXCEPTION 'only an owner may replace a pending owner invitation' USING ERRCODE = '42501';
+    END IF;
+    DELETE FROM tenancy.invitations i
+    WHERE i.main_id = a.main_id AND i.account_id = a.id AND lower(i.email) = lower(clean_email)
+      AND i.accepted_at IS NULL;
+    pub := format('inv_%s_%s', a.main_id, inv_id);
+    INSERT INTO tenancy.invitations (account_path, id, public_id, email, role, token_hash, expires_at)
+    VALUES (a.path, inv_id, pub, clean_email, invite.role, tenancy._secret_hash(secret),
+            now() + interval '7 days');
+    PERFORM tenancy._enqueue_mail('invitation', a.path, clean_email, format('Invitation to %s', a.name),
+        format(E'You have been invited to %s as %s.\n\nAccept with this token (single use, valid 7 days):\n%s\n',
+               a.name, invite.role, format('tni_%s_%s_%s', a.main_id, inv_id, secret)),
+        jsonb_build_object('account', a.name, 'role', invite.role, 'email', clean_email,
+                           'token', format('tni_%s_%s_%s', a.main_id, inv_id, secret),
+                           'expires_at', now() + interval '7 days'));
+    RETURN pub;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._keep_an_owner(m tenancy.memberships) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    IF m.role = 'owner' AND m.account_id = m.main_id AND NOT EXISTS (
+            SELECT 1 FROM tenancy.memberships x
+            WHERE x.main_id = m.main_id AND x.account_id = m.main_id AND x.role = 'owner'
+              AND x.user_id <> m.user_id) THEN
+        RAISE EXCEPTION 'the last owner of a main account can be neither demoted nor removed'
+            USING ERRCODE = '55000', HINT = 'Make another member an owner first.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.revoke_api_key_in(account text, key_id text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+    parts text[] := tenancy._id_parts(key_id, 'key', 2, 0);
+BEGIN
+    PERFORM tenancy._require('api_keys', 'write');
+    a := tenancy._visible_account(account);
+    IF parts IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tenancy.api_keys k
+            WHERE k.main_id = parts[1]::bigint AND k.id = parts[2]::bigint AND k.account_path = a.path) THEN
+        RAISE EXCEPTION 'API key "%" not found', key_id USING ERRCODE = 'P0002';
+    END IF;
+    PERFORM tenancy.revoke_api_key(key_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._api_key_settings_check() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    new_s jsonb := NEW.settings -> 'api_keys';
+    v jsonb;
+    other text;
+    above float8;
+BEGIN
+    IF new_s IS NOT DISTINCT FROM OLD.settings -> 'api_keys' THEN
+        RETURN NEW;
+    END IF;
+    IF new_s IS NOT NULL AND jsonb_typeof(new_s) <> 'object' THEN
+        RAISE EXCEPTION 'settings.api_keys must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    SELECT k INTO other FROM jsonb_object_keys(coalesce(new_s, '{}')) k WHERE k <> 'max_lifetime_days' LIMIT 1;
+    IF other IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown API key setting "%"', other USING ERRCODE = '22023',
+            HINT = 'API key settings: max_lifetime_days.';
+    END IF;
+    v := new_s -> 'max_lifetime_days';
+    IF jsonb_typeof(v) = 'null' THEN
+        v := NULL;
+    END IF;
+    IF v IS NOT NULL AND (jsonb_typeof(v) <> 'number' OR v::text !~ '^[0-9]{1,4}$'
+                          OR v::text::integer NOT BETWEEN 1 AND 3650) THEN
+        RAISE EXCEPTION 'settings.api_keys.max_lifetime_days must be a whole number of days from 1 to 3650'
+            USING ERRCODE = '22023';
+    END IF;
+    IF tenancy._context_field('account') IS NOT NULL THEN
+        PERFORM tenancy._refuse_restricted();
+        IF tenancy.current_role_name() IS DISTINCT FROM 'owner' THEN
+            RAISE EXCEPTION 'only an owner may change the API key settings' USING ERRCODE = '42501';
+        END IF;
+    ELSIF NOT tenancy._is_dba_outside_context() THEN
+        RAISE EXCEPTION 'only an owner may change the API key settings' USING ERRCODE = '42501';
+    END IF;
+    IF v IS NOT NULL THEN
+        SELECT min((a.settings #>> '{api_keys,max_lifetime_days}')::float8) INTO above
+        FROM tenancy.accounts a
+        WHERE a.main_id = OLD.main_id AND a.path = ANY (tenancy.ancestors(NEW.path)) AND a.path <> NEW.path
+          AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number';
+        IF above IS NOT NULL AND v::text::integer > above THEN
+            RAISE EXCEPTION 'max_lifetime_days may not exceed the % days an ancestor account sets', above
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.create_sub_user(email text, name text, surname text, temp_password text)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    main tenancy.accounts;
+    max_sub_users integer;
+    new_id bigint := nextval('tenancy.sub_user_id_seq');
+    pub text;
+    clean_email text;
+    mid bigint := tenancy.current_main_id();  -- a value: Citus routes the lock to one shard
+BEGIN
+    PERFORM tenancy._require('sub_users', 'write');
+    IF tenancy.current_account_id() IS DISTINCT FROM mid THEN
+        RAISE EXCEPTION 'sub-users are managed in the main account; act in it' USING ERRCODE = '42501';
+    END IF;
+    clean_email := tenancy._check_email(create_sub_user.email);
+    IF create_sub_user.name IS NULL OR length(btrim(create_sub_user.name)) NOT BETWEEN 1 AND 200
+       OR surname IS NULL OR length(btrim(surname)) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'name and surname must be 1 to 200 characters' USING ERRCODE = '22023';
+    END IF;
+    PERFORM tenancy._check_password(temp_password);
+    -- One creator at a time per main account, so the plan limit holds.
+    SELECT m.* INTO main FROM tenancy.accounts m
+    WHERE m.main_id = mid AND m.id = mid
+    FOR UPDATE;
+    SELECT pl.max_sub_users INTO max_sub_users FROM tenancy.plans pl WHERE pl.name = main.plan;
+    IF main.status <> 'active' THEN
+        RAISE EXCEPTION 'account "%" is inactive', main.public_id USING ERRCODE = '55000';
+    END IF;
+    IF (SELECT count(*) FROM tenancy.sub_users x WHERE x.main_id = main.id) >= max_sub_users THEN
+        RAISE EXCEPTION 'plan "%" allows % sub-users', main.plan, max_sub_users USING ERRCODE = '53400';
+    END IF;
+    IF EXISTS (SELECT FROM tenancy.sub_users x WHERE x.main_id = main.id AND lower(x.email) = lower(clean_email)) THEN
+        RAISE EXCEPTION 'a sub-user with email "%" already exists', clean_email USING ERRCODE = '23505';
+    END IF;
+    pub := format('sub_%s_%s', main.id, new_id);
+    INSERT INTO tenancy.sub_users (account_path, id, public_id, email, name, surname, password_hash)
+    VALUES (main.path, new_id, pub, clean_email, btrim(create_sub_user.name), btrim(surname),
+            tenancy.hash_password(temp_password));
+    RETURN pub;
+END $$;
