@@ -1,0 +1,38 @@
+# The gateway against the coordinator: route test files of tests/gateway run
+# unchanged against this cluster (tests/gateway/gwlib.py with GWLIB_CITUS:
+# the gateway logs in to the coordinator as its own client role; the DBA's
+# checks run there too). Cases that read what Citus keeps elsewhere are
+# listed in tests/citus/gateway-known-limits, with the reason; they are
+# shown, not counted.
+if [ ! -x gateway/tenancy-gateway ]; then
+    record FAIL $CT_SUITE gateway-binary-missing
+else
+    ct_gw_known=$(grep -v '^\s*#' tests/citus/gateway-known-limits 2>/dev/null | awk '{print $1}')
+    for ct_gw_file in routes_accounts routes_team; do
+        ct_gw_log=$CT_WORK/gateway-$ct_gw_file.log
+        GWLIB_CITUS="$CT_WORK/coord ${ct_port[coord]}" timeout 900 python3 tests/gateway/$ct_gw_file.py \
+            "$CT_WORK" >"$ct_gw_log" 2>&1
+        ct_gw_status=$?
+        ct_gw_cases=0
+        while read -r ct_gw_verdict ct_gw_name ct_gw_rest; do
+            ct_gw_name=${ct_gw_name%:}
+            case "$ct_gw_verdict" in
+                PASS | FAIL) ct_gw_cases=$((ct_gw_cases + 1)) ;;
+                *) continue ;;
+            esac
+            if grep -qx "$ct_gw_name" <<<"$ct_gw_known"; then
+                echo "  known limit on Citus ($ct_gw_verdict): $ct_gw_file/$ct_gw_name"
+            elif [ "$ct_gw_verdict" = PASS ]; then
+                record PASS $CT_SUITE "gateway/$ct_gw_file/$ct_gw_name"
+            else
+                record FAIL $CT_SUITE "gateway/$ct_gw_file/$ct_gw_name"
+                echo "        $ct_gw_rest"
+            fi
+        done <"$ct_gw_log"
+        if [ "$ct_gw_status" -ne 0 ] && ! grep -q '^FAIL ' "$ct_gw_log"; then
+            tail -20 "$ct_gw_log"
+            record FAIL $CT_SUITE "gateway/$ct_gw_file/exit-status-$ct_gw_status"
+        fi
+        [ "$ct_gw_cases" -gt 0 ] || record FAIL $CT_SUITE "gateway/$ct_gw_file/no-cases"
+    done
+fi
