@@ -18,7 +18,8 @@ ct_ok=1
 mapfile -t ct_conf < <(grep -v '^\s*#' tests/postgresql.conf | grep -v '^\s*$' | grep -v '^shared_preload_libraries')
 ct_conf+=("shared_preload_libraries = 'citus,tenancy'" "max_prepared_transactions = 20"
           "citus.propagate_set_commands = 'local'" "citus.enable_unsafe_triggers = on"
-          "citus.shard_count = 8" "citus.log_remote_commands = off")
+          "citus.shard_count = 8" "citus.log_remote_commands = off"
+          "citus.max_adaptive_executor_pool_size = 1")
 ct_port_c=$(free_port $((59000 + RANDOM % 1000)))
 ct_port_w1=$(free_port $((ct_port_c + 1)))
 ct_port_w2=$(free_port $((ct_port_w1 + 1)))
