@@ -307,7 +307,7 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
     // The gateway's own database user may not become tenancy_app: a
     // deployment error, not the caller's.
     if (!refused && stage == kRole && problem.status < 500) {
-        log_event("error", "the gateway's database user cannot become tenancy_app",
+        log_event("error", "the gateway's database user cannot SET ROLE tenancy_app",
                   {{"request_id", request_id}, {"error", outcome.error.message}});
         problem = problem_for_status(500, kServerFailureDetail);
     }
