@@ -262,7 +262,7 @@ BEGIN
     -- line (settings.api_keys.max_lifetime_days, 41_key_rotation.sql).
     SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
            t.id, t.main_id, t.public_id, t.path,
-           t.id IS NOT NULL AND EXISTS (SELECT FROM tenancy.accounts a
+           t.id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.accounts a
                                         WHERE a.main_id = t.main_id
                                           AND a.path = ANY (tenancy.ancestors(t.path))
                                           AND a.status <> 'active'),
