@@ -4,6 +4,16 @@
 # checks run there too). Cases that read what Citus keeps elsewhere are
 # listed in tests/citus/gateway-known-limits, with the reason; they are
 # shown, not counted.
+# tenancy_app's login (tenancy.citus_worker_logins(), run by distribute()):
+# on the workers only, with a password no client can read.
+ct_check tenancy-app-login-on-workers-only "f t t" \
+    "$(for n in coord w1 w2; do ct $n postgres -c "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'tenancy_app'"; done | tr '\n' ' ' | sed 's/ $//')"
+ct_check tenancy-app-worker-password-hidden-from-clients 1 \
+    "$(ct coord ct_app -c "SELECT authinfo FROM pg_dist_authinfo WHERE rolename = 'tenancy_app'" 2>&1 | grep -c 'permission denied')"
+ct_out=$(PGPASSWORD=wrong psql -w -qAtX -h 127.0.0.1 -p "${ct_port[w1]}" -U tenancy_app -d postgres -c "SELECT 1" 2>&1)
+ct_check tenancy-app-refused-on-a-worker-without-its-password "0 1" \
+    "$(grep -c '^1$' <<<"$ct_out") $(grep -q 'password authentication failed' <<<"$ct_out" && echo 1)"
+
 if [ ! -x gateway/tenancy-gateway ]; then
     record FAIL $CT_SUITE gateway-binary-missing
 else
