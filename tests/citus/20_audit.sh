@@ -9,13 +9,15 @@ ca_node_of() {
     port=$($CC -c "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('tenancy.accounts', $1)")
     for n in w1 w2; do [ "${ct_port[$n]}" = "$port" ] && echo $n; done
 }
-# ca_wait NAME SQL-ON-EACH-NODE: until the query prints t on coord, w1 and w2,
-# at most 60 s (the sealers run every 200 ms); records a failure otherwise.
+# ca_wait NAME SQL [NODE...]: until the query prints t on each node (coord, w1
+# and w2 by default), at most 60 s (the sealers run every 200 ms); records a
+# failure otherwise.
 ca_wait() {
-    local name=$1 sql=$2 i n all
+    local name=$1 sql=$2 i n all nodes=("${@:3}")
+    [ ${#nodes[@]} = 0 ] && nodes=(coord w1 w2)
     for i in $(seq 1 120); do
         all=t
-        for n in coord w1 w2; do
+        for n in "${nodes[@]}"; do
             [ "$(ct $n postgres -c "$sql" 2>&1)" = t ] || all=f
         done
         [ $all = t ] && return 0
@@ -160,3 +162,32 @@ ct_check audit-tamper-seen-in-context "f" \
         -c "SELECT ok FROM tenancy.audit_verify()" -c "COMMIT" 2>&1 | sed -n 2p)"
 ct_check audit-verify-all-names-the-tampered "$(printf '%s\n' "${ca_mid[@]:1:4}" | sort -n | paste -sd' ')" \
     "$($CC -c "SELECT string_agg(main_id::text, ' ' ORDER BY main_id) FROM tenancy.audit_verify() WHERE NOT ok")"
+
+# A worker down: the coordinator's entries for its main accounts wait on the
+# coordinator (the installation's chain is still sealed), the DBA's
+# audit_verify() names the node it could not reach, and once the worker is
+# back the entries move there and are sealed.
+i=$(for k in "${!ca_mid[@]}"; do [ "${ca_node[${ca_mid[$k]}]}" = w2 ] && [ "$k" -gt 4 ] && echo "$k" && break; done)
+mid=${ca_mid[$i]}
+cluster_stop "$CT_WORK/w2"
+$CC -c "SELECT tenancy._audit_record($mid, '$mid', 'app.while_down', 'w2', NULL)" \
+    -c "SELECT tenancy._audit_record(0, NULL, 'app.installation_while_down', 'w2', NULL)" >/dev/null
+ca_wait audit-installation-sealed-while-worker-down "SELECT EXISTS (SELECT FROM tenancy.audit_log l
+    JOIN tenancy.audit_chain c ON c.main_id = 0 JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+    ON u.xid = l.xid AND u.id = l.id WHERE l.main_id = 0 AND l.action = 'app.installation_while_down')" coord &&
+    record PASS $CT_SUITE audit-installation-sealed-while-worker-down
+ct_check audit-entry-waits-while-worker-down 1 \
+    "$($CC -c "SELECT count(*) FROM tenancy.audit_log WHERE main_id = $mid AND action = 'app.while_down'")"
+ct_check audit-verify-all-names-the-node-down 1 \
+    "$($CC -c "SELECT count(*) FROM tenancy.audit_verify() WHERE main_id IS NULL AND NOT ok
+               AND reason LIKE 'node 127.0.0.1:${ct_port[w2]} could not verify%'")"
+cluster_start "$CT_WORK/w2"
+ca_wait audit-moved-after-worker-back "SELECT NOT EXISTS (SELECT FROM tenancy.audit_log WHERE main_id <> 0)" coord &&
+    ca_wait audit-moved-after-worker-back "SELECT EXISTS (SELECT FROM tenancy.audit_log l
+        JOIN tenancy.audit_chain c ON c.main_id = l.main_id JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+        ON u.xid = l.xid AND u.id = l.id WHERE l.main_id = $mid AND l.action = 'app.while_down')" w2 &&
+    record PASS $CT_SUITE audit-moved-after-worker-back
+ct_check audit-moved-entry-on-its-worker "1 t" \
+    "$(ct w2 postgres -F ' ' -c "SELECT count(*), bool_and(ok) FROM tenancy.audit_log l,
+        LATERAL (SELECT v.ok FROM tenancy._audit_verify_main($mid) v) v
+        WHERE l.main_id = $mid AND l.action = 'app.while_down'")"
