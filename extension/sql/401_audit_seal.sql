@@ -19,6 +19,16 @@ BEGIN
     -- Sealers (and purges) take turns. An advisory lock, not a row lock: a
     -- round that finds nothing writes nothing and burns no transaction id.
     PERFORM pg_advisory_xact_lock(1952804449, 1635083369);  -- 'tena', 'audi'
+    -- On a Citus coordinator the entries of main accounts go to the nodes
+    -- holding their shards, to be sealed there (97_citus_audit.sql); a node
+    -- that is down holds them back, not the installation's chain.
+    IF tenancy._citus_audit_coordinator() THEN
+        BEGIN
+            PERFORM tenancy._citus_audit_forward();
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'tenancy: audit entries not moved to their workers this round: %', SQLERRM;
+        END;
+    END IF;
     SELECT s.snap INTO prev FROM tenancy.audit_sealer s;
     -- A snapshot from the future (a restored copy of this table in another
     -- cluster) would hide new entries: start over from every visible entry.

@@ -230,6 +230,11 @@ CREATE FUNCTION tenancy._audit_verify_dba(account text)
 DECLARE
     a tenancy.accounts;
 BEGIN
+    -- On Citus each chain is verified on the node holding it (97_citus_audit.sql).
+    IF account IS NULL AND tenancy._citus_audit_coordinator() THEN
+        RETURN QUERY SELECT * FROM tenancy._citus_audit_verify_all();
+        RETURN;
+    END IF;
     IF account IS NULL THEN
         RETURN QUERY
         WITH outside AS MATERIALIZED (SELECT * FROM tenancy._audit_outside_chain())
@@ -248,26 +253,29 @@ BEGIN
     IF a.id IS NULL THEN
         RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
     END IF;
+    IF tenancy._citus_audit_coordinator() THEN
+        RETURN QUERY SELECT v.*, a.main_id
+                     FROM tenancy._citus_audit_verify_at(a.main_id, a.main_id::text::tenancy.account_path) v;
+        RETURN;
+    END IF;
     RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id FROM tenancy._audit_verify_main(a.main_id) v;
 END $$;
 
--- In a context: the main chain of the active account (or of a visible
--- account), if the role may read the audit log.
-CREATE FUNCTION tenancy._audit_verify_context(account text)
-    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- The main chain of main account m as the account at path p may learn of it
+-- (p is m's own path: everything). Runs where the chain lives: here, or on
+-- the worker holding it (_citus_audit_verify_at).
+CREATE FUNCTION tenancy._audit_verify_subtree(m bigint, p tenancy.account_path)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text)
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    a tenancy.accounts;
     v record;
     bad_path tenancy.account_path;
 BEGIN
-    PERFORM tenancy._require('audit', 'read');
-    a := tenancy._visible_account(coalesce(account, tenancy._context_field('account')));
-    SELECT * INTO v FROM tenancy._audit_verify_main(a.main_id);
-    IF a.id = a.main_id THEN
-        RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id;
+    SELECT * INTO v FROM tenancy._audit_verify_main(m);
+    IF p OPERATOR(tenancy.=) m::text::tenancy.account_path THEN
+        RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason;
         RETURN;
     END IF;
     -- A subaccount verifies the whole main chain (its entries are in it) but
@@ -280,7 +288,7 @@ BEGIN
         FROM (SELECT c.main_id, c.entry_xids[v.first_bad - c.first_pos + 1] AS xid,
                      c.entry_ids[v.first_bad - c.first_pos + 1] AS id, c.entry_tids[v.first_bad - c.first_pos + 1] AS tid
               FROM tenancy.audit_chain c
-              WHERE c.main_id = a.main_id AND c.first_pos <= v.first_bad
+              WHERE c.main_id = m AND c.first_pos <= v.first_bad
               ORDER BY c.first_pos DESC LIMIT 1) u
         CROSS JOIN LATERAL tenancy._audit_entry_at(u.main_id, u.xid, u.id, u.tid) l;
     END IF;
@@ -289,11 +297,31 @@ BEGIN
            (SELECT count(*) FROM tenancy.audit_chain c
             CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) u(xid, id, tid)
             CROSS JOIN LATERAL tenancy._audit_entry_at(c.main_id, u.xid, u.id, u.tid) l
-            WHERE c.main_id = a.main_id AND l.account_path OPERATOR(tenancy.<@) a.path),
-           CASE WHEN bad_path OPERATOR(tenancy.<@) a.path THEN v.first_bad END,
-           CASE WHEN v.ok OR bad_path OPERATOR(tenancy.<@) a.path THEN v.reason
-                ELSE 'the main account''s chain has a bad entry outside this account''s subtree' END,
-           a.main_id;
+            WHERE c.main_id = m AND l.account_path OPERATOR(tenancy.<@) p),
+           CASE WHEN bad_path OPERATOR(tenancy.<@) p THEN v.first_bad END,
+           CASE WHEN v.ok OR bad_path OPERATOR(tenancy.<@) p THEN v.reason
+                ELSE 'the main account''s chain has a bad entry outside this account''s subtree' END;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_subtree(bigint, tenancy.account_path) FROM PUBLIC;
+
+-- In a context: the main chain of the active account (or of a visible
+-- account), if the role may read the audit log.
+CREATE FUNCTION tenancy._audit_verify_context(account text)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    PERFORM tenancy._require('audit', 'read');
+    a := tenancy._visible_account(coalesce(account, tenancy._context_field('account')));
+    -- On Citus the chain is verified on the node holding it (97_citus_audit.sql).
+    IF tenancy._citus_audit_coordinator() THEN
+        RETURN QUERY SELECT v.*, a.main_id FROM tenancy._citus_audit_verify_at(a.main_id, a.path) v;
+    ELSE
+        RETURN QUERY SELECT v.*, a.main_id FROM tenancy._audit_verify_subtree(a.main_id, a.path) v;
+    END IF;
 END $$;
 
 -- audit_verify(account DEFAULT NULL): in a context, that account's main chain

@@ -16,6 +16,7 @@
 #include "audit_digest.hpp"
 
 #include "boundary.hpp"
+#include "citus_binding.hpp"
 #include "context.hpp"
 #include "sha256.hpp"
 
@@ -602,10 +603,23 @@ int find_column(TupleDesc desc, const char *name) {
 const std::string &qualified_name(Relation rel) {
     register_name_callbacks();
     if (cached_target_relid != RelationGetRelid(rel)) {
-        const char *nsp = pg_call([&] { return get_namespace_name(RelationGetNamespace(rel)); });
+        // On a Citus worker the trigger fires on a shard ("accounts_102008"):
+        // the entry names its table, as on one node.
+        Oid table = citus_shard_table(RelationGetRelid(rel));
+        const char *nsp = nullptr;
+        const char *name = nullptr;
+        if (OidIsValid(table))
+            pg_call([&] {
+                nsp = get_namespace_name(get_rel_namespace(table));
+                name = get_rel_name(table);
+            });
+        if (nsp == nullptr || name == nullptr) {
+            nsp = pg_call([&] { return get_namespace_name(RelationGetNamespace(rel)); });
+            name = RelationGetRelationName(rel);
+        }
         cached_target = nsp ? nsp : "?";
         cached_target += '.';
-        cached_target += RelationGetRelationName(rel);
+        cached_target += name;
         cached_target_relid = RelationGetRelid(rel);
     }
     return cached_target;

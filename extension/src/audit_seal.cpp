@@ -20,6 +20,7 @@
 #include "audit.hpp"
 #include "audit_digest.hpp"
 #include "boundary.hpp"
+#include "citus_binding.hpp"
 #include "sha256.hpp"
 
 extern "C" {
@@ -183,7 +184,11 @@ void summarize_completed_ranges(Relation heap, Relation index) {
 
 // The entries visible to the active snapshot that are new this round, sorted
 // by (main_id, xid, id); *count is set. Allocated in the current context.
-NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count) {
+// installation_only: only the installation's chain (main_id 0), as on a
+// Citus coordinator, whose entries of main accounts go to the workers
+// instead (97_citus_audit.sql).
+NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, bool installation_only,
+                          size_t *count) {
     Oid nsp = get_namespace_oid("tenancy", false);
     Oid log_relid = get_relname_relid("audit_log", nsp);
     if (!OidIsValid(log_relid))
@@ -245,6 +250,9 @@ NewEntry *collect_entries(int64 lower_xid, Datum prev, Datum cur, size_t *count)
                 bool isnull = true;
                 Datum xid = heap_getattr(&tuple, kLogXid + 1, desc, &isnull);
                 if (isnull || DatumGetInt64(xid) < lower_xid || !entry_is_new(xid, prev, cur))
+                    continue;
+                if (installation_only &&
+                    DatumGetInt64(heap_getattr(&tuple, kLogMainId + 1, desc, &isnull)) != 0)
                     continue;
                 if (HeapTupleSatisfiesVisibility(&tuple, snapshot, buf))
                     visible[n_visible++] = off;
@@ -441,6 +449,7 @@ Datum seal_blocks(FunctionCallInfo fcinfo) {
     if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
         throw SqlError(ERRCODE_NULL_VALUE_NOT_ALLOWED,
                        "lower_xid, the current snapshot and sealed_at are required");
+    bool installation_only = citus_distributed() && citus_local_group() == 0;
     pg_call([&] {
         InitMaterializedSRF(fcinfo, 0);
         ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
@@ -450,7 +459,7 @@ Datum seal_blocks(FunctionCallInfo fcinfo) {
         Datum cur = PointerGetDatum(PG_DETOAST_DATUM(PG_GETARG_DATUM(2)));
         TimestampTz sealed_at = PG_GETARG_TIMESTAMPTZ(3);
         size_t n = 0, mains = 0;
-        NewEntry *entries = collect_entries(lower_xid, prev, cur, &n);
+        NewEntry *entries = collect_entries(lower_xid, prev, cur, installation_only, &n);
         if (n == 0)
             return;
         Head *heads = read_heads(entries, n, &mains);

@@ -36,6 +36,7 @@ using GetXidFn = CitusDistributedTransactionId *(*)(void);
 using VoidFn = void (*)(void);
 using GroupFn = int32 (*)(void);
 using IsCitusTableFn = bool (*)(Oid);
+using ShardIdFn = uint64 (*)(const char *, bool);
 
 struct CitusApi {
     bool looked_up = false;
@@ -43,6 +44,8 @@ struct CitusApi {
     VoidFn ensure_xid = nullptr;
     GroupFn local_group = nullptr;
     IsCitusTableFn is_citus_table = nullptr;
+    IsCitusTableFn is_known_shard = nullptr;
+    ShardIdFn shard_id_of_name = nullptr;
 };
 CitusApi api;
 
@@ -61,6 +64,10 @@ const CitusApi &citus_api() {
         api.ensure_xid = reinterpret_cast<VoidFn>(citus_symbol("EnsureDistributedTransactionId"));
         api.local_group = reinterpret_cast<GroupFn>(citus_symbol("GetLocalGroupId"));
         api.is_citus_table = reinterpret_cast<IsCitusTableFn>(citus_symbol("IsCitusTable"));
+        api.is_known_shard =
+            reinterpret_cast<IsCitusTableFn>(citus_symbol("RelationIsAKnownShard"));
+        api.shard_id_of_name =
+            reinterpret_cast<ShardIdFn>(citus_symbol("ExtractShardIdFromTableName"));
         api.looked_up = true;
     }
     return api;
@@ -108,6 +115,52 @@ int32_t citus_local_group() {
 bool citus_propagates_set_local() {
     const char *v = GetConfigOption("citus.propagate_set_commands", true, false);
     return v != nullptr && std::strcmp(v, "local") == 0;
+}
+
+namespace {
+
+// pg_dist_shard (logicalrelid oid, shardid bigint, ...) scanned for the
+// table of a shard id; InvalidOid if none. Plain C: call through pg_call.
+Oid table_of_shard(int64 shardid) {
+    Oid dist_shard = get_relname_relid("pg_dist_shard", PG_CATALOG_NAMESPACE);
+    if (!OidIsValid(dist_shard))
+        return InvalidOid;
+    Relation rel = table_open(dist_shard, AccessShareLock);
+    Snapshot snapshot =
+        RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+    TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+    Oid table = InvalidOid;
+    HeapTuple tuple;
+    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL) {
+        bool isnull1, isnull2;
+        Datum logical = heap_getattr(tuple, 1, RelationGetDescr(rel), &isnull1);
+        Datum shard = heap_getattr(tuple, 2, RelationGetDescr(rel), &isnull2);
+        if (!isnull1 && !isnull2 && DatumGetInt64(shard) == shardid) {
+            table = DatumGetObjectId(logical);
+            break;
+        }
+    }
+    table_endscan(scan);
+    UnregisterSnapshot(snapshot);
+    table_close(rel, AccessShareLock);
+    return table;
+}
+
+}  // namespace
+
+Oid citus_shard_table(Oid relid) {
+    if (!citus_loaded())
+        return InvalidOid;
+    const CitusApi &c = citus_api();
+    if (c.is_known_shard == nullptr || c.shard_id_of_name == nullptr)
+        return InvalidOid;
+    if (!pg_call([&] { return c.is_known_shard(relid); }))
+        return InvalidOid;
+    return pg_call([&] {
+        const char *name = get_rel_name(relid);
+        uint64 shardid = name == nullptr ? 0 : c.shard_id_of_name(name, true);
+        return shardid == 0 ? InvalidOid : table_of_shard(static_cast<int64>(shardid));
+    });
 }
 
 // pg_dist_shard (logicalrelid oid, shardid bigint, ...) scanned for relid's

@@ -33,6 +33,10 @@ int32_t citus_local_group();
 // InvalidOid when this node has none. Plain C: call through pg_call.
 Oid citus_local_placement(Oid relid);
 
+// The Citus table whose shard relid is, or InvalidOid (not a shard, or Citus
+// not loaded): the audit log names the table, not the shard.
+Oid citus_shard_table(Oid relid);
+
 // citus.propagate_set_commands is 'local' (SET LOCAL reaches the workers).
 bool citus_propagates_set_local();
 

@@ -537,6 +537,7 @@ BEGIN
         action := 'distributed by main_id';
         RETURN NEXT;
     END LOOP;
+    RETURN QUERY SELECT * FROM tenancy._citus_audit_distribute();  -- 97_citus_audit.sql
     -- Clients must not claim a distributed transaction id here: a token bound
     -- to another transaction's id would then be forwarded to the workers with
     -- it (workers must keep it: Citus calls it there as the client's role).

@@ -1,0 +1,206 @@
+-- The audit log on Citus (docs/operations/scale-out.md, "The audit log on
+-- Citus"): each main account's entries live, are sealed and are verified on
+-- the node holding its shard; the installation's chain (main_id 0) stays on
+-- the coordinator.
+--
+-- Row triggers of distributed tables fire on the worker holding the row and
+-- write its local audit_log, which that worker's sealer chains. What the
+-- coordinator writes for a main account (events of its functions, row
+-- triggers of coordinator-only tables) is written locally first, in the
+-- writer's transaction as on one node, and moved by the coordinator's sealer
+-- round (audit_seal) through audit_inbox, a table distributed like accounts
+-- whose trigger on the shard writes the entry into that worker's log. Moving
+-- it later, in the sealer's own transaction, and not in the writer's: Citus
+-- refuses a client's read of placements that a SECURITY DEFINER function
+-- wrote earlier in the same transaction (over another role's connection).
+-- The coordinator's sealer leaves such entries out of its chains
+-- (audit_seal.cpp).
+
+-- Is this node the coordinator of a distributed install? false on one node.
+CREATE FUNCTION tenancy._citus_audit_coordinator() RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF NOT tenancy._citus_distributed() THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_local_group WHERE groupid = 0)' INTO found;
+    RETURN found;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_coordinator() FROM PUBLIC;
+
+-- The way to a worker's log: a row inserted here (distributed by main_id,
+-- co-located with accounts) becomes an entry of the log of the node holding
+-- the shard, with that node's id and transaction; nothing is stored here.
+-- Empty and unused on one node. No role but a superuser may write it.
+CREATE TABLE tenancy.audit_inbox (
+    main_id bigint NOT NULL CHECK (main_id <> 0),
+    account_path tenancy.account_path NOT NULL,
+    at timestamptz NOT NULL,
+    actor_kind text NOT NULL,
+    actor_id text,
+    credential_id bigint,
+    action text NOT NULL,
+    target text,
+    row_key jsonb,
+    change jsonb
+);
+ALTER TABLE tenancy.audit_inbox OWNER TO tenancy_owner;
+ALTER TABLE tenancy.audit_inbox ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON tenancy.audit_inbox FROM PUBLIC;
+
+-- On the shard: the row becomes an entry of this node's log (the time is the
+-- writer's, kept; id and transaction are this node's, as the sealer finds
+-- entries by their transaction here) and is not stored.
+CREATE FUNCTION tenancy._audit_inbox_deliver() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, actor_id, credential_id,
+                                   action, target, row_key, change)
+    VALUES (NEW.main_id, nextval('tenancy.audit_seq'), pg_current_xact_id()::text::bigint, NEW.account_path,
+            NEW.at, NEW.actor_kind, NEW.actor_id, NEW.credential_id, NEW.action, NEW.target, NEW.row_key,
+            NEW.change);
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_inbox_deliver() FROM PUBLIC;
+CREATE TRIGGER deliver BEFORE INSERT ON tenancy.audit_inbox
+    FOR EACH ROW EXECUTE FUNCTION tenancy._audit_inbox_deliver();
+
+-- Where the coordinator's forwarding starts: the sealer's snapshot when
+-- distribute() ran. Entries committed as of it are in the coordinator's
+-- chains and stay there; later ones go to the workers.
+CREATE TABLE tenancy.audit_citus (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    sealed_snap pg_snapshot
+);
+ALTER TABLE tenancy.audit_citus OWNER TO tenancy_owner;
+ALTER TABLE tenancy.audit_citus ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON tenancy.audit_citus FROM PUBLIC;
+
+-- Called by distribute(): makes the inbox a distributed table (its trigger
+-- goes to every shard) and records where forwarding starts, under the
+-- sealers' lock (held until distribute() commits, so no round runs between).
+CREATE FUNCTION tenancy._citus_audit_distribute() RETURNS TABLE (object text, action text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1952804449, 1635083369);  -- audit_seal's
+    INSERT INTO tenancy.audit_citus (sealed_snap) SELECT s.snap FROM tenancy.audit_sealer s
+    ON CONFLICT (singleton) DO UPDATE SET sealed_snap = excluded.sealed_snap;
+    PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    EXECUTE 'SELECT create_distributed_table(''tenancy.audit_inbox'', ''main_id'', '
+            'colocate_with => ''tenancy.accounts'')';
+    object := 'tenancy.audit_inbox';
+    action := 'distributed by main_id: the coordinator''s audit entries of main accounts go to their shard''s node';
+    RETURN NEXT;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_distribute() FROM PUBLIC;
+
+-- The coordinator's part of a sealer round (audit_seal, under the sealers'
+-- lock): its committed entries of main accounts go to their shards' nodes
+-- and leave its log, in this transaction (Citus commits the workers' part
+-- with it). Returns how many. A full scan of the coordinator's log (which
+-- keeps only the installation's chain, and chains sealed before distribute()).
+CREATE FUNCTION tenancy._citus_audit_forward() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    snap pg_snapshot;
+    tids tid[];
+    moved bigint;
+BEGIN
+    SELECT c.sealed_snap INTO snap FROM tenancy.audit_citus c;
+    IF NOT FOUND THEN
+        RETURN 0;  -- distribute() has not run here
+    END IF;
+    SELECT array_agg(l.ctid) INTO tids FROM tenancy.audit_log l
+    WHERE l.main_id <> 0
+      AND (snap IS NULL OR NOT pg_visible_in_snapshot(l.xid::text::xid8, snap));
+    IF tids IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO tenancy.audit_inbox (main_id, account_path, at, actor_kind, actor_id, credential_id, action,
+                                     target, row_key, change)
+    SELECT l.main_id, l.account_path, l.at, l.actor_kind, l.actor_id, l.credential_id, l.action, l.target,
+           l.row_key, l.change
+    FROM tenancy.audit_log l WHERE l.ctid = ANY (tids) ORDER BY l.xid, l.id;
+    DELETE FROM tenancy.audit_log l WHERE l.ctid = ANY (tids);
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    RETURN moved;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_forward() FROM PUBLIC;
+
+-- Verification of one account's main chain on the node holding it: a router
+-- query on the main account's row, whose target list Citus runs there.
+CREATE FUNCTION tenancy._citus_audit_verify_at(m bigint, p tenancy.account_path)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    v jsonb;
+BEGIN
+    EXECUTE format('SELECT tenancy._audit_verify_subtree_json(a.main_id, %L::tenancy.account_path) '
+                   'FROM tenancy.accounts a WHERE a.main_id = %s AND a.id = %s', p::text, m, m) INTO v;
+    IF v IS NULL THEN
+        RAISE EXCEPTION 'main account % not found on its shard', m USING ERRCODE = 'P0002';
+    END IF;
+    RETURN QUERY SELECT (v->>'ok')::boolean, (v->>'entries')::bigint, (v->>'first_bad')::bigint, v->>'reason';
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_at(bigint, tenancy.account_path) FROM PUBLIC;
+
+-- _audit_verify_subtree as one value (what a router query carries back).
+CREATE FUNCTION tenancy._audit_verify_subtree_json(m bigint, p tenancy.account_path) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$ SELECT to_jsonb(v) FROM tenancy._audit_verify_subtree(m, p) v $$;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_subtree_json(bigint, tenancy.account_path) FROM PUBLIC;
+
+-- One row of audit_verify() as a worker returns it (json) to the coordinator.
+CREATE TYPE tenancy._citus_audit_result AS (ok boolean, entries bigint, first_bad bigint, reason text,
+                                            main_id bigint);
+
+-- The DBA's verification of every chain on a distributed install: the
+-- coordinator's (the installation's chain, and chains sealed there before
+-- distribute()) and every worker's, each verified where it lives. A node that
+-- cannot answer is a failed row (main_id NULL) naming it.
+CREATE FUNCTION tenancy._citus_audit_verify_all()
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    -- Here: entries of main accounts outside a chain are on their way to a
+    -- worker (_citus_audit_forward); only the installation's are judged.
+    RETURN QUERY
+    WITH outside AS MATERIALIZED (SELECT * FROM tenancy._audit_outside_chain() x WHERE x.main_id = 0)
+    SELECT v.ok AND o.outside IS NULL, v.entries,
+           CASE WHEN v.ok THEN o.first_id ELSE v.first_bad END,
+           CASE WHEN v.ok AND o.outside IS NOT NULL THEN o.reason ELSE v.reason END,
+           m.id
+    FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
+          UNION SELECT o2.main_id FROM outside o2) m
+    CROSS JOIN LATERAL tenancy._audit_verify_main(m.id, false) v
+    LEFT JOIN outside o ON o.main_id = m.id
+    ORDER BY m.id;
+    RETURN QUERY EXECUTE $q$
+        SELECT CASE WHEN w.success THEN r.ok ELSE false END,
+               CASE WHEN w.success THEN r.entries ELSE 0 END,
+               r.first_bad,
+               CASE WHEN w.success THEN r.reason
+                    ELSE format('node %s:%s could not verify its chains: %s', w.nodename, w.nodeport, w.result) END,
+               r.main_id
+        FROM run_command_on_workers(
+                 'SELECT coalesce(json_agg(v), ''[]'') FROM tenancy._audit_verify_dba(NULL) v') w
+        LEFT JOIN LATERAL json_populate_recordset(NULL::tenancy._citus_audit_result,
+                                                  CASE WHEN w.success THEN w.result::json END) r ON true
+        ORDER BY 5$q$;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_all() FROM PUBLIC;

@@ -1,0 +1,377 @@
+-- The audit log on Citus (docs/operations/scale-out.md), 0.2 -> 0.3: each main
+-- account's entries are moved to, sealed on and verified on the node holding its
+-- shard (extension/sql/97_citus_audit.sql); audit_seal() moves the coordinator's
+-- (401_audit_seal.sql); audit_verify() runs where each chain lives
+-- (402_audit_verify.sql: _audit_verify_subtree split out of _audit_verify_context).
+
+CREATE OR REPLACE FUNCTION tenancy.audit_seal() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    SET work_mem = '64MB'  -- a round after an outage keeps its blocks in memory
+    AS $$
+DECLARE
+    prev pg_snapshot;
+    new_snap pg_snapshot;
+    lower_xid bigint;
+    sealed bigint;
+    ts timestamptz := clock_timestamp();
+    zero bytea := '\x0000000000000000000000000000000000000000000000000000000000000000';
+BEGIN
+    -- Sealers (and purges) take turns. An advisory lock, not a row lock: a
+    -- round that finds nothing writes nothing and burns no transaction id.
+    PERFORM pg_advisory_xact_lock(1952804449, 1635083369);  -- 'tena', 'audi'
+    -- On a Citus coordinator the entries of main accounts go to the nodes
+    -- holding their shards, to be sealed there (97_citus_audit.sql); a node
+    -- that is down holds them back, not the installation's chain.
+    IF tenancy._citus_audit_coordinator() THEN
+        BEGIN
+            PERFORM tenancy._citus_audit_forward();
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'tenancy: audit entries not moved to their workers this round: %', SQLERRM;
+        END;
+    END IF;
+    SELECT s.snap INTO prev FROM tenancy.audit_sealer s;
+    -- A snapshot from the future (a restored copy of this table in another
+    -- cluster) would hide new entries: start over from every visible entry.
+    IF prev IS NOT NULL AND pg_snapshot_xmax(prev) > pg_snapshot_xmax(pg_current_snapshot()) THEN
+        prev := NULL;
+    END IF;
+    lower_xid := coalesce(pg_snapshot_xmin(prev)::text::bigint, 0);
+    -- This round seals exactly the entries committed as of this snapshot and
+    -- not as of the previous one (an entry committing meanwhile waits a round).
+    new_snap := pg_current_snapshot();
+    -- One statement: the blocks of every main account's new entries
+    -- (_audit_seal_blocks, in C), then the block rows and the moved heads.
+    WITH blocks AS MATERIALIZED (
+        SELECT * FROM tenancy._audit_seal_blocks(lower_xid, prev, new_snap, ts)
+    ), linked AS (
+        INSERT INTO tenancy.audit_chain (main_id, first_pos, n, entry_xids, entry_ids, entry_tids, digests, hash, sealed_at)
+        SELECT b.main_id, b.first_pos, b.n, b.entry_xids, b.entry_ids, b.entry_tids, b.digests, b.hash, ts FROM blocks b
+        RETURNING audit_chain.n
+    ), moved AS (
+        -- Heads move only under the sealers' lock (audit_purge takes it too),
+        -- so the base read here is still the head's.
+        INSERT INTO tenancy.audit_heads AS x (main_id, base_pos, base_hash, last_pos, last_hash, mac, updated_at)
+        SELECT t.main_id, t.base_pos, t.base_hash, t.last_pos, t.hash,
+               tenancy._audit_head_mac(ROW(t.main_id, t.base_pos, t.base_hash, t.last_pos, t.hash, NULL, NULL)::tenancy.audit_heads,
+                                       k.secret), ts
+        FROM (SELECT b.main_id, b.last_pos, b.hash, coalesce(h.base_pos, 0) AS base_pos,
+                     coalesce(h.base_hash, zero) AS base_hash
+              FROM blocks b LEFT JOIN tenancy.audit_heads h ON h.main_id = b.main_id
+              WHERE b.first_pos + b.n - 1 = b.last_pos) t
+        CROSS JOIN tenancy.audit_keys k
+        WHERE k.id = 1
+        ON CONFLICT (main_id) DO UPDATE
+        SET last_pos = excluded.last_pos, last_hash = excluded.last_hash, mac = excluded.mac, updated_at = ts
+    )
+    SELECT coalesce(sum(k.n), 0) INTO sealed FROM linked k;
+    IF sealed = 0 THEN
+        RETURN 0;  -- the recorded snapshot still finds everything new
+    END IF;
+    UPDATE tenancy.audit_sealer s SET snap = new_snap, sealed_at = ts;
+    RETURN sealed;
+END $$;
+
+CREATE FUNCTION tenancy._audit_verify_subtree(m bigint, p tenancy.account_path)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    v record;
+    bad_path tenancy.account_path;
+BEGIN
+    SELECT * INTO v FROM tenancy._audit_verify_main(m);
+    IF p OPERATOR(tenancy.=) m::text::tenancy.account_path THEN
+        RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason;
+        RETURN;
+    END IF;
+    -- A subaccount verifies the whole main chain (its entries are in it) but
+    -- learns only about its own subtree: its entry count, and the bad
+    -- position only if that entry is its own (an entry outside the chain
+    -- comes with its path; a chain position is looked up).
+    bad_path := v.outside_path;
+    IF bad_path IS NULL THEN
+        SELECT l.account_path INTO bad_path
+        FROM (SELECT c.main_id, c.entry_xids[v.first_bad - c.first_pos + 1] AS xid,
+                     c.entry_ids[v.first_bad - c.first_pos + 1] AS id, c.entry_tids[v.first_bad - c.first_pos + 1] AS tid
+              FROM tenancy.audit_chain c
+              WHERE c.main_id = m AND c.first_pos <= v.first_bad
+              ORDER BY c.first_pos DESC LIMIT 1) u
+        CROSS JOIN LATERAL tenancy._audit_entry_at(u.main_id, u.xid, u.id, u.tid) l;
+    END IF;
+    RETURN QUERY
+    SELECT v.ok,
+           (SELECT count(*) FROM tenancy.audit_chain c
+            CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids, c.entry_tids) u(xid, id, tid)
+            CROSS JOIN LATERAL tenancy._audit_entry_at(c.main_id, u.xid, u.id, u.tid) l
+            WHERE c.main_id = m AND l.account_path OPERATOR(tenancy.<@) p),
+           CASE WHEN bad_path OPERATOR(tenancy.<@) p THEN v.first_bad END,
+           CASE WHEN v.ok OR bad_path OPERATOR(tenancy.<@) p THEN v.reason
+                ELSE 'the main account''s chain has a bad entry outside this account''s subtree' END;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_subtree(bigint, tenancy.account_path) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tenancy._audit_verify_context(account text)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    PERFORM tenancy._require('audit', 'read');
+    a := tenancy._visible_account(coalesce(account, tenancy._context_field('account')));
+    -- On Citus the chain is verified on the node holding it (97_citus_audit.sql).
+    IF tenancy._citus_audit_coordinator() THEN
+        RETURN QUERY SELECT v.*, a.main_id FROM tenancy._citus_audit_verify_at(a.main_id, a.path) v;
+    ELSE
+        RETURN QUERY SELECT v.*, a.main_id FROM tenancy._audit_verify_subtree(a.main_id, a.path) v;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._audit_verify_dba(account text)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+BEGIN
+    -- On Citus each chain is verified on the node holding it (97_citus_audit.sql).
+    IF account IS NULL AND tenancy._citus_audit_coordinator() THEN
+        RETURN QUERY SELECT * FROM tenancy._citus_audit_verify_all();
+        RETURN;
+    END IF;
+    IF account IS NULL THEN
+        RETURN QUERY
+        WITH outside AS MATERIALIZED (SELECT * FROM tenancy._audit_outside_chain())
+        SELECT v.ok AND o.outside IS NULL, v.entries,
+               CASE WHEN v.ok THEN o.first_id ELSE v.first_bad END,
+               CASE WHEN v.ok AND o.outside IS NOT NULL THEN o.reason ELSE v.reason END,
+               m.id
+        FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
+              UNION SELECT o2.main_id FROM outside o2) m
+        CROSS JOIN LATERAL tenancy._audit_verify_main(m.id, false) v
+        LEFT JOIN outside o ON o.main_id = m.id
+        ORDER BY m.id;
+        RETURN;
+    END IF;
+    a := tenancy._find_account(account);
+    IF a.id IS NULL THEN
+        RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
+    END IF;
+    IF tenancy._citus_audit_coordinator() THEN
+        RETURN QUERY SELECT v.*, a.main_id
+                     FROM tenancy._citus_audit_verify_at(a.main_id, a.main_id::text::tenancy.account_path) v;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT v.ok, v.entries, v.first_bad, v.reason, a.main_id FROM tenancy._audit_verify_main(a.main_id) v;
+END $$;
+
+-- The audit log on Citus (docs/operations/scale-out.md, "The audit log on
+-- Citus"): each main account's entries live, are sealed and are verified on
+-- the node holding its shard; the installation's chain (main_id 0) stays on
+-- the coordinator.
+--
+-- Row triggers of distributed tables fire on the worker holding the row and
+-- write its local audit_log, which that worker's sealer chains. What the
+-- coordinator writes for a main account (events of its functions, row
+-- triggers of coordinator-only tables) is written locally first, in the
+-- writer's transaction as on one node, and moved by the coordinator's sealer
+-- round (audit_seal) through audit_inbox, a table distributed like accounts
+-- whose trigger on the shard writes the entry into that worker's log. Moving
+-- it later, in the sealer's own transaction, and not in the writer's: Citus
+-- refuses a client's read of placements that a SECURITY DEFINER function
+-- wrote earlier in the same transaction (over another role's connection).
+-- The coordinator's sealer leaves such entries out of its chains
+-- (audit_seal.cpp).
+
+-- Is this node the coordinator of a distributed install? false on one node.
+CREATE FUNCTION tenancy._citus_audit_coordinator() RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF NOT tenancy._citus_distributed() THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_local_group WHERE groupid = 0)' INTO found;
+    RETURN found;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_coordinator() FROM PUBLIC;
+
+-- The way to a worker's log: a row inserted here (distributed by main_id,
+-- co-located with accounts) becomes an entry of the log of the node holding
+-- the shard, with that node's id and transaction; nothing is stored here.
+-- Empty and unused on one node. No role but a superuser may write it.
+CREATE TABLE tenancy.audit_inbox (
+    main_id bigint NOT NULL CHECK (main_id <> 0),
+    account_path tenancy.account_path NOT NULL,
+    at timestamptz NOT NULL,
+    actor_kind text NOT NULL,
+    actor_id text,
+    credential_id bigint,
+    action text NOT NULL,
+    target text,
+    row_key jsonb,
+    change jsonb
+);
+ALTER TABLE tenancy.audit_inbox OWNER TO tenancy_owner;
+ALTER TABLE tenancy.audit_inbox ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON tenancy.audit_inbox FROM PUBLIC;
+
+-- On the shard: the row becomes an entry of this node's log (the time is the
+-- writer's, kept; id and transaction are this node's, as the sealer finds
+-- entries by their transaction here) and is not stored.
+CREATE FUNCTION tenancy._audit_inbox_deliver() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    INSERT INTO tenancy.audit_log (main_id, id, xid, account_path, at, actor_kind, actor_id, credential_id,
+                                   action, target, row_key, change)
+    VALUES (NEW.main_id, nextval('tenancy.audit_seq'), pg_current_xact_id()::text::bigint, NEW.account_path,
+            NEW.at, NEW.actor_kind, NEW.actor_id, NEW.credential_id, NEW.action, NEW.target, NEW.row_key,
+            NEW.change);
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_inbox_deliver() FROM PUBLIC;
+CREATE TRIGGER deliver BEFORE INSERT ON tenancy.audit_inbox
+    FOR EACH ROW EXECUTE FUNCTION tenancy._audit_inbox_deliver();
+
+-- Where the coordinator's forwarding starts: the sealer's snapshot when
+-- distribute() ran. Entries committed as of it are in the coordinator's
+-- chains and stay there; later ones go to the workers.
+CREATE TABLE tenancy.audit_citus (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    sealed_snap pg_snapshot
+);
+ALTER TABLE tenancy.audit_citus OWNER TO tenancy_owner;
+ALTER TABLE tenancy.audit_citus ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON tenancy.audit_citus FROM PUBLIC;
+
+-- Called by distribute(): makes the inbox a distributed table (its trigger
+-- goes to every shard) and records where forwarding starts, under the
+-- sealers' lock (held until distribute() commits, so no round runs between).
+CREATE FUNCTION tenancy._citus_audit_distribute() RETURNS TABLE (object text, action text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1952804449, 1635083369);  -- audit_seal's
+    INSERT INTO tenancy.audit_citus (sealed_snap) SELECT s.snap FROM tenancy.audit_sealer s
+    ON CONFLICT (singleton) DO UPDATE SET sealed_snap = excluded.sealed_snap;
+    PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    EXECUTE 'SELECT create_distributed_table(''tenancy.audit_inbox'', ''main_id'', '
+            'colocate_with => ''tenancy.accounts'')';
+    object := 'tenancy.audit_inbox';
+    action := 'distributed by main_id: the coordinator''s audit entries of main accounts go to their shard''s node';
+    RETURN NEXT;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_distribute() FROM PUBLIC;
+
+-- The coordinator's part of a sealer round (audit_seal, under the sealers'
+-- lock): its committed entries of main accounts go to their shards' nodes
+-- and leave its log, in this transaction (Citus commits the workers' part
+-- with it). Returns how many. A full scan of the coordinator's log (which
+-- keeps only the installation's chain, and chains sealed before distribute()).
+CREATE FUNCTION tenancy._citus_audit_forward() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    snap pg_snapshot;
+    tids tid[];
+    moved bigint;
+BEGIN
+    SELECT c.sealed_snap INTO snap FROM tenancy.audit_citus c;
+    IF NOT FOUND THEN
+        RETURN 0;  -- distribute() has not run here
+    END IF;
+    SELECT array_agg(l.ctid) INTO tids FROM tenancy.audit_log l
+    WHERE l.main_id <> 0
+      AND (snap IS NULL OR NOT pg_visible_in_snapshot(l.xid::text::xid8, snap));
+    IF tids IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO tenancy.audit_inbox (main_id, account_path, at, actor_kind, actor_id, credential_id, action,
+                                     target, row_key, change)
+    SELECT l.main_id, l.account_path, l.at, l.actor_kind, l.actor_id, l.credential_id, l.action, l.target,
+           l.row_key, l.change
+    FROM tenancy.audit_log l WHERE l.ctid = ANY (tids) ORDER BY l.xid, l.id;
+    DELETE FROM tenancy.audit_log l WHERE l.ctid = ANY (tids);
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    RETURN moved;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_forward() FROM PUBLIC;
+
+-- Verification of one account's main chain on the node holding it: a router
+-- query on the main account's row, whose target list Citus runs there.
+CREATE FUNCTION tenancy._citus_audit_verify_at(m bigint, p tenancy.account_path)
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    v jsonb;
+BEGIN
+    EXECUTE format('SELECT tenancy._audit_verify_subtree_json(a.main_id, %L::tenancy.account_path) '
+                   'FROM tenancy.accounts a WHERE a.main_id = %s AND a.id = %s', p::text, m, m) INTO v;
+    IF v IS NULL THEN
+        RAISE EXCEPTION 'main account % not found on its shard', m USING ERRCODE = 'P0002';
+    END IF;
+    RETURN QUERY SELECT (v->>'ok')::boolean, (v->>'entries')::bigint, (v->>'first_bad')::bigint, v->>'reason';
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_at(bigint, tenancy.account_path) FROM PUBLIC;
+
+-- _audit_verify_subtree as one value (what a router query carries back).
+CREATE FUNCTION tenancy._audit_verify_subtree_json(m bigint, p tenancy.account_path) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$ SELECT to_jsonb(v) FROM tenancy._audit_verify_subtree(m, p) v $$;
+REVOKE ALL ON FUNCTION tenancy._audit_verify_subtree_json(bigint, tenancy.account_path) FROM PUBLIC;
+
+-- One row of audit_verify() as a worker returns it (json) to the coordinator.
+CREATE TYPE tenancy._citus_audit_result AS (ok boolean, entries bigint, first_bad bigint, reason text,
+                                            main_id bigint);
+
+-- The DBA's verification of every chain on a distributed install: the
+-- coordinator's (the installation's chain, and chains sealed there before
+-- distribute()) and every worker's, each verified where it lives. A node that
+-- cannot answer is a failed row (main_id NULL) naming it.
+CREATE FUNCTION tenancy._citus_audit_verify_all()
+    RETURNS TABLE (ok boolean, entries bigint, first_bad bigint, reason text, main_id bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    -- Here: entries of main accounts outside a chain are on their way to a
+    -- worker (_citus_audit_forward); only the installation's are judged.
+    RETURN QUERY
+    WITH outside AS MATERIALIZED (SELECT * FROM tenancy._audit_outside_chain() x WHERE x.main_id = 0)
+    SELECT v.ok AND o.outside IS NULL, v.entries,
+           CASE WHEN v.ok THEN o.first_id ELSE v.first_bad END,
+           CASE WHEN v.ok AND o.outside IS NOT NULL THEN o.reason ELSE v.reason END,
+           m.id
+    FROM (SELECT x.main_id AS id FROM tenancy.audit_heads x
+          UNION SELECT o2.main_id FROM outside o2) m
+    CROSS JOIN LATERAL tenancy._audit_verify_main(m.id, false) v
+    LEFT JOIN outside o ON o.main_id = m.id
+    ORDER BY m.id;
+    RETURN QUERY EXECUTE $q$
+        SELECT CASE WHEN w.success THEN r.ok ELSE false END,
+               CASE WHEN w.success THEN r.entries ELSE 0 END,
+               r.first_bad,
+               CASE WHEN w.success THEN r.reason
+                    ELSE format('node %s:%s could not verify its chains: %s', w.nodename, w.nodeport, w.result) END,
+               r.main_id
+        FROM run_command_on_workers(
+                 'SELECT coalesce(json_agg(v), ''[]'') FROM tenancy._audit_verify_dba(NULL) v') w
+        LEFT JOIN LATERAL json_populate_recordset(NULL::tenancy._citus_audit_result,
+                                                  CASE WHEN w.success THEN w.result::json END) r ON true
+        ORDER BY 5$q$;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_all() FROM PUBLIC;
