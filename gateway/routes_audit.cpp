@@ -40,21 +40,11 @@ ApiAnswer list_entries(Tx &tx, const ApiCall &call) {
                      call.query("to"),
                      after,
                      std::to_string(page.limit + 1)};
-    // block_pos <= chain_pos: the cursor bounds the chain's key range too.
+    // tenancy.audit_page reads where the chain lives (on Citus, the worker
+    // holding the main account's shard).
     Result r = tx.exec_last(
-        "SELECT coalesce(jsonb_agg(e ORDER BY (e->>'position')::bigint DESC), '[]')::text FROM ("
-        "SELECT jsonb_build_object('position', t.chain_pos, 'id', t.id, 'at', t.at, "
-        "'account_path', t.account_path::text, 'actor', jsonb_build_object('kind', t.actor_kind, "
-        "'id', t.actor_id, 'credential_id', t.credential_id), 'action', t.action, 'target', "
-        "t.target, "
-        "'row_key', t.row_key, 'change', t.change, 'digest', encode(t.digest, 'hex'), "
-        "'sealed_at', t.sealed_at) AS e "
-        "FROM tenancy.audit_trail t "
-        "WHERE t.account_path OPERATOR(tenancy.<@) $1::tenancy.account_path "
-        "AND ($2::text IS NULL OR t.actor_id = $2) AND ($3::text IS NULL OR t.action = $3) "
-        "AND ($4::timestamptz IS NULL OR t.at >= $4) AND ($5::timestamptz IS NULL OR t.at < $5) "
-        "AND ($6::bigint IS NULL OR (t.chain_pos < $6 AND t.block_pos < $6)) "
-        "ORDER BY t.block_pos DESC, t.chain_pos DESC LIMIT $7::integer) page",
+        "SELECT tenancy.audit_page($1::tenancy.account_path, $2, $3, $4::timestamptz, "
+        "$5::timestamptz, $6::bigint, $7::integer)::text",
         params);
     return page_answer(call, nlohmann::json::parse(r.value(0, 0).value_or("[]")), page,
                        [](const nlohmann::json &row) {

@@ -204,3 +204,8 @@ BEGIN
         ORDER BY 5$q$;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_all() FROM PUBLIC;
+
+-- audit_page() (406_audit_page.sql) runs as its caller and asks whether this
+-- is a Citus coordinator.
+GRANT EXECUTE ON FUNCTION tenancy._citus_distributed(), tenancy._citus_audit_coordinator()
+    TO tenancy_app, tenancy_admin;

@@ -126,6 +126,26 @@ ct_check audit-verify-in-context-subaccount "t|$n" \
     "$(ct coord ct_app -c "BEGIN" -c "SELECT tenancy.authenticate('$sub_key') IS NULL" \
         -c "SELECT ok, entries FROM tenancy.audit_verify()" -c "COMMIT" 2>&1 | sed -n 2p)"
 
+# Reading the log through the coordinator: audit_page() (what GET
+# /v1/accounts/{id}/audit-log answers) runs on the worker holding the chain.
+# Up to the chain's present end (before_pos), a key reads all of its main
+# account's sealed entries there, a subaccount's key its subtree's only, and
+# nothing of its parent's.
+main_path=$($CC -c "SELECT path FROM tenancy.accounts WHERE public_id = '$m'")
+end=$(ct "${ca_node[$mid]}" postgres -c "SELECT last_pos + 1 FROM tenancy.audit_heads WHERE main_id = $mid")
+want=$(ct "${ca_node[$mid]}" postgres -c "SELECT count(*) FROM tenancy.audit_trail WHERE main_id = $mid AND chain_pos < $end")
+want_sub=$(ct "${ca_node[$mid]}" postgres -c "SELECT count(*) FROM tenancy.audit_trail WHERE main_id = $mid
+    AND chain_pos < $end AND account_path OPERATOR(tenancy.<@) '$sub_path'")
+ct_check audit-page-through-coordinator-main "t $want" \
+    "$([ "$want" -gt 0 ] && echo t) $(ct coord ct_app -c "BEGIN" -c "SELECT tenancy.authenticate('$key') IS NULL" \
+        -c "SELECT jsonb_array_length(tenancy.audit_page('$main_path', before_pos => $end, lim => 1001))" \
+        -c "COMMIT" 2>&1 | sed -n 2p)"
+ct_check audit-page-through-coordinator-subaccount "$want_sub 0" \
+    "$(ct coord ct_app -c "BEGIN" -c "SELECT tenancy.authenticate('$sub_key') IS NULL" \
+        -c "SELECT jsonb_array_length(tenancy.audit_page('$sub_path', before_pos => $end, lim => 1001))" \
+        -c "SELECT jsonb_array_length(tenancy.audit_page('$main_path', before_pos => $end, lim => 1001))" \
+        -c "COMMIT" 2>&1 | sed -n '2,3p' | tr '\n' ' ' | sed 's/ $//')"
+
 # Tampering on a worker, as its superuser, each kind on its own main account;
 # audit_verify through the coordinator names it.
 ca_tamper() {  # ca_tamper NAME INDEX REASON-PATTERN SQL (:mid stands for the main id)
