@@ -50,6 +50,7 @@ CREATE FUNCTION tenancy.create_sub_user(email text, name text, surname text, tem
     AS $$
 DECLARE
     main tenancy.accounts;
+    mid bigint;
     max_sub_users integer;
     new_id bigint := nextval('tenancy.sub_user_id_seq');
     pub text;
@@ -65,10 +66,10 @@ BEGIN
         RAISE EXCEPTION 'name and surname must be 1 to 200 characters' USING ERRCODE = '22023';
     END IF;
     PERFORM tenancy._check_password(temp_password);
-    -- One creator at a time per main account, so the plan limit holds.
-    SELECT m.* INTO main FROM tenancy.accounts m
-    WHERE m.main_id = tenancy.current_main_id() AND m.id = tenancy.current_main_id()
-    FOR UPDATE;
+    -- One creator at a time per main account, so the plan limit holds. (The
+    -- main id as a value: Citus routes a locking read only by a value.)
+    mid := tenancy.current_main_id();
+    SELECT m.* INTO main FROM tenancy.accounts m WHERE m.main_id = mid AND m.id = mid FOR UPDATE;
     SELECT pl.max_sub_users INTO max_sub_users FROM tenancy.plans pl WHERE pl.name = main.plan;
     IF main.status <> 'active' THEN
         RAISE EXCEPTION 'account "%" is inactive', main.public_id USING ERRCODE = '55000';
