@@ -80,7 +80,9 @@ CREATE FUNCTION tenancy._citus_prepare_table(tbl regclass, distributed boolean)
 DECLARE
     path_col name;
     c record;
+    pp record;
     def text;
+    chk text;
 BEGIN
     -- Foreign keys from or to this table: dropped here, re-added by distribute().
     FOR c IN SELECT x.conrelid::regclass AS rel, x.confrelid::regclass AS ref, x.conname AS name,
@@ -98,6 +100,31 @@ BEGIN
     IF NOT distributed THEN
         RETURN;
     END IF;
+    -- Citus 13 copies policies to the shards without AS RESTRICTIVE, which
+    -- would turn a restrictive condition (the voice tables' and usage
+    -- records' read permission) into an alternative: fold each into the
+    -- permissive policies it restricts, (P1 OR P2) AND R = (P1 AND R) OR (P2 AND R).
+    FOR c IN SELECT p.polname AS name, p.polcmd AS cmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
+                    pg_get_expr(p.polwithcheck, p.polrelid) AS chk, p.polroles AS roles
+             FROM pg_policy p WHERE p.polrelid = tbl AND NOT p.polpermissive
+    LOOP
+        IF c.roles <> '{0}'::oid[] OR EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive
+                                              AND p.polcmd = '*' AND c.cmd <> '*') THEN
+            RAISE EXCEPTION 'restrictive policy % on % cannot be folded for Citus', c.name, tbl
+                USING ERRCODE = '0A000', HINT = 'Citus copies policies to shards as permissive ones.';
+        END IF;
+        FOR pp IN SELECT p.polname AS name, p.polcmd AS cmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
+                         pg_get_expr(p.polwithcheck, p.polrelid) AS chk
+                  FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive AND (c.cmd = '*' OR p.polcmd = c.cmd)
+        LOOP
+            def := CASE WHEN pp.cmd <> 'a' THEN format('USING ((%s) AND (%s))', pp.qual, coalesce(c.qual, 'true')) END;
+            chk := CASE WHEN pp.cmd IN ('a', 'w', '*')
+                        THEN format('WITH CHECK ((%s) AND (%s))', coalesce(pp.chk, pp.qual),
+                                    coalesce(c.chk, c.qual, 'true')) END;
+            EXECUTE format('ALTER POLICY %I ON %s %s %s', pp.name, tbl, coalesce(def, ''), coalesce(chk, ''));
+        END LOOP;
+        EXECUTE format('DROP POLICY %I ON %s', c.name, tbl);
+    END LOOP;
     SELECT a.attname INTO path_col FROM pg_attribute a
     WHERE a.attrelid = tbl AND a.attname IN ('path', 'account_path') AND NOT a.attisdropped
     ORDER BY a.attname = 'path' DESC LIMIT 1;
