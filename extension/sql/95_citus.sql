@@ -140,8 +140,7 @@ BEGIN
                        '(main_id = tenancy.root_id(%I))', tbl, path_col);
     END IF;
     -- Rows of protected tables default to the active account, so main_id
-    -- defaults to its main account (evaluated where Citus routes the row);
-    -- clients cannot write main_id in the voice tables.
+    -- defaults to its main account (evaluated where Citus routes the row).
     IF path_col = 'account_path' AND NOT EXISTS (SELECT FROM pg_attrdef d JOIN pg_attribute a
                                                  ON a.attrelid = d.adrelid AND a.attnum = d.adnum
                                                  WHERE d.adrelid = tbl AND a.attname = 'main_id') THEN

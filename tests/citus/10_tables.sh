@@ -102,7 +102,7 @@ done <"$CT_WORK/keys-live"
 ct_check select-exactly-the-subtree-subusers-invitations-voice-usage-users 0 $bad
 # The counts compared above are not all zero: two sub-users per main account,
 # one agent per account, the owner among a main account's users.
-ct_check subtree-rows-exist "$((2 * $(printf '%s\n' "${ct_mains[@]}" | grep -cxFf <(cut -d' ' -f1 "$CT_WORK/keys-live")))) $(wc -l <"$CT_WORK/keys-live") t" \
+ct_check subtree-rows-exist "$((2 * $(printf '%s\n' "${ct_mains[@]}" | grep -cxFf <(cut -d' ' -f1 "$CT_WORK/keys-live")))) $(wc -l <"$CT_WORK/keys-live") true" \
     "$($CC -c "SELECT (SELECT count(*) FROM tenancy.sub_users) || ' ' || (SELECT count(*) FROM tenancy.agents)
                       || ' ' || (SELECT count(*) >= ${#ct_mains[@]} FROM tenancy.users)")"
 
