@@ -232,7 +232,8 @@ WHERE p.pronamespace = 'tenancy'::regnamespace AND p.prosecdef
 -- context, or verify under its own checks); every other one, the audit
 -- sealer's and writer's among them, is revoked from PUBLIC. The voice
 -- tables' transcript check and public-id maker (50_voice.sql) run in a
--- writer's own row (a CHECK constraint, a row trigger).
+-- writer's own row (a CHECK constraint, a row trigger); the policy helpers
+-- of users and api_key_usage (29_security.sql) in a reader's policies.
 SELECT p.oid::regprocedure::text AS client_executable_internal
 FROM pg_proc p
 WHERE p.pronamespace = 'tenancy'::regnamespace AND p.proname LIKE '\_%'

@@ -13,6 +13,40 @@ CREATE FUNCTION tenancy._is_own_user(user_id bigint) RETURNS boolean
            AND user_id = tenancy._context_field('principal_id')::bigint
 $$;
 
+-- Policy helpers that stand for a subquery (Citus refuses subqueries in the
+-- policies of distributed tables, and runs a policy on the node holding the
+-- shard). Each reads as the DBA and repeats the row security the subquery
+-- would have met as the client; naming the main account makes it one shard's
+-- query on Citus (95_citus.sql lets it run inside a query on a shard). PL/pgSQL:
+-- Citus does not plan a SQL function's parameters.
+
+-- May the context read members, and is user_id a member somewhere in the
+-- active account's subtree? (tenancy.users' policy)
+CREATE FUNCTION tenancy._subtree_member(user_id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN tenancy.may('members', 'read')
+           AND EXISTS (SELECT 1 FROM tenancy.memberships m
+                       WHERE m.main_id = tenancy.root_id(tenancy.current_path())
+                         AND m.user_id = _subtree_member.user_id
+                         AND m.account_path OPERATOR(tenancy.<@) tenancy.current_path());
+END $$;
+
+-- Is the API key (main_id, key_id) one the context may read, as api_keys'
+-- own policy says? (tenancy.api_key_usage's policy)
+CREATE FUNCTION tenancy._api_key_visible(main_id bigint, key_id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN tenancy.may('api_keys', 'read')
+           AND EXISTS (SELECT 1 FROM tenancy.api_keys k
+                       WHERE k.main_id = _api_key_visible.main_id AND k.id = _api_key_visible.key_id
+                         AND k.account_path OPERATOR(tenancy.<@) tenancy.current_path());
+END $$;
+
 DO $own$
 DECLARE
     t text;
@@ -50,19 +84,14 @@ GRANT SELECT ON tenancy.memberships TO tenancy_app;
 -- Users: those who are members somewhere in the subtree (members readers), or
 -- oneself. Hashes are never granted.
 CREATE POLICY member_in_subtree ON tenancy.users FOR SELECT
-    USING (tenancy._is_own_user(id)
-           OR (tenancy.may('members', 'read')
-               AND EXISTS (SELECT FROM tenancy.memberships m
-                           WHERE m.user_id = users.id
-                             AND m.account_path <@ tenancy.current_path())));
+    USING (tenancy._is_own_user(id) OR tenancy._subtree_member(id));
 GRANT SELECT (id, email, name, created_at) ON tenancy.users TO tenancy_app;
 
 CREATE POLICY subtree_read ON tenancy.api_keys FOR SELECT
     USING (account_path <@ tenancy.current_path() AND tenancy.may('api_keys', 'read'));
 GRANT SELECT ON tenancy.api_keys TO tenancy_app;
 CREATE POLICY key_visible ON tenancy.api_key_usage FOR SELECT
-    USING (EXISTS (SELECT FROM tenancy.api_keys k
-                   WHERE k.main_id = api_key_usage.main_id AND k.id = api_key_usage.key_id));
+    USING (tenancy._api_key_visible(main_id, key_id));
 GRANT SELECT ON tenancy.api_key_usage TO tenancy_app;
 -- api_key_secrets, account_forwarding, protected_tables, context_keys: no
 -- policy and no grant: unreadable to every client role.

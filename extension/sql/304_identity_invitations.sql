@@ -42,6 +42,7 @@ BEGIN
         RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '55000';
     END IF;
     -- Accepting would change the invitee's role there: an admin cannot touch an owner.
+    -- (SELECT 1: Citus plans this join of a coordinator table only with a target list.)
     IF tenancy.current_role_name() <> 'owner' AND EXISTS (
             SELECT 1 FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
             WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner'

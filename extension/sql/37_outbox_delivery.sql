@@ -238,12 +238,21 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO tenancy.outbox_failures (outbox_id, account_path, recipient, subject, error, failed_at)
-    SELECT o.id, p.path, o.recipient, o.subject, msg, o.failed_at
-    FROM (SELECT coalesce(o.account_path,
-                          (SELECT a.path FROM tenancy.accounts a WHERE a.main_id = o.main_id AND a.id = o.main_id))
-                 AS path) p
-    WHERE p.path IS NOT NULL;
+    -- The mail's account, or its main account once the account is gone.
+    IF o.account_path IS NULL THEN
+        SELECT a.path INTO o.account_path FROM tenancy.accounts a WHERE a.main_id = o.main_id AND a.id = o.main_id;
+    END IF;
+    IF o.account_path IS NULL THEN
+        RETURN true;
+    END IF;
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.outbox_failures (main_id, outbox_id, account_path, recipient, subject, error, failed_at)
+        VALUES (tenancy.root_id(o.account_path), o.id, o.account_path, o.recipient, o.subject, msg, o.failed_at);
+    ELSE
+        INSERT INTO tenancy.outbox_failures (outbox_id, account_path, recipient, subject, error, failed_at)
+        VALUES (o.id, o.account_path, o.recipient, o.subject, msg, o.failed_at);
+    END IF;
     RETURN true;
 END $$;
 

@@ -248,6 +248,14 @@ DECLARE
 BEGIN
     -- Not a generated column: a composite foreign key holding one cannot SET
     -- NULL on delete, and a deleted agent must leave its call history.
+    -- A new row's main_id, when given (on Citus the coordinator sends its
+    -- default, the active main account, which routed the row), must be its
+    -- path's: a row never sits in another main account's shard.
+    IF TG_OP = 'INSERT' AND NEW.main_id IS DISTINCT FROM tenancy.root_id(NEW.account_path)
+       AND NEW.main_id IS NOT NULL THEN
+        RAISE EXCEPTION 'main_id % is not the main account of the row''s account', NEW.main_id
+            USING ERRCODE = '23514';
+    END IF;
     NEW.main_id := tenancy.root_id(NEW.account_path);
     IF TG_OP = 'INSERT' THEN
         NEW.id := coalesce(NEW.id, nextval('tenancy.voice_id_seq'));

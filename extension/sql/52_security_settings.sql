@@ -37,6 +37,9 @@ CREATE FUNCTION tenancy._effective_security(p tenancy.account_path) RETURNS json
     AS $$
 DECLARE
     result jsonb;
+    -- The main account as a value: Citus routes by it to one shard (the
+    -- triggers run this on the shard, where only co-located shards are read).
+    mid bigint := tenancy.root_id(p);
 BEGIN
     -- (PL/pgSQL, not SQL: its plan is cached for the session; the triggers call it per row)
     SELECT jsonb_build_object(
@@ -55,8 +58,8 @@ BEGIN
                (a.settings #>> '{security,transcript_encryption}')::boolean AS enc,
                (a.settings #>> '{security,audit_log}')::boolean AS aud
         FROM tenancy.accounts a
-        WHERE a.main_id = m.main_id AND a.id = ANY (tenancy.labels(p))) x ON true
-    WHERE m.main_id = tenancy.root_id(p) AND m.id = tenancy.root_id(p)
+        WHERE a.main_id = mid AND a.id = ANY (tenancy.labels(p))) x ON true
+    WHERE m.main_id = mid AND m.id = mid
     GROUP BY pl.phi_protection, pl.call_recording, pl.transcript_encryption, pl.audit_log
     INTO result;
     RETURN result;

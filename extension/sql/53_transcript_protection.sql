@@ -56,11 +56,20 @@ DECLARE
     queued boolean := false;
 BEGIN
     FOR t IN SELECT x.tbl FROM tenancy.transcript_tables x LOOP
+        -- (main_id named: on Citus this runs in a trigger on the account's
+        -- shard, which may read only co-located shards of its node.)
         CONTINUE WHEN EXISTS (SELECT FROM tenancy.phi_redaction_jobs j
-                              WHERE j.tbl = t AND j.finished_at IS NULL AND j.account_path @> p);
+                              WHERE j.main_id = tenancy.root_id(p) AND j.tbl = t AND j.finished_at IS NULL
+                                AND j.account_path @> p);
         EXECUTE format('SELECT count(*) FROM %s c WHERE c.main_id = $1 AND c.account_path <@ $2', t)
             INTO n USING tenancy.root_id(p), p;
-        INSERT INTO tenancy.phi_redaction_jobs (account_path, tbl, total) VALUES (p, t, n);
+        -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+        IF tenancy._citus_distributed() THEN
+            INSERT INTO tenancy.phi_redaction_jobs (main_id, account_path, tbl, total)
+            VALUES (tenancy.root_id(p), p, t, n);
+        ELSE
+            INSERT INTO tenancy.phi_redaction_jobs (account_path, tbl, total) VALUES (p, t, n);
+        END IF;
         queued := true;
     END LOOP;
     IF queued THEN

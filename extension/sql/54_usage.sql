@@ -77,6 +77,10 @@ CREATE TABLE tenancy.usage_totals (
     records bigint NOT NULL,
     PRIMARY KEY (grain, bucket, account_path, kind)
 ) WITH (fillfactor = 80);  -- room for HOT updates of the sums
+-- The main account, by which Citus distributes the totals with their records
+-- (95_citus.sql; it then leads the primary key).
+ALTER TABLE tenancy.usage_totals ADD COLUMN main_id bigint NOT NULL
+    GENERATED ALWAYS AS (tenancy.root_id(account_path)) STORED;
 
 -- ---- folding records into totals ------------------------------------------------
 
@@ -84,14 +88,33 @@ CREATE FUNCTION tenancy._usage_fold() RETURNS trigger
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
+DECLARE
+    tot record;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'INSERT' AND tenancy._citus_distributed() THEN
+        -- On Citus this runs on the records' shard, where a transition table
+        -- cannot feed a distributed INSERT: one row at a time, by main_id,
+        -- into the co-located totals (95_citus.sql).
+        FOR tot IN SELECT tenancy.root_id(n.account_path) AS main_id, g.grain,
+                        date_trunc(g.grain, n.at, 'UTC') AS bucket, n.account_path, n.kind,
+                        sum(n.quantity) AS quantity, count(*) AS records
+                 FROM new_rows n CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
+                 GROUP BY 1, 2, 3, 4, 5
+                 ORDER BY 1, 2, 3, 4, 5
+        LOOP
+            INSERT INTO tenancy.usage_totals AS t (main_id, grain, bucket, account_path, kind, quantity, records)
+            VALUES (tot.main_id, tot.grain, tot.bucket, tot.account_path, tot.kind, tot.quantity, tot.records)
+            ON CONFLICT ON CONSTRAINT usage_totals_pkey DO UPDATE
+                SET quantity = t.quantity + excluded.quantity, records = t.records + excluded.records;
+        END LOOP;
+    ELSIF TG_OP = 'INSERT' THEN
         INSERT INTO tenancy.usage_totals AS t (grain, bucket, account_path, kind, quantity, records)
         SELECT g.grain, date_trunc(g.grain, n.at, 'UTC'), n.account_path, n.kind, sum(n.quantity), count(*)
         FROM new_rows n CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
         GROUP BY 1, 2, 3, 4
         ORDER BY 1, 2, 3, 4  -- one lock order for every writer: no deadlocks
-        ON CONFLICT (grain, bucket, account_path, kind) DO UPDATE
+        -- (By name: on Citus the key gains main_id in front.)
+        ON CONFLICT ON CONSTRAINT usage_totals_pkey DO UPDATE
             SET quantity = t.quantity + excluded.quantity, records = t.records + excluded.records;
     ELSE
         -- A DBA's DELETE (clients have no DELETE): the totals follow.
@@ -187,7 +210,9 @@ BEGIN
     INSERT INTO tenancy.usage_records AS r (account_path, kind, quantity, at, ref, recorded_by)
     VALUES (a.path, record_usage.kind, record_usage.quantity, when_at, record_usage.ref,
             tenancy._context_field('principal_kind') || ':' || tenancy._context_field('principal_id'))
-    ON CONFLICT (account_path, kind, ref) WHERE ref IS NOT NULL DO NOTHING
+    -- Only usage_records_ref can conflict (ids come from a sequence); no
+    -- conflict target, as on Citus that index gains main_id in front.
+    ON CONFLICT DO NOTHING
     RETURNING r.id INTO new_id;
     IF new_id IS NULL THEN
         SELECT * INTO prior FROM tenancy.usage_records r

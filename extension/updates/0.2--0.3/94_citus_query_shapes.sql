@@ -26,15 +26,14 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._main_account_email(main_id bigint) RETURNS text
-    LANGUAGE plpgsql STABLE
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-BEGIN
-    RETURN (SELECT u.email FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
-            WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
-              AND m.role = 'owner'
-            ORDER BY m.created_at, u.id LIMIT 1);
-END $$;
+    SELECT u.email FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
+    WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
+      AND m.role = 'owner'
+    ORDER BY m.created_at, u.id LIMIT 1
+$$;
 
 CREATE OR REPLACE FUNCTION tenancy._account_json(a tenancy.accounts) RETURNS jsonb
     LANGUAGE plpgsql STABLE
@@ -274,6 +273,7 @@ BEGIN
         RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '55000';
     END IF;
     -- Accepting would change the invitee's role there: an admin cannot touch an owner.
+    -- (SELECT 1: Citus plans this join of a coordinator table only with a target list.)
     IF tenancy.current_role_name() <> 'owner' AND EXISTS (
             SELECT 1 FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
             WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner'
@@ -394,14 +394,14 @@ CREATE OR REPLACE FUNCTION tenancy.create_sub_user(email text, name text, surnam
     AS $$
 DECLARE
     main tenancy.accounts;
+    mid bigint;
     max_sub_users integer;
     new_id bigint := nextval('tenancy.sub_user_id_seq');
     pub text;
     clean_email text;
-    mid bigint := tenancy.current_main_id();  -- a value: Citus routes the lock to one shard
 BEGIN
     PERFORM tenancy._require('sub_users', 'write');
-    IF tenancy.current_account_id() IS DISTINCT FROM mid THEN
+    IF tenancy.current_account_id() IS DISTINCT FROM tenancy.current_main_id() THEN
         RAISE EXCEPTION 'sub-users are managed in the main account; act in it' USING ERRCODE = '42501';
     END IF;
     clean_email := tenancy._check_email(create_sub_user.email);
@@ -410,10 +410,10 @@ BEGIN
         RAISE EXCEPTION 'name and surname must be 1 to 200 characters' USING ERRCODE = '22023';
     END IF;
     PERFORM tenancy._check_password(temp_password);
-    -- One creator at a time per main account, so the plan limit holds.
-    SELECT m.* INTO main FROM tenancy.accounts m
-    WHERE m.main_id = mid AND m.id = mid
-    FOR UPDATE;
+    -- One creator at a time per main account, so the plan limit holds. (The
+    -- main id as a value: Citus routes a locking read only by a value.)
+    mid := tenancy.current_main_id();
+    SELECT m.* INTO main FROM tenancy.accounts m WHERE m.main_id = mid AND m.id = mid FOR UPDATE;
     SELECT pl.max_sub_users INTO max_sub_users FROM tenancy.plans pl WHERE pl.name = main.plan;
     IF main.status <> 'active' THEN
         RAISE EXCEPTION 'account "%" is inactive', main.public_id USING ERRCODE = '55000';

@@ -1,0 +1,554 @@
+-- Citus: every tenant table distributed by main account, 0.2 -> 0.3 (as in
+-- 29_security.sql, 303_identity_sub_users.sql, 304_identity_invitations.sql,
+-- 37_outbox_delivery.sql, 50_voice.sql, 52_security_settings.sql,
+-- 53_transcript_protection.sql, 54_usage.sql and 95_citus.sql; see
+-- docs/operations/scale-out.md).
+
+-- Policies without subqueries (Citus refuses them on distributed tables).
+CREATE FUNCTION tenancy._subtree_member(user_id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN tenancy.may('members', 'read')
+           AND EXISTS (SELECT 1 FROM tenancy.memberships m
+                       WHERE m.main_id = tenancy.root_id(tenancy.current_path())
+                         AND m.user_id = _subtree_member.user_id
+                         AND m.account_path OPERATOR(tenancy.<@) tenancy.current_path());
+END $$;
+
+CREATE FUNCTION tenancy._api_key_visible(main_id bigint, key_id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+BEGIN
+    RETURN tenancy.may('api_keys', 'read')
+           AND EXISTS (SELECT 1 FROM tenancy.api_keys k
+                       WHERE k.main_id = _api_key_visible.main_id AND k.id = _api_key_visible.key_id
+                         AND k.account_path OPERATOR(tenancy.<@) tenancy.current_path());
+END $$;
+
+ALTER POLICY member_in_subtree ON tenancy.users
+    USING (tenancy._is_own_user(id) OR tenancy._subtree_member(id));
+ALTER POLICY key_visible ON tenancy.api_key_usage
+    USING (tenancy._api_key_visible(main_id, key_id));
+
+-- usage_totals carries its main account, the distribution column.
+ALTER TABLE tenancy.usage_totals ADD COLUMN main_id bigint NOT NULL
+    GENERATED ALWAYS AS (tenancy.root_id(account_path)) STORED;
+
+-- Writers and readers that name main_id as a value (Citus routes by it), or
+-- a key that gains it in front there.
+CREATE OR REPLACE FUNCTION tenancy.create_sub_user(email text, name text, surname text, temp_password text)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    main tenancy.accounts;
+    mid bigint;
+    max_sub_users integer;
+    new_id bigint := nextval('tenancy.sub_user_id_seq');
+    pub text;
+    clean_email text;
+BEGIN
+    PERFORM tenancy._require('sub_users', 'write');
+    IF tenancy.current_account_id() IS DISTINCT FROM tenancy.current_main_id() THEN
+        RAISE EXCEPTION 'sub-users are managed in the main account; act in it' USING ERRCODE = '42501';
+    END IF;
+    clean_email := tenancy._check_email(create_sub_user.email);
+    IF create_sub_user.name IS NULL OR length(btrim(create_sub_user.name)) NOT BETWEEN 1 AND 200
+       OR surname IS NULL OR length(btrim(surname)) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'name and surname must be 1 to 200 characters' USING ERRCODE = '22023';
+    END IF;
+    PERFORM tenancy._check_password(temp_password);
+    -- One creator at a time per main account, so the plan limit holds. (The
+    -- main id as a value: Citus routes a locking read only by a value.)
+    mid := tenancy.current_main_id();
+    SELECT m.* INTO main FROM tenancy.accounts m WHERE m.main_id = mid AND m.id = mid FOR UPDATE;
+    SELECT pl.max_sub_users INTO max_sub_users FROM tenancy.plans pl WHERE pl.name = main.plan;
+    IF main.status <> 'active' THEN
+        RAISE EXCEPTION 'account "%" is inactive', main.public_id USING ERRCODE = '55000';
+    END IF;
+    IF (SELECT count(*) FROM tenancy.sub_users x WHERE x.main_id = main.id) >= max_sub_users THEN
+        RAISE EXCEPTION 'plan "%" allows % sub-users', main.plan, max_sub_users USING ERRCODE = '53400';
+    END IF;
+    IF EXISTS (SELECT FROM tenancy.sub_users x WHERE x.main_id = main.id AND lower(x.email) = lower(clean_email)) THEN
+        RAISE EXCEPTION 'a sub-user with email "%" already exists', clean_email USING ERRCODE = '23505';
+    END IF;
+    pub := format('sub_%s_%s', main.id, new_id);
+    INSERT INTO tenancy.sub_users (account_path, id, public_id, email, name, surname, password_hash)
+    VALUES (main.path, new_id, pub, clean_email, btrim(create_sub_user.name), btrim(surname),
+            tenancy.hash_password(temp_password));
+    RETURN pub;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.invite(account text, email text, role text) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    a tenancy.accounts;
+    clean_email text;
+    inv_id bigint := nextval('tenancy.invitation_id_seq');
+    secret text := tenancy.random_token(32);
+    pub text;
+BEGIN
+    PERFORM tenancy._require('members', 'write');
+    a := tenancy._visible_account(account);
+    clean_email := tenancy._check_email(invite.email);
+    PERFORM tenancy._check_member_role(invite.role, 'invite');
+    IF a.status <> 'active' THEN
+        RAISE EXCEPTION 'account "%" is inactive', a.public_id USING ERRCODE = '55000';
+    END IF;
+    -- Accepting would change the invitee's role there: an admin cannot touch an owner.
+    -- (SELECT 1: Citus plans this join of a coordinator table only with a target list.)
+    IF tenancy.current_role_name() <> 'owner' AND EXISTS (
+            SELECT 1 FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
+            WHERE m.main_id = a.main_id AND m.account_id = a.id AND m.role = 'owner'
+              AND lower(u.email) = lower(clean_email)) THEN
+        RAISE EXCEPTION 'only an owner may change an owner''s membership' USING ERRCODE = '42501';
+    END IF;
+    -- Re-inviting replaces the pending invitation, but an admin must not
+    -- touch one it could not have made (an owner invitation).
+    IF tenancy.current_role_name() <> 'owner' AND EXISTS (
+            SELECT FROM tenancy.invitations i
+            WHERE i.main_id = a.main_id AND i.account_id = a.id AND lower(i.email) = lower(clean_email)
+              AND i.accepted_at IS NULL AND i.role = 'owner') THEN
+        RAISE EXCEPTION 'only an owner may replace a pending owner invitation' USING ERRCODE = '42501';
+    END IF;
+    DELETE FROM tenancy.invitations i
+    WHERE i.main_id = a.main_id AND i.account_id = a.id AND lower(i.email) = lower(clean_email)
+      AND i.accepted_at IS NULL;
+    pub := format('inv_%s_%s', a.main_id, inv_id);
+    INSERT INTO tenancy.invitations (account_path, id, public_id, email, role, token_hash, expires_at)
+    VALUES (a.path, inv_id, pub, clean_email, invite.role, tenancy._secret_hash(secret),
+            now() + interval '7 days');
+    PERFORM tenancy._enqueue_mail('invitation', a.path, clean_email, format('Invitation to %s', a.name),
+        format(E'You have been invited to %s as %s.\n\nAccept with this token (single use, valid 7 days):\n%s\n',
+               a.name, invite.role, format('tni_%s_%s_%s', a.main_id, inv_id, secret)),
+        jsonb_build_object('account', a.name, 'role', invite.role, 'email', clean_email,
+                           'token', format('tni_%s_%s_%s', a.main_id, inv_id, secret),
+                           'expires_at', now() + interval '7 days'));
+    RETURN pub;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.mail_failed(id bigint, claimer text, error text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    o tenancy.outbox;
+    msg text := left(coalesce(error, 'unknown error'), 1000);
+BEGIN
+    PERFORM tenancy._require_gateway('tenancy.mail_failed()');
+    UPDATE tenancy.outbox x
+    SET failed_at = now(), attempts = x.attempts + 1, last_error = msg
+    WHERE x.id = mail_failed.id AND x.claimed_by = claimer AND x.sent_at IS NULL AND x.failed_at IS NULL
+    RETURNING x.* INTO o;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- The mail's account, or its main account once the account is gone.
+    IF o.account_path IS NULL THEN
+        SELECT a.path INTO o.account_path FROM tenancy.accounts a WHERE a.main_id = o.main_id AND a.id = o.main_id;
+    END IF;
+    IF o.account_path IS NULL THEN
+        RETURN true;
+    END IF;
+    -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        INSERT INTO tenancy.outbox_failures (main_id, outbox_id, account_path, recipient, subject, error, failed_at)
+        VALUES (tenancy.root_id(o.account_path), o.id, o.account_path, o.recipient, o.subject, msg, o.failed_at);
+    ELSE
+        INSERT INTO tenancy.outbox_failures (outbox_id, account_path, recipient, subject, error, failed_at)
+        VALUES (o.id, o.account_path, o.recipient, o.subject, msg, o.failed_at);
+    END IF;
+    RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._voice_row() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    ref record;
+    target regclass;
+    visible boolean;
+BEGIN
+    -- Not a generated column: a composite foreign key holding one cannot SET
+    -- NULL on delete, and a deleted agent must leave its call history.
+    -- A new row's main_id, when given (on Citus the coordinator sends its
+    -- default, the active main account, which routed the row), must be its
+    -- path's: a row never sits in another main account's shard.
+    IF TG_OP = 'INSERT' AND NEW.main_id IS DISTINCT FROM tenancy.root_id(NEW.account_path)
+       AND NEW.main_id IS NOT NULL THEN
+        RAISE EXCEPTION 'main_id % is not the main account of the row''s account', NEW.main_id
+            USING ERRCODE = '23514';
+    END IF;
+    NEW.main_id := tenancy.root_id(NEW.account_path);
+    IF TG_OP = 'INSERT' THEN
+        NEW.id := coalesce(NEW.id, nextval('tenancy.voice_id_seq'));
+        NEW.public_id := tenancy._voice_public_id(TG_ARGV[0], NEW.main_id, NEW.id);
+        NEW.created_at := now();
+    ELSE
+        NEW.id := OLD.id;
+        NEW.public_id := OLD.public_id;
+        NEW.created_at := OLD.created_at;
+    END IF;
+    NEW.updated_at := now();
+    FOR ref IN SELECT r.col, r.tbl FROM (VALUES
+            ('conversations', 'agent_id', 'tenancy.agents'), ('conversations', 'contact_id', 'tenancy.contacts'),
+            ('conversations', 'channel_id', 'tenancy.channels'), ('channels', 'agent_id', 'tenancy.agents'),
+            ('campaigns', 'agent_id', 'tenancy.agents'),
+            ('knowledge_documents', 'knowledge_base_id', 'tenancy.knowledge_bases')) r(owner_tbl, col, tbl)
+        WHERE r.owner_tbl = TG_TABLE_NAME
+    LOOP
+        CONTINUE WHEN (to_jsonb(NEW) ->> ref.col) IS NULL
+                      OR (TG_OP = 'UPDATE' AND (to_jsonb(NEW) ->> ref.col) IS NOT DISTINCT FROM (to_jsonb(OLD) ->> ref.col)
+                          AND NEW.account_path = OLD.account_path);
+        target := ref.tbl::regclass;
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s x WHERE x.main_id = $1 AND x.id = $2)', target)
+            INTO visible USING tenancy.root_id(NEW.account_path), (to_jsonb(NEW) ->> ref.col)::bigint;
+        IF NOT visible THEN
+            RAISE EXCEPTION '% % not found', replace(replace(ref.col, '_id', ''), '_', ' '), to_jsonb(NEW) ->> ref.col
+                USING ERRCODE = '23503';
+        END IF;
+    END LOOP;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._effective_security(p tenancy.account_path) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    result jsonb;
+    -- The main account as a value: Citus routes by it to one shard (the
+    -- triggers run this on the shard, where only co-located shards are read).
+    mid bigint := tenancy.root_id(p);
+BEGIN
+    -- (PL/pgSQL, not SQL: its plan is cached for the session; the triggers call it per row)
+    SELECT jsonb_build_object(
+        'phi_protection', pl.phi_protection AND coalesce(bool_or(x.phi), false),
+        'call_recording', pl.call_recording AND coalesce(bool_or(x.rec) FILTER (WHERE x.lvl = 1), false)
+                          AND NOT coalesce(bool_or(NOT x.rec), false),
+        'transcript_encryption', pl.transcript_encryption AND coalesce(bool_or(x.enc), false),
+        'audit_log', pl.audit_log AND (coalesce(bool_or(x.aud) FILTER (WHERE x.lvl = 1), true)
+                                       OR coalesce(bool_or(x.aud) FILTER (WHERE x.lvl > 1), false)))
+    FROM tenancy.accounts m
+    JOIN tenancy.plans pl ON pl.name = m.plan
+    LEFT JOIN LATERAL (
+        SELECT tenancy.nlevel(a.path) AS lvl,
+               (a.settings #>> '{security,phi_protection}')::boolean AS phi,
+               (a.settings #>> '{security,call_recording}')::boolean AS rec,
+               (a.settings #>> '{security,transcript_encryption}')::boolean AS enc,
+               (a.settings #>> '{security,audit_log}')::boolean AS aud
+        FROM tenancy.accounts a
+        WHERE a.main_id = mid AND a.id = ANY (tenancy.labels(p))) x ON true
+    WHERE m.main_id = mid AND m.id = mid
+    GROUP BY pl.phi_protection, pl.call_recording, pl.transcript_encryption, pl.audit_log
+    INTO result;
+    RETURN result;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._queue_redaction(p tenancy.account_path) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    t regclass;
+    n bigint;
+    queued boolean := false;
+BEGIN
+    FOR t IN SELECT x.tbl FROM tenancy.transcript_tables x LOOP
+        -- (main_id named: on Citus this runs in a trigger on the account's
+        -- shard, which may read only co-located shards of its node.)
+        CONTINUE WHEN EXISTS (SELECT FROM tenancy.phi_redaction_jobs j
+                              WHERE j.main_id = tenancy.root_id(p) AND j.tbl = t AND j.finished_at IS NULL
+                                AND j.account_path @> p);
+        EXECUTE format('SELECT count(*) FROM %s c WHERE c.main_id = $1 AND c.account_path <@ $2', t)
+            INTO n USING tenancy.root_id(p), p;
+        -- On Citus main_id is a plain column that routes the row (95_citus.sql).
+        IF tenancy._citus_distributed() THEN
+            INSERT INTO tenancy.phi_redaction_jobs (main_id, account_path, tbl, total)
+            VALUES (tenancy.root_id(p), p, t, n);
+        ELSE
+            INSERT INTO tenancy.phi_redaction_jobs (account_path, tbl, total) VALUES (p, t, n);
+        END IF;
+        queued := true;
+    END LOOP;
+    IF queued THEN
+        PERFORM tenancy._start_phi_redactor();
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._usage_fold() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    tot record;
+BEGIN
+    IF TG_OP = 'INSERT' AND tenancy._citus_distributed() THEN
+        -- On Citus this runs on the records' shard, where a transition table
+        -- cannot feed a distributed INSERT: one row at a time, by main_id,
+        -- into the co-located totals (95_citus.sql).
+        FOR tot IN SELECT tenancy.root_id(n.account_path) AS main_id, g.grain,
+                        date_trunc(g.grain, n.at, 'UTC') AS bucket, n.account_path, n.kind,
+                        sum(n.quantity) AS quantity, count(*) AS records
+                 FROM new_rows n CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
+                 GROUP BY 1, 2, 3, 4, 5
+                 ORDER BY 1, 2, 3, 4, 5
+        LOOP
+            INSERT INTO tenancy.usage_totals AS t (main_id, grain, bucket, account_path, kind, quantity, records)
+            VALUES (tot.main_id, tot.grain, tot.bucket, tot.account_path, tot.kind, tot.quantity, tot.records)
+            ON CONFLICT ON CONSTRAINT usage_totals_pkey DO UPDATE
+                SET quantity = t.quantity + excluded.quantity, records = t.records + excluded.records;
+        END LOOP;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO tenancy.usage_totals AS t (grain, bucket, account_path, kind, quantity, records)
+        SELECT g.grain, date_trunc(g.grain, n.at, 'UTC'), n.account_path, n.kind, sum(n.quantity), count(*)
+        FROM new_rows n CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
+        GROUP BY 1, 2, 3, 4
+        ORDER BY 1, 2, 3, 4  -- one lock order for every writer: no deadlocks
+        -- (By name: on Citus the key gains main_id in front.)
+        ON CONFLICT ON CONSTRAINT usage_totals_pkey DO UPDATE
+            SET quantity = t.quantity + excluded.quantity, records = t.records + excluded.records;
+    ELSE
+        -- A DBA's DELETE (clients have no DELETE): the totals follow.
+        UPDATE tenancy.usage_totals t SET quantity = t.quantity - o.quantity, records = t.records - o.records
+        FROM (SELECT g.grain, date_trunc(g.grain, r.at, 'UTC') AS bucket, r.account_path, r.kind,
+                     sum(r.quantity) AS quantity, count(*) AS records
+              FROM old_rows r CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
+              GROUP BY 1, 2, 3, 4) o
+        WHERE t.grain = o.grain AND t.bucket = o.bucket AND t.account_path = o.account_path
+          AND t.kind = o.kind;
+        DELETE FROM tenancy.usage_totals t WHERE t.records <= 0;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.record_usage(account text, kind text, quantity numeric,
+                                     at timestamptz DEFAULT now(), ref text DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    a tenancy.accounts;
+    new_id bigint;
+    prior tenancy.usage_records;
+    when_at timestamptz := coalesce(record_usage.at, now());
+BEGIN
+    PERFORM tenancy._require('usage', 'write');
+    a := tenancy._visible_account(account);
+    IF kind IS NULL OR NOT EXISTS (SELECT FROM tenancy.usage_kinds k WHERE k.kind = record_usage.kind) THEN
+        RAISE EXCEPTION 'unknown usage kind "%"', kind USING ERRCODE = '22023',
+            HINT = (SELECT 'Known kinds: ' || string_agg(k.kind, ', ' ORDER BY k.kind) FROM tenancy.usage_kinds k);
+    END IF;
+    IF quantity IS NULL OR quantity = 'NaN' OR quantity < 0 OR quantity > 1e12 OR scale(quantity) > 6 THEN
+        RAISE EXCEPTION 'usage quantity must be a number from 0 to 10^12 with at most 6 decimals'
+            USING ERRCODE = '22023';
+    END IF;
+    IF when_at > now() + interval '5 minutes' OR when_at < '2000-01-01' THEN
+        RAISE EXCEPTION 'usage time must not be in the future (beyond 5 minutes of clock skew) nor before 2000'
+            USING ERRCODE = '22023';
+    END IF;
+    IF ref IS NOT NULL AND (length(ref) = 0 OR length(ref) > 200) THEN
+        RAISE EXCEPTION 'usage ref must be 1 to 200 characters' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO tenancy.usage_records AS r (account_path, kind, quantity, at, ref, recorded_by)
+    VALUES (a.path, record_usage.kind, record_usage.quantity, when_at, record_usage.ref,
+            tenancy._context_field('principal_kind') || ':' || tenancy._context_field('principal_id'))
+    -- Only usage_records_ref can conflict (ids come from a sequence); no
+    -- conflict target, as on Citus that index gains main_id in front.
+    ON CONFLICT DO NOTHING
+    RETURNING r.id INTO new_id;
+    IF new_id IS NULL THEN
+        SELECT * INTO prior FROM tenancy.usage_records r
+        WHERE r.account_path = a.path AND r.kind = record_usage.kind AND r.ref = record_usage.ref;
+        IF prior.quantity <> record_usage.quantity THEN
+            RAISE EXCEPTION 'usage ref "%" is already recorded with another quantity', ref
+                USING ERRCODE = '23505';
+        END IF;
+        new_id := prior.id;
+    END IF;
+    RETURN format('usg_%s_%s', a.main_id, new_id);
+END $$;
+
+-- distribute(): which tables, and how they are reshaped.
+CREATE OR REPLACE FUNCTION tenancy._citus_reference_tables() RETURNS regclass[]
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT ARRAY['tenancy.roles', 'tenancy.role_permissions', 'tenancy.plans',
+                       'tenancy.context_keys', 'tenancy.usage_kinds',
+                       'tenancy.account_forwarding']::regclass[] $$;
+
+CREATE OR REPLACE FUNCTION tenancy._citus_tenant_tables() RETURNS regclass[]
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT ARRAY['tenancy.accounts', 'tenancy.memberships', 'tenancy.api_keys',
+                 'tenancy.api_key_secrets', 'tenancy.sub_users',
+                 'tenancy.invitations', 'tenancy.outbox_failures', 'tenancy.phi_redaction_jobs',
+                 'tenancy.usage_totals']::regclass[]
+           -- Protected tables: the voice tables, usage_records, the application's.
+           || coalesce((SELECT array_agg(p.tbl ORDER BY p.tbl::oid) FROM tenancy.protected_tables p), '{}')
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._citus_prepare_table(tbl regclass, distributed boolean)
+    RETURNS TABLE (conrelid regclass, confrelid regclass, conname name, condef text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    path_col name;
+    c record;
+    pp record;
+    def text;
+    chk text;
+BEGIN
+    -- Foreign keys from or to this table: dropped here, re-added by distribute().
+    FOR c IN SELECT x.conrelid::regclass AS rel, x.confrelid::regclass AS ref, x.conname AS name,
+                    pg_get_constraintdef(x.oid) AS def
+             FROM pg_constraint x
+             WHERE x.contype = 'f' AND (x.conrelid = tbl OR x.confrelid = tbl)
+    LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.rel, c.name);
+        conrelid := c.rel;
+        confrelid := c.ref;
+        conname := c.name;
+        condef := c.def;
+        RETURN NEXT;
+    END LOOP;
+    IF NOT distributed THEN
+        RETURN;
+    END IF;
+    -- Citus 13 copies policies to the shards without AS RESTRICTIVE, which
+    -- would turn a restrictive condition (the voice tables' and usage
+    -- records' read permission) into an alternative: fold each into the
+    -- permissive policies it restricts, (P1 OR P2) AND R = (P1 AND R) OR (P2 AND R).
+    FOR c IN SELECT p.polname AS name, p.polcmd AS cmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
+                    pg_get_expr(p.polwithcheck, p.polrelid) AS chk, p.polroles AS roles
+             FROM pg_policy p WHERE p.polrelid = tbl AND NOT p.polpermissive
+    LOOP
+        IF c.roles <> '{0}'::oid[] OR EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive
+                                              AND p.polcmd = '*' AND c.cmd <> '*') THEN
+            RAISE EXCEPTION 'restrictive policy % on % cannot be folded for Citus', c.name, tbl
+                USING ERRCODE = '0A000', HINT = 'Citus copies policies to shards as permissive ones.';
+        END IF;
+        FOR pp IN SELECT p.polname AS name, p.polcmd AS cmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
+                         pg_get_expr(p.polwithcheck, p.polrelid) AS chk
+                  FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive AND (c.cmd = '*' OR p.polcmd = c.cmd)
+        LOOP
+            def := CASE WHEN pp.cmd <> 'a' THEN format('USING ((%s) AND (%s))', pp.qual, coalesce(c.qual, 'true')) END;
+            chk := CASE WHEN pp.cmd IN ('a', 'w', '*')
+                        THEN format('WITH CHECK ((%s) AND (%s))', coalesce(pp.chk, pp.qual),
+                                    coalesce(c.chk, c.qual, 'true')) END;
+            EXECUTE format('ALTER POLICY %I ON %s %s %s', pp.name, tbl, coalesce(def, ''), coalesce(chk, ''));
+        END LOOP;
+        EXECUTE format('DROP POLICY %I ON %s', c.name, tbl);
+    END LOOP;
+    SELECT a.attname INTO path_col FROM pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname IN ('path', 'account_path') AND NOT a.attisdropped
+    ORDER BY a.attname = 'path' DESC LIMIT 1;
+    IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'main_id'
+               AND a.attgenerated = 's') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id DROP EXPRESSION', tbl);
+    END IF;
+    -- main_id follows the path (generated before, or kept by a trigger as in
+    -- the voice tables): a CHECK holds it to that on every shard.
+    IF path_col IS NOT NULL AND NOT EXISTS (SELECT FROM pg_constraint x WHERE x.conrelid = tbl
+                                            AND x.conname = 'tenancy_main_id') THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenancy_main_id CHECK '
+                       '(main_id = tenancy.root_id(%I))', tbl, path_col);
+    END IF;
+    -- Rows of protected tables default to the active account, so main_id
+    -- defaults to its main account (evaluated where Citus routes the row).
+    IF path_col = 'account_path' AND NOT EXISTS (SELECT FROM pg_attrdef d JOIN pg_attribute a
+                                                 ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                                                 WHERE d.adrelid = tbl AND a.attname = 'main_id') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id SET DEFAULT '
+                       'tenancy.root_id(tenancy.current_path())', tbl);
+    END IF;
+    -- Citus sends the defaults it evaluated on the coordinator as values: a
+    -- client with column-level INSERT (the voice tables) needs it on the
+    -- defaulted columns too. Their row trigger still sets the public id
+    -- and the timestamps, and refuses a main_id not the path's (50_voice.sql).
+    IF NOT has_table_privilege('tenancy_app', tbl, 'INSERT')
+       AND has_any_column_privilege('tenancy_app', tbl, 'INSERT') THEN
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO def
+        FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = tbl AND NOT a.attisdropped AND a.attgenerated = '';
+        IF def IS NOT NULL THEN
+            EXECUTE format('GRANT INSERT (%s) ON %s TO tenancy_app', def, tbl);
+        END IF;
+    END IF;
+    FOR c IN SELECT x.conname AS name, pg_get_constraintdef(x.oid) AS def
+             FROM pg_constraint x
+             WHERE x.conrelid = tbl AND x.contype IN ('p', 'u')
+               AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl
+                               AND a.attname = 'main_id' AND a.attnum = ANY (x.conkey))
+    LOOP
+        def := regexp_replace(c.def, '^(PRIMARY KEY|UNIQUE) \(', '\1 (main_id, ');
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', tbl, c.name);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, c.name, def);
+    END LOOP;
+    FOR c IN SELECT i.indexrelid::regclass AS idx, pg_get_indexdef(i.indexrelid) AS def
+             FROM pg_index i
+             WHERE i.indrelid = tbl AND i.indisunique
+               AND NOT EXISTS (SELECT FROM pg_constraint x WHERE x.conindid = i.indexrelid)
+               AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl
+                               AND a.attname = 'main_id' AND a.attnum = ANY (i.indkey))
+    LOOP
+        EXECUTE format('DROP INDEX %s', c.idx);
+        EXECUTE regexp_replace(c.def, ' USING (\w+) \(', ' USING \1 (main_id, ');
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._citus_prepare()
+    RETURNS TABLE (conrelid regclass, confrelid regclass, conname name, condef text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    t regclass;
+BEGIN
+    FOREACH t IN ARRAY tenancy._citus_reference_tables() LOOP
+        RETURN QUERY SELECT * FROM tenancy._citus_prepare_table(t, false);
+    END LOOP;
+    FOREACH t IN ARRAY tenancy._citus_tenant_tables() LOOP
+        RETURN QUERY SELECT * FROM tenancy._citus_prepare_table(t, true);
+    END LOOP;
+    -- Citus re-creates triggers on the shards from their text with its own
+    -- search_path, where IS DISTINCT FROM finds no operator for account_path
+    -- (path is NOT NULL, so <> says the same).
+    IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = 'tenancy.accounts'::regclass
+               AND tgname = 'security_on_move') THEN
+        DROP TRIGGER security_on_move ON tenancy.accounts;
+        CREATE TRIGGER security_on_move AFTER UPDATE OF path ON tenancy.accounts
+            FOR EACH ROW WHEN (OLD.path OPERATOR(tenancy.<>) NEW.path)
+            EXECUTE FUNCTION tenancy._security_on_move();
+    END IF;
+    -- Citus plans a query with parameters only as a custom plan.
+    ALTER FUNCTION tenancy._establish_api_key(bigint, bigint, bigint, text) RESET plan_cache_mode;
+    -- Policies run on the worker holding the shard, inside Citus's query on it;
+    -- may() reads role_permissions (a reference table: a local read there).
+    ALTER FUNCTION tenancy.may(text, text) SET citus.allow_nested_distributed_execution = on;
+    -- Triggers on accounts run on the worker holding the row and read other
+    -- accounts of the same main account (their queries name main_id): the
+    -- same shard, executed locally there.
+    ALTER FUNCTION tenancy._api_key_settings_check() SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._security_settings_check() SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._security_on_move() SET citus.allow_nested_distributed_execution = on;
+    -- So do the policy helpers that stand for subqueries (29_security.sql):
+    -- they read one main account's shard (on the coordinator, from the
+    -- policies of tables left there).
+    ALTER FUNCTION tenancy._api_key_visible(bigint, bigint) SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._subtree_member(bigint) SET citus.allow_nested_distributed_execution = on;
+    -- The transcript triggers' WHEN clause reads the account's settings on
+    -- the shard (its own main account's, a local shard), before Citus counts
+    -- it as inside a trigger.
+    ALTER FUNCTION tenancy._effective_security(tenancy.account_path)
+        SET citus.allow_nested_distributed_execution = on;
+END $$;
