@@ -21,22 +21,26 @@ ApiAnswer list_keys(Tx &tx, const ApiCall &call) {
     if (page.after && page.after->contains("key") && (*page.after)["key"].is_number_integer())
         after = std::to_string((*page.after)["key"].get<long long>());
     const std::string &account = call.path_param("id");
-    // last_used_at lives in a row of its own (written without locking the key).
+    // last_used_at lives in a row of its own (written without locking the
+    // key). The page of keys first, then their use: on Citus the keys are
+    // distributed and api_key_usage stays on the coordinator: Citus joins
+    // them only through an intermediate result.
     Result r = tx.exec_last(
-        "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1) "
-        "SELECT jsonb_build_object('found', EXISTS (SELECT FROM a), 'rows', "
-        "coalesce((SELECT jsonb_agg(p.j ORDER BY p.id) FROM ("
-        "SELECT k.id, jsonb_build_object('id', k.public_id, 'name', k.name, 'role', k.role, "
-        "'prefix', k.prefix, 'created_at', k.created_at, 'expires_at', k.expires_at, "
-        "'last_used_at', u.last_used_at, 'revoked', k.revoked_at IS NOT NULL, "
-        "'revoked_at', k.revoked_at, 'rotated_at', k.rotated_at, 'replaced_by', "
-        "CASE WHEN k.replaced_by IS NOT NULL THEN format('key_%s_%s', k.main_id, k.replaced_by) "
-        "END) AS j "
-        "FROM tenancy.api_keys k LEFT JOIN tenancy.api_key_usage u "
-        "ON u.main_id = k.main_id AND u.key_id = k.id "
+        "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1), "
+        "page AS MATERIALIZED (SELECT k.* FROM tenancy.api_keys k "
         "WHERE (k.main_id, k.account_id) = (SELECT a.main_id, a.id FROM a) "
         "AND ($2::bigint IS NULL OR k.id > $2::bigint) "
-        "ORDER BY k.id LIMIT $3::integer) p), '[]'))::text",
+        "ORDER BY k.id LIMIT $3::integer) "
+        "SELECT jsonb_build_object('found', EXISTS (SELECT 1 FROM a), 'rows', "
+        "coalesce((SELECT jsonb_agg(jsonb_build_object('id', k.public_id, 'name', k.name, "
+        "'role', k.role, 'prefix', k.prefix, 'created_at', k.created_at, "
+        "'expires_at', k.expires_at, 'last_used_at', u.last_used_at, "
+        "'revoked', k.revoked_at IS NOT NULL, 'revoked_at', k.revoked_at, "
+        "'rotated_at', k.rotated_at, 'replaced_by', "
+        "CASE WHEN k.replaced_by IS NOT NULL THEN format('key_%s_%s', k.main_id, k.replaced_by) "
+        "END) ORDER BY k.id) "
+        "FROM page k LEFT JOIN tenancy.api_key_usage u "
+        "ON u.main_id = k.main_id AND u.key_id = k.id), '[]'))::text",
         {account, after, std::to_string(page.limit + 1)});
     nlohmann::json found = nlohmann::json::parse(r.value(0, 0).value_or("{}"));
     if (!found.value("found", false))

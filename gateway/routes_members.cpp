@@ -39,17 +39,21 @@ ApiAnswer list_members(Tx &tx, const ApiCall &call) {
     if (page.after && page.after->contains("user") && (*page.after)["user"].is_number_integer())
         after = std::to_string((*page.after)["user"].get<long long>());
     const std::string &account = call.path_param("id");
+    // The page of memberships first, then their users: on Citus memberships
+    // are distributed and users stay on the coordinator,: Citus joins them
+    // only through an intermediate result.
     Result r = tx.exec_last(
         std::string(
-            "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1) "
-            "SELECT jsonb_build_object('found', EXISTS (SELECT FROM a), 'rows', "
-            "coalesce((SELECT jsonb_agg(p.j ORDER BY p.user_id) FROM ("
-            "SELECT m.user_id, ") +
-            kMemberJson +
-            " AS j FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id "
+            "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1), "
+            "page AS MATERIALIZED (SELECT m.* FROM tenancy.memberships m "
             "WHERE (m.main_id, m.account_id) = (SELECT a.main_id, a.id FROM a) "
             "AND ($2::bigint IS NULL OR m.user_id > $2::bigint) "
-            "ORDER BY m.user_id LIMIT $3::integer) p), '[]'))::text",
+            "ORDER BY m.user_id LIMIT $3::integer) "
+            "SELECT jsonb_build_object('found', EXISTS (SELECT 1 FROM a), 'rows', "
+            "coalesce((SELECT jsonb_agg(") +
+            kMemberJson +
+            " ORDER BY m.user_id) FROM page m JOIN tenancy.users u ON u.id = m.user_id), "
+            "'[]'))::text",
         {account, after, std::to_string(page.limit + 1)});
     nlohmann::json found = nlohmann::json::parse(r.value(0, 0).value_or("{}"));
     if (!found.value("found", false))
@@ -62,20 +66,25 @@ ApiAnswer list_members(Tx &tx, const ApiCall &call) {
 ApiAnswer change_role(Tx &tx, const ApiCall &call) {
     const std::string &account = call.path_param("id");
     std::string user = member_id(call);
-    tx.exec("SELECT tenancy.set_member_role($1, $2::bigint, $3)",
-            {account, user, call.text("role")});
-    Result r =
-        tx.exec_last(std::string("SELECT ") + kMemberJson +
-                         "::text FROM tenancy.memberships m "
-                         "JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.account_id "
-                         "JOIN tenancy.users u ON u.id = m.user_id "
-                         "WHERE a.public_id = $1 AND m.user_id = $2::bigint",
-                     {account, user});
-    // A forwarded (promoted) account id resolves in set_member_role only, and
-    // the change is committed by now: answer what is known.
+    // The member is read before the change (only its role changes): on Citus
+    // a read after set_member_role, which writes as its owner, would be
+    // refused in this transaction.
+    Result r = tx.exec(
+        std::string("WITH member AS MATERIALIZED (SELECT m.* FROM tenancy.memberships m "
+                    "JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.account_id "
+                    "WHERE a.public_id = $1 AND m.user_id = $2::bigint) SELECT ") +
+            kMemberJson + "::text FROM member m JOIN tenancy.users u ON u.id = m.user_id",
+        {account, user});
+    tx.exec_last("SELECT tenancy.set_member_role($1, $2::bigint, $3)",
+                 {account, user, call.text("role")});
+    // A forwarded (promoted) account id resolves in set_member_role only:
+    // answer what is known.
+    const std::string role = call.text("role").value_or("");
     if (r.rows() == 0)
-        return ApiAnswer{200, {{"user", user}, {"role", call.text("role").value_or("")}}};
-    return ApiAnswer{200, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
+        return ApiAnswer{200, {{"user", user}, {"role", role}}};
+    nlohmann::json member = nlohmann::json::parse(r.value(0, 0).value_or("{}"));
+    member["role"] = role;
+    return ApiAnswer{200, member};
 }
 
 ApiAnswer remove(Tx &tx, const ApiCall &call) {
@@ -87,16 +96,10 @@ ApiAnswer remove(Tx &tx, const ApiCall &call) {
 ApiAnswer invite(Tx &tx, const ApiCall &call) {
     Result id = tx.exec("SELECT tenancy.invite($1, $2, $3)",
                         {call.path_param("id"), call.text("email"), call.text("role")});
-    // inv_<main id>_<invitation id>: the key of the row.
-    Result r = tx.exec_last(
-        "SELECT jsonb_build_object('id', i.public_id, 'account', a.public_id, 'email', i.email, "
-        "'role', i.role, 'created_at', i.created_at, 'expires_at', i.expires_at)::text "
-        "FROM tenancy.invitations i JOIN tenancy.accounts a ON a.main_id = i.main_id AND a.id = "
-        "i.account_id "
-        "WHERE i.main_id = split_part($1, '_', 2)::bigint AND i.id = split_part($1, '_', "
-        "3)::bigint",
-        {id.value(0, 0)});
-    if (r.rows() == 0)  // not readable back (cannot happen for a role that may invite)
+    // Read back by the function owner, who wrote it (on Citus only that role
+    // may read the row in this transaction).
+    Result r = tx.exec_last("SELECT tenancy._invitation_json($1)::text", {id.value(0, 0)});
+    if (!r.value(0, 0))  // not readable back (cannot happen for a role that may invite)
         return ApiAnswer{201, {{"id", id.value(0, 0).value_or("")}}};
     return ApiAnswer{201, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
 }

@@ -201,6 +201,7 @@ DECLARE
     s tenancy.sessions := tenancy._require_session();
     stored text;
     pw_key text;
+    new_hash text;
 BEGIN
     -- The password alone must not let anyone change it (nor end the owner's sessions).
     IF NOT s.mfa_verified THEN
@@ -239,7 +240,8 @@ BEGIN
         PERFORM tenancy._audit_session_event(s, 'password.change',
             (SELECT lower(u.email) FROM tenancy.users u WHERE u.id = s.user_id), NULL);
     ELSE
-        UPDATE tenancy.sub_users su SET password_hash = tenancy.hash_password(new_password),
+        new_hash := tenancy.hash_password(new_password);  -- a value: Citus updates shards only with one
+        UPDATE tenancy.sub_users su SET password_hash = new_hash,
                                         must_change_password = false, temp_password_expires_at = NULL
         WHERE su.main_id = s.sub_user_main_id AND su.id = s.sub_user_id;
     END IF;

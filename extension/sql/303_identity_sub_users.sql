@@ -34,14 +34,20 @@ END $$;
 
 -- The email the sub-user types as "main account email": the first owner's.
 CREATE FUNCTION tenancy._main_account_email(main_id bigint) RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT u.email FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
-    WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
-      AND m.role = 'owner'
-    ORDER BY m.created_at, u.id LIMIT 1
-$$;
+BEGIN
+    -- (PL/pgSQL, and the owners read before their users: on Citus memberships
+    -- are distributed, users are not, and a SQL function's parameters cannot
+    -- be planned there.)
+    RETURN (SELECT u.email
+            FROM (SELECT m.user_id, m.created_at FROM tenancy.memberships m
+                  WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
+                    AND m.role = 'owner' OFFSET 0) o
+            JOIN tenancy.users u ON u.id = o.user_id
+            ORDER BY o.created_at, u.id LIMIT 1);
+END $$;
 
 CREATE FUNCTION tenancy.create_sub_user(email text, name text, surname text, temp_password text)
     RETURNS text
@@ -99,10 +105,12 @@ DECLARE
     su tenancy.sub_users := tenancy._managed_sub_user(sub_user, true);
     temp_password text := tenancy.random_token(16);
     main tenancy.accounts;
+    new_hash text;
 BEGIN
     SELECT * INTO main FROM tenancy.accounts a WHERE a.main_id = su.main_id AND a.id = su.main_id;
+    new_hash := tenancy.hash_password(temp_password);  -- a value: Citus updates shards only with one
     UPDATE tenancy.sub_users x
-    SET status = 'active', password_hash = tenancy.hash_password(temp_password),
+    SET status = 'active', password_hash = new_hash,
         must_change_password = true, temp_password_expires_at = now() + interval '7 days',
         activated_at = now()
     WHERE x.main_id = su.main_id AND x.id = su.id;

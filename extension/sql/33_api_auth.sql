@@ -4,20 +4,30 @@
 -- The answer of a successful login, from its token: the session's expiry,
 -- the account it acts in, and what it still owes (second factor, password).
 CREATE FUNCTION tenancy._login_answer(token text) RETURNS jsonb
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT jsonb_build_object(
+DECLARE
+    s tenancy.sessions;
+BEGIN
+    -- (PL/pgSQL, one table at a time: on Citus sub_users are distributed,
+    -- sessions and users are not, and a SQL function's parameters cannot be
+    -- planned there.)
+    SELECT * INTO s FROM tenancy.sessions x WHERE x.id = split_part(token, '_', 2)::bigint;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object(
         'token', token,
         'expires_at', s.expires_at,
         'account', tenancy.current_account(),
         'mfa_required', NOT s.mfa_verified,
-        'must_change_password', coalesce(u.must_change_password, su.must_change_password, false))
-    FROM tenancy.sessions s
-    LEFT JOIN tenancy.users u ON u.id = s.user_id
-    LEFT JOIN tenancy.sub_users su ON su.main_id = s.sub_user_main_id AND su.id = s.sub_user_id
-    WHERE s.id = split_part(token, '_', 2)::bigint
-$$;
+        'must_change_password', coalesce(
+            (SELECT u.must_change_password FROM tenancy.users u WHERE u.id = s.user_id),
+            (SELECT su.must_change_password FROM tenancy.sub_users su
+             WHERE su.main_id = s.sub_user_main_id AND su.id = s.sub_user_id),
+            false));
+END $$;
 
 -- login() answering {token, expires_at, account, mfa_required,
 -- must_change_password}; NULL (with login()'s one warning) when the

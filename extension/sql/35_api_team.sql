@@ -64,10 +64,12 @@ CREATE FUNCTION tenancy.set_sub_user_password(sub_user text, password text) RETU
     AS $$
 DECLARE
     su tenancy.sub_users := tenancy._managed_sub_user(sub_user, true);
+    new_hash text;
 BEGIN
     PERFORM tenancy._check_password(password);
+    new_hash := tenancy.hash_password(password);  -- a value: Citus updates shards only with one
     UPDATE tenancy.sub_users x
-    SET password_hash = tenancy.hash_password(password), must_change_password = true,
+    SET password_hash = new_hash, must_change_password = true,
         temp_password_expires_at = now() + interval '7 days'
     WHERE x.main_id = su.main_id AND x.id = su.id;
     UPDATE tenancy.sessions x SET revoked_at = now()
@@ -84,9 +86,15 @@ CREATE FUNCTION tenancy.create_sub_user_in(account text, email text, name text, 
 DECLARE
     home tenancy.accounts := tenancy._sub_user_home(account);
     pub text := tenancy.create_sub_user(email, name, surname, temp_password);
+    su tenancy.sub_users;
 BEGIN
-    RETURN (SELECT tenancy._sub_user_json(x) FROM tenancy.sub_users x
-            WHERE x.main_id = home.id AND x.public_id = pub);
+    -- The row first, then its JSON here: on Citus a whole-row argument in a
+    -- query pushed to a shard names the shard's row type, not sub_users.
+    SELECT x.* INTO su FROM tenancy.sub_users x WHERE x.main_id = home.id AND x.public_id = pub;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN tenancy._sub_user_json(su);
 END $$;
 
 -- update_sub_user_in(account, sub_user, active, visible, name, surname,

@@ -26,14 +26,20 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._main_account_email(main_id bigint) RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
-    SELECT u.email FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id
-    WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
-      AND m.role = 'owner'
-    ORDER BY m.created_at, u.id LIMIT 1
-$$;
+BEGIN
+    -- (PL/pgSQL, and the owners read before their users: on Citus memberships
+    -- are distributed, users are not, and a SQL function's parameters cannot
+    -- be planned there.)
+    RETURN (SELECT u.email
+            FROM (SELECT m.user_id, m.created_at FROM tenancy.memberships m
+                  WHERE m.main_id = _main_account_email.main_id AND m.account_id = _main_account_email.main_id
+                    AND m.role = 'owner' OFFSET 0) o
+            JOIN tenancy.users u ON u.id = o.user_id
+            ORDER BY o.created_at, u.id LIMIT 1);
+END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._account_json(a tenancy.accounts) RETURNS jsonb
     LANGUAGE plpgsql STABLE
@@ -429,4 +435,161 @@ BEGIN
     VALUES (main.path, new_id, pub, clean_email, btrim(create_sub_user.name), btrim(surname),
             tenancy.hash_password(temp_password));
     RETURN pub;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.create_sub_user_in(account text, email text, name text, surname text,
+                                           temp_password text) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    home tenancy.accounts := tenancy._sub_user_home(account);
+    pub text := tenancy.create_sub_user(email, name, surname, temp_password);
+    su tenancy.sub_users;
+BEGIN
+    -- The row first, then its JSON here: on Citus a whole-row argument in a
+    -- query pushed to a shard names the shard's row type, not sub_users.
+    SELECT x.* INTO su FROM tenancy.sub_users x WHERE x.main_id = home.id AND x.public_id = pub;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN tenancy._sub_user_json(su);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.change_password(old_password text, new_password text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    s tenancy.sessions := tenancy._require_session();
+    stored text;
+    pw_key text;
+    new_hash text;
+BEGIN
+    -- The password alone must not let anyone change it (nor end the owner's sessions).
+    IF NOT s.mfa_verified THEN
+        RAISE EXCEPTION 'the session must complete tenancy.verify_mfa() first' USING ERRCODE = '28T01';
+    END IF;
+    PERFORM tenancy._check_password(new_password);
+    IF s.principal_kind = 'user' THEN
+        SELECT u.password_hash INTO stored FROM tenancy.users u WHERE u.id = s.user_id FOR UPDATE;
+    ELSE
+        SELECT su.password_hash INTO stored FROM tenancy.sub_users su
+        WHERE su.main_id = s.sub_user_main_id AND su.id = s.sub_user_id FOR UPDATE;
+    END IF;
+    -- Guesses of the current password are throttled like logins, per
+    -- principal. The error rolls the table counter back: the shared-memory
+    -- counter (tenancy preloaded) is what counts here.
+    pw_key := CASE s.principal_kind WHEN 'user' THEN format('password:user:%s', s.user_id)
+                  ELSE format('password:sub_user:%s:%s', s.sub_user_main_id, s.sub_user_id) END;
+    IF NOT tenancy._throttle_enter(pw_key) THEN
+        PERFORM tenancy.dummy_password_check(coalesce(old_password, ''));
+        RAISE EXCEPTION 'the current password is not correct, or too many attempts' USING ERRCODE = '28P01';
+    END IF;
+    IF old_password IS NULL OR stored IS NULL OR NOT tenancy.verify_password(old_password, stored) THEN
+        PERFORM tenancy._record_failure(pw_key);
+        RAISE EXCEPTION 'the current password is not correct, or too many attempts' USING ERRCODE = '28P01';
+    END IF;
+    PERFORM tenancy._clear_failures(pw_key);
+    IF old_password = new_password THEN
+        RAISE EXCEPTION 'the new password must differ from the current one' USING ERRCODE = '22023';
+    END IF;
+    IF s.principal_kind = 'user' THEN
+        UPDATE tenancy.users u SET password_hash = tenancy.hash_password(new_password),
+                                   must_change_password = false
+        WHERE u.id = s.user_id;
+        -- A user row belongs to no account: the change is an event in the
+        -- session's account (a sub-user's is an entry on tenancy.sub_users).
+        PERFORM tenancy._audit_session_event(s, 'password.change',
+            (SELECT lower(u.email) FROM tenancy.users u WHERE u.id = s.user_id), NULL);
+    ELSE
+        new_hash := tenancy.hash_password(new_password);  -- a value: Citus updates shards only with one
+        UPDATE tenancy.sub_users su SET password_hash = new_hash,
+                                        must_change_password = false, temp_password_expires_at = NULL
+        WHERE su.main_id = s.sub_user_main_id AND su.id = s.sub_user_id;
+    END IF;
+    -- Other sessions of this principal end: whoever held the old password is out.
+    UPDATE tenancy.sessions x SET revoked_at = now()
+    WHERE x.id <> s.id AND x.revoked_at IS NULL AND x.principal_kind = s.principal_kind
+      AND x.user_id IS NOT DISTINCT FROM s.user_id
+      AND x.sub_user_main_id IS NOT DISTINCT FROM s.sub_user_main_id
+      AND x.sub_user_id IS NOT DISTINCT FROM s.sub_user_id;
+    PERFORM tenancy._refresh_context();
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.activate_sub_user(sub_user text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    su tenancy.sub_users := tenancy._managed_sub_user(sub_user, true);
+    temp_password text := tenancy.random_token(16);
+    main tenancy.accounts;
+    new_hash text;
+BEGIN
+    SELECT * INTO main FROM tenancy.accounts a WHERE a.main_id = su.main_id AND a.id = su.main_id;
+    new_hash := tenancy.hash_password(temp_password);  -- a value: Citus updates shards only with one
+    UPDATE tenancy.sub_users x
+    SET status = 'active', password_hash = new_hash,
+        must_change_password = true, temp_password_expires_at = now() + interval '7 days',
+        activated_at = now()
+    WHERE x.main_id = su.main_id AND x.id = su.id;
+    UPDATE tenancy.sessions x SET revoked_at = now()
+    WHERE x.sub_user_main_id = su.main_id AND x.sub_user_id = su.id AND x.revoked_at IS NULL;
+    PERFORM tenancy._enqueue_mail('sub_user_credentials', main.path, su.email,
+        format('Your access to %s', main.name),
+        format(E'Hello %s %s,\n\nYou have been given access to %s as a sub-user.\n\n'
+               'Log in on the SUB-USER tab of the login page with:\n'
+               '  main account email: %s\n  sub-user email: %s\n  temporary password: %s\n\n'
+               'You must change this password at first login; it expires on %s.\n',
+               su.name, su.surname, main.name, tenancy._main_account_email(su.main_id), su.email,
+               temp_password, to_char(now() + interval '7 days', 'YYYY-MM-DD HH24:MI TZ')),
+        jsonb_build_object('name', su.name, 'surname', su.surname, 'account', main.name,
+                           'main_account_email', tenancy._main_account_email(su.main_id),
+                           'email', su.email, 'temp_password', temp_password,
+                           'expires_at', now() + interval '7 days'));
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.set_sub_user_password(sub_user text, password text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    su tenancy.sub_users := tenancy._managed_sub_user(sub_user, true);
+    new_hash text;
+BEGIN
+    PERFORM tenancy._check_password(password);
+    new_hash := tenancy.hash_password(password);  -- a value: Citus updates shards only with one
+    UPDATE tenancy.sub_users x
+    SET password_hash = new_hash, must_change_password = true,
+        temp_password_expires_at = now() + interval '7 days'
+    WHERE x.main_id = su.main_id AND x.id = su.id;
+    UPDATE tenancy.sessions x SET revoked_at = now()
+    WHERE x.sub_user_main_id = su.main_id AND x.sub_user_id = su.id AND x.revoked_at IS NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._login_answer(token text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    s tenancy.sessions;
+BEGIN
+    -- (PL/pgSQL, one table at a time: on Citus sub_users are distributed,
+    -- sessions and users are not, and a SQL function's parameters cannot be
+    -- planned there.)
+    SELECT * INTO s FROM tenancy.sessions x WHERE x.id = split_part(token, '_', 2)::bigint;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object(
+        'token', token,
+        'expires_at', s.expires_at,
+        'account', tenancy.current_account(),
+        'mfa_required', NOT s.mfa_verified,
+        'must_change_password', coalesce(
+            (SELECT u.must_change_password FROM tenancy.users u WHERE u.id = s.user_id),
+            (SELECT su.must_change_password FROM tenancy.sub_users su
+             WHERE su.main_id = s.sub_user_main_id AND su.id = s.sub_user_id),
+            false));
 END $$;
