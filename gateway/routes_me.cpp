@@ -17,7 +17,8 @@ ApiAnswer get_me(Tx &tx, const ApiCall &) {
     Result r = tx.exec_last(
         "SELECT (tenancy.whoami() || jsonb_build_object('memberships', (SELECT coalesce(jsonb_agg("
         "jsonb_build_object('account', a.public_id, 'role', m.role) ORDER BY a.path), '[]') "
-        "FROM tenancy.memberships m JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.account_id "
+        "FROM tenancy.memberships m JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = "
+        "m.account_id "
         "WHERE m.user_id = CASE WHEN tenancy.whoami()->'principal'->>'kind' = 'user' "
         "THEN (tenancy.whoami()->'principal'->>'id')::bigint END)))::text");
     return ApiAnswer{200, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
