@@ -209,3 +209,8 @@ REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_all() FROM PUBLIC;
 -- is a Citus coordinator.
 GRANT EXECUTE ON FUNCTION tenancy._citus_distributed(), tenancy._citus_audit_coordinator()
     TO tenancy_app, tenancy_admin;
+
+-- pg_dump keeps the extension's tables' rows (90_dump.sql): these two as
+-- well (the inbox is always empty; audit_citus is the coordinator's marker).
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_citus', '');

@@ -375,3 +375,8 @@ BEGIN
         ORDER BY 5$q$;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_all() FROM PUBLIC;
+
+-- pg_dump keeps the extension's tables' rows (90_dump.sql): these two as
+-- well (the inbox is always empty; audit_citus is the coordinator's marker).
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_citus', '');
