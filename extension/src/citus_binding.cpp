@@ -119,30 +119,45 @@ bool citus_propagates_set_local() {
 
 namespace {
 
-// pg_dist_shard (logicalrelid oid, shardid bigint, ...) scanned for the
-// table of a shard id; InvalidOid if none. Plain C: call through pg_call.
-Oid table_of_shard(int64 shardid) {
+// The first row of pg_dist_shard (logicalrelid oid, shardid bigint, ...)
+// whose table is relid (when valid) or whose shard id is shardid (when not
+// 0); false if none. Plain C: call through pg_call.
+bool find_dist_shard(Oid relid, int64 shardid, Oid *table_out, int64 *shard_out) {
     Oid dist_shard = get_relname_relid("pg_dist_shard", PG_CATALOG_NAMESPACE);
     if (!OidIsValid(dist_shard))
-        return InvalidOid;
+        return false;
     Relation rel = table_open(dist_shard, AccessShareLock);
     Snapshot snapshot =
         RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
     TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
-    Oid table = InvalidOid;
+    bool found = false;
     HeapTuple tuple;
     while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL) {
         bool isnull1, isnull2;
         Datum logical = heap_getattr(tuple, 1, RelationGetDescr(rel), &isnull1);
         Datum shard = heap_getattr(tuple, 2, RelationGetDescr(rel), &isnull2);
-        if (!isnull1 && !isnull2 && DatumGetInt64(shard) == shardid) {
-            table = DatumGetObjectId(logical);
+        if (isnull1 || isnull2)
+            continue;
+        if ((OidIsValid(relid) && DatumGetObjectId(logical) == relid) ||
+            (shardid != 0 && DatumGetInt64(shard) == shardid)) {
+            *table_out = DatumGetObjectId(logical);
+            *shard_out = DatumGetInt64(shard);
+            found = true;
             break;
         }
     }
     table_endscan(scan);
     UnregisterSnapshot(snapshot);
     table_close(rel, AccessShareLock);
+    return found;
+}
+
+// The table of a shard id; InvalidOid if none. Plain C: call through pg_call.
+Oid table_of_shard(int64 shardid) {
+    Oid table = InvalidOid;
+    int64 shard = 0;
+    if (shardid == 0 || !find_dist_shard(InvalidOid, shardid, &table, &shard))
+        return InvalidOid;
     return table;
 }
 
@@ -163,30 +178,13 @@ Oid citus_shard_table(Oid relid) {
     });
 }
 
-// pg_dist_shard (logicalrelid oid, shardid bigint, ...) scanned for relid's
-// shard; the placement on this node is the table "<name>_<shardid>" beside it.
+// relid's shard in pg_dist_shard; the placement on this node is the table
+// "<name>_<shardid>" beside it.
 Oid citus_local_placement(Oid relid) {
-    Oid dist_shard = get_relname_relid("pg_dist_shard", PG_CATALOG_NAMESPACE);
-    if (!OidIsValid(dist_shard))
-        return InvalidOid;
-    Relation rel = table_open(dist_shard, AccessShareLock);
-    Snapshot snapshot =
-        RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
-    TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+    Oid table = InvalidOid;
     int64 shardid = 0;
-    HeapTuple tuple;
-    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL) {
-        bool isnull1, isnull2;
-        Datum logical = heap_getattr(tuple, 1, RelationGetDescr(rel), &isnull1);
-        Datum shard = heap_getattr(tuple, 2, RelationGetDescr(rel), &isnull2);
-        if (!isnull1 && !isnull2 && DatumGetObjectId(logical) == relid) {
-            shardid = DatumGetInt64(shard);
-            break;
-        }
-    }
-    table_endscan(scan);
-    UnregisterSnapshot(snapshot);
-    table_close(rel, AccessShareLock);
+    if (!find_dist_shard(relid, 0, &table, &shardid))
+        return InvalidOid;
     if (shardid == 0)
         return InvalidOid;
     char name[NAMEDATALEN * 2];

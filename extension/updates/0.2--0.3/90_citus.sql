@@ -331,16 +331,18 @@ END $$;
 CREATE FUNCTION tenancy._citus_reference_tables() RETURNS regclass[]
     LANGUAGE sql IMMUTABLE
     AS $$ SELECT ARRAY['tenancy.roles', 'tenancy.role_permissions', 'tenancy.plans',
-                       'tenancy.context_keys']::regclass[] $$;
+                       'tenancy.context_keys', 'tenancy.usage_kinds',
+                       'tenancy.account_forwarding']::regclass[] $$;
 CREATE FUNCTION tenancy._citus_tenant_tables() RETURNS regclass[]
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT ARRAY['tenancy.accounts', 'tenancy.memberships', 'tenancy.api_keys',
-                 'tenancy.api_key_secrets']::regclass[]
-           || coalesce((SELECT array_agg(p.tbl ORDER BY p.tbl::oid) FROM tenancy.protected_tables p
-                        JOIN pg_class c ON c.oid = p.tbl JOIN pg_namespace n ON n.oid = c.relnamespace
-                        WHERE n.nspname <> 'tenancy'), '{}')
+                 'tenancy.api_key_secrets', 'tenancy.sub_users',
+                 'tenancy.invitations', 'tenancy.outbox_failures', 'tenancy.phi_redaction_jobs',
+                 'tenancy.usage_totals']::regclass[]
+           -- Protected tables: the voice tables, usage_records, the application's.
+           || coalesce((SELECT array_agg(p.tbl ORDER BY p.tbl::oid) FROM tenancy.protected_tables p), '{}')
 $$;
 
 REVOKE ALL ON FUNCTION tenancy._citus_distributed(), tenancy._citus_reference_tables(),
@@ -362,7 +364,9 @@ CREATE FUNCTION tenancy._citus_prepare_table(tbl regclass, distributed boolean)
 DECLARE
     path_col name;
     c record;
+    pp record;
     def text;
+    chk text;
 BEGIN
     -- Foreign keys from or to this table: dropped here, re-added by distribute().
     FOR c IN SELECT x.conrelid::regclass AS rel, x.confrelid::regclass AS ref, x.conname AS name,
@@ -380,19 +384,64 @@ BEGIN
     IF NOT distributed THEN
         RETURN;
     END IF;
+    -- Citus 13 copies policies to the shards without AS RESTRICTIVE, which
+    -- would turn a restrictive condition (the voice tables' and usage
+    -- records' read permission) into an alternative: fold each into the
+    -- permissive policies it restricts, (P1 OR P2) AND R = (P1 AND R) OR (P2 AND R).
+    FOR c IN SELECT p.polname AS name, p.polcmd AS cmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
+                    pg_get_expr(p.polwithcheck, p.polrelid) AS chk, p.polroles AS roles
+             FROM pg_policy p WHERE p.polrelid = tbl AND NOT p.polpermissive
+    LOOP
+        IF c.roles <> '{0}'::oid[] OR EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive
+                                              AND p.polcmd = '*' AND c.cmd <> '*') THEN
+            RAISE EXCEPTION 'restrictive policy % on % cannot be folded for Citus', c.name, tbl
+                USING ERRCODE = '0A000', HINT = 'Citus copies policies to shards as permissive ones.';
+        END IF;
+        FOR pp IN SELECT p.polname AS name, p.polcmd AS cmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
+                         pg_get_expr(p.polwithcheck, p.polrelid) AS chk
+                  FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive AND (c.cmd = '*' OR p.polcmd = c.cmd)
+        LOOP
+            def := CASE WHEN pp.cmd <> 'a' THEN format('USING ((%s) AND (%s))', pp.qual, coalesce(c.qual, 'true')) END;
+            chk := CASE WHEN pp.cmd IN ('a', 'w', '*')
+                        THEN format('WITH CHECK ((%s) AND (%s))', coalesce(pp.chk, pp.qual),
+                                    coalesce(c.chk, c.qual, 'true')) END;
+            EXECUTE format('ALTER POLICY %I ON %s %s %s', pp.name, tbl, coalesce(def, ''), coalesce(chk, ''));
+        END LOOP;
+        EXECUTE format('DROP POLICY %I ON %s', c.name, tbl);
+    END LOOP;
     SELECT a.attname INTO path_col FROM pg_attribute a
     WHERE a.attrelid = tbl AND a.attname IN ('path', 'account_path') AND NOT a.attisdropped
     ORDER BY a.attname = 'path' DESC LIMIT 1;
     IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'main_id'
                AND a.attgenerated = 's') THEN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id DROP EXPRESSION', tbl);
+    END IF;
+    -- main_id follows the path (generated before, or kept by a trigger as in
+    -- the voice tables): a CHECK holds it to that on every shard.
+    IF path_col IS NOT NULL AND NOT EXISTS (SELECT FROM pg_constraint x WHERE x.conrelid = tbl
+                                            AND x.conname = 'tenancy_main_id') THEN
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenancy_main_id CHECK '
                        '(main_id = tenancy.root_id(%I))', tbl, path_col);
-        -- Protected tables: rows default to the active account, so main_id
-        -- defaults to its main account (evaluated where Citus routes the row).
-        IF path_col = 'account_path' AND tbl::text NOT LIKE 'tenancy.%' THEN
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id SET DEFAULT '
-                           'tenancy.root_id(tenancy.current_path())', tbl);
+    END IF;
+    -- Rows of protected tables default to the active account, so main_id
+    -- defaults to its main account (evaluated where Citus routes the row).
+    IF path_col = 'account_path' AND NOT EXISTS (SELECT FROM pg_attrdef d JOIN pg_attribute a
+                                                 ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                                                 WHERE d.adrelid = tbl AND a.attname = 'main_id') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id SET DEFAULT '
+                       'tenancy.root_id(tenancy.current_path())', tbl);
+    END IF;
+    -- Citus sends the defaults it evaluated on the coordinator as values: a
+    -- client with column-level INSERT (the voice tables) needs it on the
+    -- defaulted columns too. Their row trigger still sets the public id
+    -- and the timestamps, and refuses a main_id not the path's (50_voice.sql).
+    IF NOT has_table_privilege('tenancy_app', tbl, 'INSERT')
+       AND has_any_column_privilege('tenancy_app', tbl, 'INSERT') THEN
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO def
+        FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = tbl AND NOT a.attisdropped AND a.attgenerated = '';
+        IF def IS NOT NULL THEN
+            EXECUTE format('GRANT INSERT (%s) ON %s TO tenancy_app', def, tbl);
         END IF;
     END IF;
     FOR c IN SELECT x.conname AS name, pg_get_constraintdef(x.oid) AS def
@@ -455,6 +504,16 @@ BEGIN
     ALTER FUNCTION tenancy._api_key_settings_check() SET citus.allow_nested_distributed_execution = on;
     ALTER FUNCTION tenancy._security_settings_check() SET citus.allow_nested_distributed_execution = on;
     ALTER FUNCTION tenancy._security_on_move() SET citus.allow_nested_distributed_execution = on;
+    -- So do the policy helpers that stand for subqueries (29_security.sql):
+    -- they read one main account's shard (on the coordinator, from the
+    -- policies of tables left there).
+    ALTER FUNCTION tenancy._api_key_visible(bigint, bigint) SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._subtree_member(bigint) SET citus.allow_nested_distributed_execution = on;
+    -- The transcript triggers' WHEN clause reads the account's settings on
+    -- the shard (its own main account's, a local shard), before Citus counts
+    -- it as inside a trigger.
+    ALTER FUNCTION tenancy._effective_security(tenancy.account_path)
+        SET citus.allow_nested_distributed_execution = on;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_prepare() FROM PUBLIC;
 
