@@ -238,15 +238,13 @@ BEGIN
     IF a.parent_id IS NULL THEN
         RAISE EXCEPTION 'account "%" is already a main account', account USING ERRCODE = '22023';
     END IF;
-    -- On Citus the subtree's rows would move to another main account's shard:
-    -- main_id is the distribution column, which Citus does not update.
-    IF tenancy._citus_distributed() THEN
-        RAISE EXCEPTION 'promote_account() is not supported on Citus: it changes main_id, the distribution column'
-            USING ERRCODE = '0A000',
-                  HINT = 'A DBA moves the subtree by the procedure "Promoting a subaccount on Citus" '
-                         'in docs/operations/scale-out.md.';
-    END IF;
     PERFORM FROM tenancy.accounts m WHERE m.main_id = a.main_id AND m.id = a.main_id FOR UPDATE;
+    -- On Citus main_id is the distribution column, which Citus never updates:
+    -- the subtree's rows move to the new main account's shard (95_citus.sql).
+    IF tenancy._citus_distributed() THEN
+        PERFORM tenancy._citus_promote(a);
+        RETURN;
+    END IF;
     UPDATE tenancy.api_keys k SET revoked_at = now()
     WHERE k.account_path <@ a.path AND k.revoked_at IS NULL;
     INSERT INTO tenancy.account_forwarding (public_id, main_id)

@@ -380,3 +380,123 @@ BEGIN
     END IF;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_distribute_protected(regclass) FROM PUBLIC;
+
+-- promote_account() on Citus (22_accounts.sql calls this after its checks and
+-- the lock on the main account). main_id routes each row to its shard and
+-- Citus never updates it, so the subtree's rows are copied under the new main
+-- account and the old ones deleted, in the caller's transaction: Citus
+-- commits the writes on every worker by two-phase commit, all or nothing.
+-- Row triggers are off while the rows move (session_replication_role, which
+-- Citus forwards to the workers as a SET LOCAL): they would stamp new public
+-- ids and times, seal transcripts again and count usage twice; the copy is
+-- the rows as they were, and one audit event in each main account's chain
+-- records the move. As on one node, the subtree's API keys are revoked and
+-- its old public ids forward to the new main account; sessions opened in it
+-- are revoked too (on one node they stop resolving).
+CREATE FUNCTION tenancy._citus_promote(a tenancy.accounts) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    m bigint := a.main_id;
+    s bigint := a.id;
+    cut integer := tenancy.nlevel(a.path) - 1;
+    tables regclass[] := tenancy._citus_tenant_tables();
+    t regclass;
+    path_col name;
+    cols text;
+    vals text;
+    subtree text;
+    n bigint;
+    sealed boolean;
+    moved jsonb := '{}';
+    account_ids bigint[];
+    sub_user_ids bigint[];
+    key_ids bigint[];
+    from_group integer;
+    to_group integer;
+BEGIN
+    -- A sealed transcript names its data key by a node-local id
+    -- (53_transcript_protection.sql): it opens only on the node it was sealed on.
+    EXECUTE 'SELECT groupid FROM pg_dist_placement WHERE shardid = '
+            'get_shard_id_for_distribution_column(''tenancy.accounts'', $1)' INTO from_group USING m;
+    EXECUTE 'SELECT groupid FROM pg_dist_placement WHERE shardid = '
+            'get_shard_id_for_distribution_column(''tenancy.accounts'', $1)' INTO to_group USING s;
+    IF from_group <> to_group THEN
+        FOR t IN SELECT x.tbl FROM tenancy.transcript_tables x LOOP
+            EXECUTE format('SELECT EXISTS (SELECT FROM %s x WHERE x.main_id = $1 '
+                           'AND x.account_path OPERATOR(tenancy.<@) $2 AND x.transcript_sealed IS NOT NULL)', t)
+                INTO STRICT sealed USING m, a.path;
+            IF sealed THEN
+                RAISE EXCEPTION 'promote_account() on Citus cannot move sealed transcripts to another node yet'
+                    USING ERRCODE = '0A000',
+                          DETAIL = format('%s holds transcripts of the subtree sealed with a data key of its node.', t),
+                          HINT = 'See "Promoting a subaccount on Citus" in docs/operations/scale-out.md.';
+            END IF;
+        END LOOP;
+    END IF;
+    SELECT array_agg(x.id) INTO account_ids FROM tenancy.accounts x
+    WHERE x.main_id = m AND x.path OPERATOR(tenancy.<@) a.path;
+    SELECT array_agg(x.id) INTO sub_user_ids FROM tenancy.sub_users x
+    WHERE x.main_id = m AND x.account_path OPERATOR(tenancy.<@) a.path;
+    SELECT array_agg(x.id) INTO key_ids FROM tenancy.api_keys x
+    WHERE x.main_id = m AND x.account_path OPERATOR(tenancy.<@) a.path;
+    UPDATE tenancy.api_keys k SET revoked_at = now()
+    WHERE k.main_id = m AND k.id = ANY (key_ids) AND k.revoked_at IS NULL;
+    INSERT INTO tenancy.account_forwarding (public_id, main_id)
+    SELECT x.public_id, s FROM tenancy.accounts x WHERE x.main_id = m AND x.id = ANY (account_ids)
+    ON CONFLICT (public_id) DO UPDATE SET main_id = excluded.main_id;
+    EXECUTE 'SET LOCAL session_replication_role = replica';
+    -- Copies first, in the order of the tables (accounts first), then the
+    -- old rows, in reverse order (api_key_secrets finds its keys by api_keys).
+    FOREACH t IN ARRAY tables LOOP
+        SELECT x.attname INTO path_col FROM pg_attribute x
+        WHERE x.attrelid = t AND x.attname IN ('path', 'account_path') AND NOT x.attisdropped
+        ORDER BY x.attname = 'path' DESC LIMIT 1;
+        SELECT string_agg(quote_ident(x.attname), ', ' ORDER BY x.attnum),
+               string_agg(CASE WHEN x.attname = 'main_id' THEN '$1'
+                               WHEN x.attname = path_col THEN format('tenancy.subpath(x.%I, $2)', x.attname)
+                               ELSE 'x.' || quote_ident(x.attname) END, ', ' ORDER BY x.attnum)
+          INTO cols, vals
+        FROM pg_attribute x WHERE x.attrelid = t AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = '';
+        IF path_col IS NOT NULL THEN
+            subtree := format('x.main_id = $3 AND x.%I OPERATOR(tenancy.<@) $4', path_col);
+        ELSIF t = 'tenancy.api_key_secrets'::regclass THEN
+            subtree := 'x.main_id = $3 AND x.key_id = ANY ($5)';
+        ELSE
+            RAISE EXCEPTION 'promote_account() on Citus: % has no account path', t USING ERRCODE = '0A000';
+        END IF;
+        EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s x WHERE %s',
+                       t, cols, vals, t, subtree)
+            USING s, cut, m, a.path, key_ids;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            moved := moved || jsonb_build_object(t::text, n);
+        END IF;
+    END LOOP;
+    FOR i IN REVERSE array_length(tables, 1) .. 1 LOOP
+        t := tables[i];
+        SELECT x.attname INTO path_col FROM pg_attribute x
+        WHERE x.attrelid = t AND x.attname IN ('path', 'account_path') AND NOT x.attisdropped
+        ORDER BY x.attname = 'path' DESC LIMIT 1;
+        subtree := CASE WHEN path_col IS NULL THEN 'x.main_id = $1 AND x.key_id = ANY ($3)'
+                        ELSE format('x.main_id = $1 AND x.%I OPERATOR(tenancy.<@) $2', path_col) END;
+        EXECUTE format('DELETE FROM %s x WHERE %s', t, subtree) USING m, a.path, key_ids;
+    END LOOP;
+    EXECUTE 'SET LOCAL session_replication_role = origin';
+    -- Tables left on the coordinator name the main account too.
+    UPDATE tenancy.api_key_usage u SET main_id = s WHERE u.main_id = m AND u.key_id = ANY (key_ids);
+    UPDATE tenancy.sessions x
+    SET account_main_id = CASE WHEN x.account_main_id = m AND x.account_id = ANY (account_ids)
+                               THEN s ELSE x.account_main_id END,
+        sub_user_main_id = CASE WHEN x.sub_user_main_id = m AND x.sub_user_id = ANY (sub_user_ids)
+                                THEN s ELSE x.sub_user_main_id END,
+        revoked_at = coalesce(x.revoked_at, now())
+    WHERE (x.account_main_id = m AND x.account_id = ANY (account_ids))
+       OR (x.sub_user_main_id = m AND x.sub_user_id = ANY (sub_user_ids));
+    PERFORM tenancy._audit_record(m, a.path, 'account.promote', a.public_id,
+                                  jsonb_build_object('new_main_id', s, 'rows', moved));
+    PERFORM tenancy._audit_record(s, tenancy.subpath(a.path, cut), 'account.promote', a.public_id,
+                                  jsonb_build_object('old_main_id', m, 'rows', moved));
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_promote(tenancy.accounts) FROM PUBLIC;

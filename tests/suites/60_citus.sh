@@ -262,16 +262,8 @@ fi
 
 # ---- moves across main accounts ----------------------------------------------------
 if [ $ct_ok = 1 ]; then
-    # promote_account() would change main_id, the distribution column: refused
-    # with the DBA procedure named, and nothing moved.
-    read -r a4 _ < <(sed -n 4p "$CT_WORK/keys")
+    # (promote_account(): tests/citus/40_promote.sh, after the other parts.)
     sub4=$($CC -c "SELECT public_id FROM tenancy.accounts WHERE parent_id IS NOT NULL AND status = 'active' ORDER BY id LIMIT 1")
-    before=$($CC -c "SELECT main_id || ' ' || path FROM tenancy.accounts WHERE public_id = '$sub4'")
-    out=$($CC -v VERBOSITY=verbose -c "SELECT tenancy.promote_account('$sub4')" 2>&1)
-    ct_check promote-refused-naming-the-dba-procedure "1 1 1" \
-        "$(grep -c '0A000' <<<"$out") $(grep -c 'distribution column' <<<"$out") $(grep -c 'scale-out.md' <<<"$out")"
-    ct_check promote-refused-nothing-moved "$before" \
-        "$($CC -c "SELECT main_id || ' ' || path FROM tenancy.accounts WHERE public_id = '$sub4'")"
     # transfer_ownership() stays within one main account: it works on Citus.
     out=$($CC -c "SELECT tenancy.transfer_ownership('$sub4', 'owner1@example.test')" 2>&1)
     ct_check transfer-ownership-on-citus "owner 0" \
