@@ -182,6 +182,9 @@ BEGIN
     IF tenancy._citus_distributed() THEN
         INSERT INTO tenancy.memberships (main_id, account_path, user_id, role)
         VALUES (new_id, new_id::text::tenancy.account_path, owner_id, 'owner');
+        -- Its transcript data key, made here on the coordinator: transcript_keys
+        -- is a reference table there, read on whichever node holds the shard.
+        PERFORM tenancy._transcript_key_id(new_id);
     ELSE
         INSERT INTO tenancy.memberships (account_path, user_id, role)
         VALUES (new_id::text::tenancy.account_path, owner_id, 'owner');

@@ -22,8 +22,12 @@ END $$;
 -- co-located with accounts), decided table by table:
 --   reference: roles, role_permissions, plans, context_keys; usage_kinds (the
 --     catalog usage_records' kind references); account_forwarding (old public
---     id -> new main account: looked up by an id that names no shard, written
---     only by promote_account(), which Citus refuses).
+--     id -> new main account: looked up by an id that names no shard);
+--     transcript_keys (a sealed transcript names its data key by id alone, so
+--     every node holding a shard must be able to read it, also after a shard
+--     move or a promotion; the keys are sealed under the server key. Each main
+--     account's key is made on the coordinator: by distribute() for those
+--     existing, by create_main_account() and promote_account() later).
 --   distributed: every table whose rows belong to one main account.
 --   left on the coordinator (plain tables, read and written there only):
 --     users, mfa_recovery_codes: global identities (one login across main
@@ -40,15 +44,11 @@ END $$;
 --     protected_tables, transcript_tables: the DBA's catalogs of regclass
 --       values, which are node-local OIDs (a reference table would copy them
 --       to nodes where they name nothing).
---     transcript_keys: not yet. A sealed transcript names its data key by id
---       alone, so the lookup from a trigger on a shard cannot be routed to
---       one shard; each node keeps the keys of the main accounts whose
---       conversations it holds (moving a shard does not move its keys yet).
 CREATE FUNCTION tenancy._citus_reference_tables() RETURNS regclass[]
     LANGUAGE sql IMMUTABLE
     AS $$ SELECT ARRAY['tenancy.roles', 'tenancy.role_permissions', 'tenancy.plans',
                        'tenancy.context_keys', 'tenancy.usage_kinds',
-                       'tenancy.account_forwarding']::regclass[] $$;
+                       'tenancy.account_forwarding', 'tenancy.transcript_keys']::regclass[] $$;
 CREATE FUNCTION tenancy._citus_tenant_tables() RETURNS regclass[]
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -230,6 +230,10 @@ BEGIN
     -- it as inside a trigger.
     ALTER FUNCTION tenancy._effective_security(tenancy.account_path)
         SET citus.allow_nested_distributed_execution = on;
+    -- Sealing and opening a transcript on a shard reads its data key from
+    -- transcript_keys, a reference table: a local read on that worker.
+    ALTER FUNCTION tenancy._transcript_key(bigint) SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._transcript_key_id(bigint) SET citus.allow_nested_distributed_execution = on;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_prepare() FROM PUBLIC;
 
@@ -294,6 +298,9 @@ BEGIN
     END IF;
     PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- Every main account's transcript data key, before transcript_keys becomes
+    -- a reference table: from then on keys are made on the coordinator only.
+    PERFORM tenancy._transcript_key_id(a.id) FROM tenancy.accounts a WHERE a.parent_id IS NULL;
     CREATE TEMP TABLE pg_temp.citus_dropped_fks ON COMMIT DROP AS SELECT * FROM tenancy._citus_prepare();
     FOREACH t IN ARRAY tenancy._citus_reference_tables() LOOP
         EXECUTE 'SELECT create_reference_table($1)' USING t;
@@ -340,7 +347,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     -- The gateway's requests reach the workers as tenancy_app (96_citus_logins.sql).
-    RETURN QUERY SELECT 'role tenancy_app on ' || l.node, l.action FROM tenancy.citus_worker_logins() l;
+    RETURN QUERY SELECT 'worker login on ' || l.node, l.action FROM tenancy.citus_worker_logins() l;
 END $$;
 REVOKE ALL ON FUNCTION tenancy.distribute() FROM PUBLIC;
 
@@ -390,9 +397,11 @@ REVOKE ALL ON FUNCTION tenancy._citus_distribute_protected(regclass) FROM PUBLIC
 -- Citus forwards to the workers as a SET LOCAL): they would stamp new public
 -- ids and times, seal transcripts again and count usage twice; the copy is
 -- the rows as they were, and one audit event in each main account's chain
--- records the move. As on one node, the subtree's API keys are revoked and
--- its old public ids forward to the new main account; sessions opened in it
--- are revoked too (on one node they stop resolving).
+-- records the move. Sealed transcripts move as they are: their data key is
+-- on every node (transcript_keys is a reference table). As on one node, the
+-- subtree's API keys are revoked and its old public ids forward to the new
+-- main account; sessions opened in it are revoked too (on one node they stop
+-- resolving).
 CREATE FUNCTION tenancy._citus_promote(a tenancy.accounts) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -408,33 +417,14 @@ DECLARE
     vals text;
     subtree text;
     n bigint;
-    sealed boolean;
     moved jsonb := '{}';
     account_ids bigint[];
     sub_user_ids bigint[];
     key_ids bigint[];
-    from_group integer;
-    to_group integer;
 BEGIN
-    -- A sealed transcript names its data key by a node-local id
-    -- (53_transcript_protection.sql): it opens only on the node it was sealed on.
-    EXECUTE 'SELECT groupid FROM pg_dist_placement WHERE shardid = '
-            'get_shard_id_for_distribution_column(''tenancy.accounts'', $1)' INTO from_group USING m;
-    EXECUTE 'SELECT groupid FROM pg_dist_placement WHERE shardid = '
-            'get_shard_id_for_distribution_column(''tenancy.accounts'', $1)' INTO to_group USING s;
-    IF from_group <> to_group THEN
-        FOR t IN SELECT x.tbl FROM tenancy.transcript_tables x LOOP
-            EXECUTE format('SELECT EXISTS (SELECT FROM %s x WHERE x.main_id = $1 '
-                           'AND x.account_path OPERATOR(tenancy.<@) $2 AND x.transcript_sealed IS NOT NULL)', t)
-                INTO STRICT sealed USING m, a.path;
-            IF sealed THEN
-                RAISE EXCEPTION 'promote_account() on Citus cannot move sealed transcripts to another node yet'
-                    USING ERRCODE = '0A000',
-                          DETAIL = format('%s holds transcripts of the subtree sealed with a data key of its node.', t),
-                          HINT = 'See "Promoting a subaccount on Citus" in docs/operations/scale-out.md.';
-            END IF;
-        END LOOP;
-    END IF;
+    -- The new main account's transcript data key, on every node; rows sealed
+    -- before keep naming the old main account's key, which every node has too.
+    PERFORM tenancy._transcript_key_id(s);
     SELECT array_agg(x.id) INTO account_ids FROM tenancy.accounts x
     WHERE x.main_id = m AND x.path OPERATOR(tenancy.<@) a.path;
     SELECT array_agg(x.id) INTO sub_user_ids FROM tenancy.sub_users x

@@ -42,6 +42,9 @@ BEGIN
     IF tenancy._citus_distributed() THEN
         INSERT INTO tenancy.memberships (main_id, account_path, user_id, role)
         VALUES (new_id, new_id::text::tenancy.account_path, owner_id, 'owner');
+        -- Its transcript data key, made here on the coordinator: transcript_keys
+        -- is a reference table there, read on whichever node holds the shard.
+        PERFORM tenancy._transcript_key_id(new_id);
     ELSE
         INSERT INTO tenancy.memberships (account_path, user_id, role)
         VALUES (new_id::text::tenancy.account_path, owner_id, 'owner');
@@ -328,11 +331,11 @@ END $$;
 -- accounts). Every other table stays on the coordinator for now: users and
 -- api_key_usage among them, as their policies hold subqueries, which Citus
 -- refuses in policies on distributed tables.
-CREATE FUNCTION tenancy._citus_reference_tables() RETURNS regclass[]
+CREATE OR REPLACE FUNCTION tenancy._citus_reference_tables() RETURNS regclass[]
     LANGUAGE sql IMMUTABLE
     AS $$ SELECT ARRAY['tenancy.roles', 'tenancy.role_permissions', 'tenancy.plans',
                        'tenancy.context_keys', 'tenancy.usage_kinds',
-                       'tenancy.account_forwarding']::regclass[] $$;
+                       'tenancy.account_forwarding', 'tenancy.transcript_keys']::regclass[] $$;
 CREATE FUNCTION tenancy._citus_tenant_tables() RETURNS regclass[]
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -469,7 +472,7 @@ REVOKE ALL ON FUNCTION tenancy._citus_prepare_table(regclass, boolean) FROM PUBL
 
 -- Reshapes every table distribute() will make a Citus table, on this node.
 -- Returns the foreign keys dropped.
-CREATE FUNCTION tenancy._citus_prepare()
+CREATE OR REPLACE FUNCTION tenancy._citus_prepare()
     RETURNS TABLE (conrelid regclass, confrelid regclass, conname name, condef text)
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -514,6 +517,10 @@ BEGIN
     -- it as inside a trigger.
     ALTER FUNCTION tenancy._effective_security(tenancy.account_path)
         SET citus.allow_nested_distributed_execution = on;
+    -- Sealing and opening a transcript on a shard reads its data key from
+    -- transcript_keys, a reference table: a local read on that worker.
+    ALTER FUNCTION tenancy._transcript_key(bigint) SET citus.allow_nested_distributed_execution = on;
+    ALTER FUNCTION tenancy._transcript_key_id(bigint) SET citus.allow_nested_distributed_execution = on;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_prepare() FROM PUBLIC;
 
@@ -540,7 +547,7 @@ REVOKE ALL ON FUNCTION tenancy._citus_foreign_key(regclass, text) FROM PUBLIC;
 -- distribute(): run once by the DBA on the coordinator, after CREATE
 -- EXTENSION, citus_set_coordinator_host() and citus_add_node() for every
 -- worker. Returns what it did, one row per table or constraint.
-CREATE FUNCTION tenancy.distribute() RETURNS TABLE (object text, action text)
+CREATE OR REPLACE FUNCTION tenancy.distribute() RETURNS TABLE (object text, action text)
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
@@ -578,6 +585,9 @@ BEGIN
     END IF;
     PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- Every main account's transcript data key, before transcript_keys becomes
+    -- a reference table: from then on keys are made on the coordinator only.
+    PERFORM tenancy._transcript_key_id(a.id) FROM tenancy.accounts a WHERE a.parent_id IS NULL;
     CREATE TEMP TABLE pg_temp.citus_dropped_fks ON COMMIT DROP AS SELECT * FROM tenancy._citus_prepare();
     FOREACH t IN ARRAY tenancy._citus_reference_tables() LOOP
         EXECUTE 'SELECT create_reference_table($1)' USING t;
@@ -624,7 +634,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     -- The gateway's requests reach the workers as tenancy_app (96_citus_logins.sql).
-    RETURN QUERY SELECT 'role tenancy_app on ' || l.node, l.action FROM tenancy.citus_worker_logins() l;
+    RETURN QUERY SELECT 'worker login on ' || l.node, l.action FROM tenancy.citus_worker_logins() l;
 END $$;
 REVOKE ALL ON FUNCTION tenancy.distribute() FROM PUBLIC;
 
@@ -677,7 +687,7 @@ REVOKE ALL ON FUNCTION tenancy._citus_distribute_protected(regclass) FROM PUBLIC
 -- records the move. As on one node, the subtree's API keys are revoked and
 -- its old public ids forward to the new main account; sessions opened in it
 -- are revoked too (on one node they stop resolving).
-CREATE FUNCTION tenancy._citus_promote(a tenancy.accounts) RETURNS void
+CREATE OR REPLACE FUNCTION tenancy._citus_promote(a tenancy.accounts) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
@@ -692,33 +702,14 @@ DECLARE
     vals text;
     subtree text;
     n bigint;
-    sealed boolean;
     moved jsonb := '{}';
     account_ids bigint[];
     sub_user_ids bigint[];
     key_ids bigint[];
-    from_group integer;
-    to_group integer;
 BEGIN
-    -- A sealed transcript names its data key by a node-local id
-    -- (53_transcript_protection.sql): it opens only on the node it was sealed on.
-    EXECUTE 'SELECT groupid FROM pg_dist_placement WHERE shardid = '
-            'get_shard_id_for_distribution_column(''tenancy.accounts'', $1)' INTO from_group USING m;
-    EXECUTE 'SELECT groupid FROM pg_dist_placement WHERE shardid = '
-            'get_shard_id_for_distribution_column(''tenancy.accounts'', $1)' INTO to_group USING s;
-    IF from_group <> to_group THEN
-        FOR t IN SELECT x.tbl FROM tenancy.transcript_tables x LOOP
-            EXECUTE format('SELECT EXISTS (SELECT FROM %s x WHERE x.main_id = $1 '
-                           'AND x.account_path OPERATOR(tenancy.<@) $2 AND x.transcript_sealed IS NOT NULL)', t)
-                INTO STRICT sealed USING m, a.path;
-            IF sealed THEN
-                RAISE EXCEPTION 'promote_account() on Citus cannot move sealed transcripts to another node yet'
-                    USING ERRCODE = '0A000',
-                          DETAIL = format('%s holds transcripts of the subtree sealed with a data key of its node.', t),
-                          HINT = 'See "Promoting a subaccount on Citus" in docs/operations/scale-out.md.';
-            END IF;
-        END LOOP;
-    END IF;
+    -- The new main account's transcript data key, on every node; rows sealed
+    -- before keep naming the old main account's key, which every node has too.
+    PERFORM tenancy._transcript_key_id(s);
     SELECT array_agg(x.id) INTO account_ids FROM tenancy.accounts x
     WHERE x.main_id = m AND x.path OPERATOR(tenancy.<@) a.path;
     SELECT array_agg(x.id) INTO sub_user_ids FROM tenancy.sub_users x

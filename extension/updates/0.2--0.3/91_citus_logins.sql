@@ -9,12 +9,13 @@
 -- password). Each call draws a new password: run it again after
 -- citus_add_node(), since Citus creates the role there NOLOGIN, as on the
 -- coordinator.
-CREATE FUNCTION tenancy.citus_worker_logins() RETURNS TABLE (node text, action text)
+CREATE OR REPLACE FUNCTION tenancy.citus_worker_logins() RETURNS TABLE (node text, action text)
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
-    password text := tenancy.random_token(32);
+    r text;
+    password text;
     failed text;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
@@ -24,21 +25,28 @@ BEGIN
         RAISE EXCEPTION 'tenancy.citus_worker_logins() is for the DBA (a superuser)'
             USING ERRCODE = '42501';
     END IF;
-    -- On the workers only: the coordinator's tenancy_app stays NOLOGIN.
-    EXECUTE $q$SELECT string_agg(nodename || ':' || nodeport || ' ' || result, '; ')
-               FROM run_command_on_workers($1) WHERE NOT success$q$
-        USING format('SET citus.enable_ddl_propagation = off; '
-                     'ALTER ROLE tenancy_app LOGIN PASSWORD %L', password)
-        INTO failed;
-    IF failed IS NOT NULL THEN
-        RAISE EXCEPTION 'could not give tenancy_app a login on the workers: %', failed
-            USING ERRCODE = '55000';
-    END IF;
-    EXECUTE 'DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = ''tenancy_app''';
-    EXECUTE 'INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo) '
-            'VALUES (0, ''tenancy_app'', $1)' USING 'password=' || password;
-    RETURN QUERY EXECUTE 'SELECT nodename || '':'' || nodeport, '
-                         '''tenancy_app may log in (password in pg_dist_authinfo)'' '
-                         'FROM pg_catalog.pg_dist_node WHERE groupid <> 0 ORDER BY nodeid';
+    FOREACH r IN ARRAY ARRAY['tenancy_app', 'tenancy_owner'] LOOP
+        password := tenancy.random_token(32);
+        -- On the workers only: the coordinator's role stays NOLOGIN.
+        EXECUTE $q$SELECT string_agg(nodename || ':' || nodeport || ' ' || result, '; ')
+                   FROM run_command_on_workers($1) WHERE NOT success$q$
+            USING format('SET citus.enable_ddl_propagation = off; '
+                         'ALTER ROLE %I LOGIN PASSWORD %L', r, password)
+                  || CASE WHEN r = 'tenancy_owner'
+                          THEN '; GRANT CREATE ON SCHEMA tenancy TO tenancy_owner'
+                               '; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tenancy TO tenancy_owner'
+                          ELSE '' END
+            INTO failed;
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'could not give % a login on the workers: %', r, failed
+                USING ERRCODE = '55000';
+        END IF;
+        EXECUTE 'DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = $1' USING r;
+        EXECUTE 'INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo) '
+                'VALUES (0, $1, $2)' USING r, 'password=' || password;
+        RETURN QUERY EXECUTE 'SELECT nodename || '':'' || nodeport, '
+                             '$1 || '' may log in (password in pg_dist_authinfo)'' '
+                             'FROM pg_catalog.pg_dist_node WHERE groupid <> 0 ORDER BY nodeid' USING r;
+    END LOOP;
 END $$;
 REVOKE ALL ON FUNCTION tenancy.citus_worker_logins() FROM PUBLIC;
