@@ -250,7 +250,7 @@ CREATE FUNCTION tenancy.usage_record(id text) RETURNS jsonb
 DECLARE
     found_json jsonb;
 BEGIN
-    IF usage_record.id IS NULL OR usage_record.id !~ '^usg_[0-9]{1,19}_[0-9]{1,19}$'
+    IF usage_record.id IS NULL OR usage_record.id !~ '^usg_[0-9]{1,18}_[0-9]{1,18}$'
        OR tenancy.current_path() IS NULL OR NOT tenancy.may('usage', 'read') THEN
         RETURN NULL;
     END IF;
