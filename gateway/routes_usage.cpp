@@ -63,16 +63,12 @@ ApiAnswer record_usage(Tx &tx, const ApiCall &call) {
         "SELECT tenancy.record_usage(coalesce($1, tenancy.current_account()), $2, $3::numeric, "
         "coalesce($4::timestamptz, now()), $5)",
         {call.text("account"), call.text("kind"), quantity, call.text("at"), call.text("ref")});
-    // The record as stored (a retried ref answers the first record).
-    Result r = tx.exec_last(
-        "SELECT jsonb_build_object('id', $1::text, 'account', a.public_id, 'kind', u.kind, "
-        "'quantity', u.quantity::text, 'at', u.at, 'ref', u.ref)::text "
-        "FROM tenancy.usage_records u JOIN tenancy.accounts a "
-        "ON a.path OPERATOR(tenancy.=) u.account_path "
-        "WHERE u.main_id = split_part($1, '_', 2)::bigint AND u.id = split_part($1, '_', "
-        "3)::bigint",
-        {id.value(0, 0)});
-    if (r.rows() == 0)  // not readable back: cannot happen for a role that may write usage
+    // The record as stored (a retried ref answers the first record), read by
+    // the extension under the usage policies' rules: on Citus only the role
+    // that wrote the shard (record_usage() as its owner) may read it in this
+    // transaction.
+    Result r = tx.exec_last("SELECT tenancy.usage_record($1)::text", {id.value(0, 0)});
+    if (!r.value(0, 0))  // not readable back: cannot happen for a role that may write usage
         refuse(404, "usage record not found");
     return ApiAnswer{201, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
 }

@@ -204,6 +204,30 @@ SELECT tenancy.authenticate(:'other_key') IS NOT NULL AS other_in;
 SELECT count(*) AS other_sees_records FROM tenancy.usage_records;
 SELECT count(*) AS other_sees_totals FROM tenancy.usage_totals;
 COMMIT;
+-- usage_record(id), the gateway's answer to POST /v1/usage: the record as
+-- stored, only where usage_records' policies would show it (NULL otherwise,
+-- alike for a hidden, a missing and a malformed id)
+BEGIN;
+SELECT tenancy.authenticate(:'admin_key') IS NOT NULL AS admin_in;
+SELECT tenancy.usage_record(:'r1') - 'id' - 'account' AS r1_as_stored,
+       tenancy.usage_record(:'r1')->>'id' = :'r1' AS r1_id,
+       tenancy.usage_record(:'r1')->>'account' = :'region' AS r1_account;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'clinic_key') IS NOT NULL AS clinic_in;
+SELECT tenancy.usage_record(:'r1') IS NULL AS clinic_cannot_read_up;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'support_key') IS NOT NULL AS support_in;
+SELECT tenancy.usage_record(:'r1') IS NULL AS support_cannot_read_usage;
+COMMIT;
+BEGIN;
+SELECT tenancy.authenticate(:'other_key') IS NOT NULL AS other_in;
+SELECT tenancy.usage_record(:'r1') IS NULL AS other_tenant_cannot;
+SELECT tenancy.usage_record(x) IS NULL AS malformed, count(*)
+FROM unnest(ARRAY['', 'usg_1', 'usg_1_2_3', 'usg_1_9999999999999999999', 'nonsense', NULL]) AS x GROUP BY 1;
+COMMIT;
+SELECT tenancy.usage_record(:'r1') IS NULL AS no_context_no_record;
 RESET ROLE;
 
 -- ---- a move carries records and totals; the bill follows the tree ----

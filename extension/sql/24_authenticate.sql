@@ -144,7 +144,7 @@ BEGIN
     IF kind = 'user' THEN
         SELECT m.account_path, m.account_id, m.role INTO home_path, home_id, role
         FROM tenancy.memberships m
-        WHERE m.user_id = s.user_id AND m.account_path @> target.path
+        WHERE m.main_id = target.main_id AND m.user_id = s.user_id AND m.account_path @> target.path
         ORDER BY tenancy.nlevel(m.account_path) DESC
         LIMIT 1;
         IF NOT FOUND THEN
@@ -168,7 +168,8 @@ BEGIN
         must_change := su.must_change_password;
     END IF;
     IF EXISTS (SELECT 1 FROM tenancy.accounts a
-               WHERE a.path = ANY (tenancy.ancestors(target.path)) AND a.status <> 'active') THEN
+               WHERE a.main_id = target.main_id AND a.path = ANY (tenancy.ancestors(target.path))
+                 AND a.status <> 'active') THEN
         RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
     END IF;
     IF NOT s.mfa_verified THEN
@@ -267,7 +268,7 @@ BEGIN
     IF kind = 'user' THEN
         IF target.id IS NULL OR NOT EXISTS (
                 SELECT 1 FROM tenancy.memberships m
-                WHERE m.user_id = tenancy._context_field('principal_id')::bigint
+                WHERE m.main_id = target.main_id AND m.user_id = tenancy._context_field('principal_id')::bigint
                   AND m.account_path @> target.path) THEN
             RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002',
                 HINT = 'A user can act in the accounts they are a member of and their descendants.';

@@ -135,6 +135,7 @@ CREATE FUNCTION tenancy._audit_login_failure_write(kind text, who bigint, login_
 DECLARE
     d jsonb := jsonb_strip_nulls(jsonb_build_object('login', kind, 'reason', reason,
                                                     'recent_failures', recent)) || coalesce(extra, '{}');
+    mains bigint[];
 BEGIN
     IF kind = 'user' THEN
         PERFORM tenancy._audit_login_failure_at(
@@ -143,9 +144,12 @@ BEGIN
                   ORDER BY m.main_id, tenancy.nlevel(m.account_path), m.account_id),
             login_name, d, d);
     ELSE
+        -- The owned main accounts first: on Citus _owned_main_ids() queries
+        -- memberships, which a query on the accounts' shards cannot do.
+        mains := tenancy._owned_main_ids(main_name);
         PERFORM tenancy._audit_login_failure_at(
             ARRAY(SELECT a.path FROM tenancy.accounts a
-                  WHERE a.main_id = ANY (tenancy._owned_main_ids(main_name)) AND a.id = a.main_id
+                  WHERE a.main_id = ANY (mains) AND a.id = a.main_id
                   ORDER BY a.main_id),
             login_name, d,
             d || jsonb_build_object('reason', 'unknown_main_account',

@@ -129,19 +129,26 @@ BEGIN
         target := tenancy._find_account(account);
         IF target.id IS NULL OR NOT EXISTS (
                 SELECT 1 FROM tenancy.memberships m
-                WHERE m.user_id = u.id AND m.account_path @> target.path) THEN
+                WHERE m.main_id = target.main_id AND m.user_id = u.id AND m.account_path @> target.path) THEN
             RAISE EXCEPTION 'account "%" not found', account USING ERRCODE = 'P0002';
         END IF;
         IF NOT tenancy._chain_active(target.path) THEN
             RAISE EXCEPTION 'account "%" is inactive', target.public_id USING ERRCODE = '28000';
         END IF;
     ELSE
-        SELECT a.* INTO target
-        FROM tenancy.memberships m JOIN tenancy.accounts a ON a.path = m.account_path
-        WHERE m.user_id = u.id AND tenancy._chain_active(a.path)
-        ORDER BY m.created_at, m.main_id, m.account_id
-        LIMIT 1;
-        IF NOT FOUND THEN
+        -- The memberships first, then each one's chain: on Citus a join on
+        -- (main_id, id) is co-located, and _chain_active() queries a shard, so
+        -- it is not called inside another distributed query.
+        FOR target IN
+            SELECT a.* FROM tenancy.memberships m
+            JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = m.account_id
+            WHERE m.user_id = u.id
+            ORDER BY m.created_at, m.main_id, m.account_id
+        LOOP
+            EXIT WHEN tenancy._chain_active(target.path);
+            target := NULL;
+        END LOOP;
+        IF target.id IS NULL THEN
             RAISE EXCEPTION 'user has no active account' USING ERRCODE = '28000';
         END IF;
     END IF;

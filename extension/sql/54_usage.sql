@@ -160,11 +160,21 @@ DECLARE
 BEGIN
     LOCK TABLE tenancy.usage_records IN SHARE MODE;
     DELETE FROM tenancy.usage_totals;
-    INSERT INTO tenancy.usage_totals (grain, bucket, account_path, kind, quantity, records)
-    SELECT g.grain, date_trunc(g.grain, r.at, 'UTC'), r.account_path, r.kind, sum(r.quantity), count(*)
-    FROM tenancy.usage_records r CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4;
+    IF tenancy._citus_distributed() THEN
+        -- On Citus main_id is a plain column that routes each total (95_citus.sql):
+        -- named, the records' and totals' co-located shards fold in place.
+        INSERT INTO tenancy.usage_totals (main_id, grain, bucket, account_path, kind, quantity, records)
+        SELECT r.main_id, g.grain, date_trunc(g.grain, r.at, 'UTC'), r.account_path, r.kind, sum(r.quantity),
+               count(*)
+        FROM tenancy.usage_records r CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
+        GROUP BY 1, 2, 3, 4, 5;
+    ELSE
+        INSERT INTO tenancy.usage_totals (grain, bucket, account_path, kind, quantity, records)
+        SELECT g.grain, date_trunc(g.grain, r.at, 'UTC'), r.account_path, r.kind, sum(r.quantity), count(*)
+        FROM tenancy.usage_records r CROSS JOIN (VALUES ('day'), ('month')) AS g(grain)
+        GROUP BY 1, 2, 3, 4
+        ORDER BY 1, 2, 3, 4;
+    END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
@@ -216,7 +226,8 @@ BEGIN
     RETURNING r.id INTO new_id;
     IF new_id IS NULL THEN
         SELECT * INTO prior FROM tenancy.usage_records r
-        WHERE r.account_path = a.path AND r.kind = record_usage.kind AND r.ref = record_usage.ref;
+        WHERE r.main_id = a.main_id AND r.account_path = a.path AND r.kind = record_usage.kind
+          AND r.ref = record_usage.ref;
         IF prior.quantity <> record_usage.quantity THEN
             RAISE EXCEPTION 'usage ref "%" is already recorded with another quantity', ref
                 USING ERRCODE = '23505';
@@ -224,6 +235,33 @@ BEGIN
         new_id := prior.id;
     END IF;
     RETURN format('usg_%s_%s', a.main_id, new_id);
+END $$;
+
+-- usage_record(id): one usage record as the gateway answers it ({id,
+-- account, kind, quantity, at, ref}), or NULL where usage_records' policies
+-- would hide it (outside the active subtree, or a role that may not read
+-- usage). It reads as its owner: on Citus the transaction that recorded
+-- (record_usage() writes as its owner) can read the new row back only as
+-- that same role.
+CREATE FUNCTION tenancy.usage_record(id text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    found_json jsonb;
+BEGIN
+    IF usage_record.id IS NULL OR usage_record.id !~ '^usg_[0-9]{1,18}_[0-9]{1,18}$'
+       OR tenancy.current_path() IS NULL OR NOT tenancy.may('usage', 'read') THEN
+        RETURN NULL;
+    END IF;
+    SELECT jsonb_build_object('id', usage_record.id, 'account', a.public_id, 'kind', u.kind,
+                              'quantity', u.quantity::text, 'at', u.at, 'ref', u.ref)
+    INTO found_json
+    FROM tenancy.usage_records u JOIN tenancy.accounts a ON a.main_id = u.main_id AND a.path = u.account_path
+    WHERE u.main_id = split_part(usage_record.id, '_', 2)::bigint
+      AND u.id = split_part(usage_record.id, '_', 3)::bigint
+      AND u.account_path OPERATOR(tenancy.<@) tenancy.current_path();
+    RETURN found_json;
 END $$;
 
 -- ---- reports ------------------------------------------------------------------------------
@@ -330,25 +368,30 @@ BEGIN
     -- subtree from a small one once <@ has become a btree range, so the choice
     -- is made here: a subtree of more than 100 accounts (counted up to 101)
     -- reads the main account's time slice, filtered by path.
+    -- Every table is named with its main_id ($8): on Citus the whole report
+    -- is then one router query on the main account's shard (without it, a
+    -- union of multi-shard reads that Citus cannot plan); on one node it is
+    -- the value main_id is generated from anyway.
     use_slice := coalesce(subtree, true) AND cardinality(c.raw_from) > 0
                  AND (SELECT count(*) FROM (SELECT FROM tenancy.accounts x
-                                            WHERE x.path OPERATOR(tenancy.<@) a.path LIMIT 101) n) > 100;
+                                            WHERE x.main_id = a.main_id AND x.path OPERATOR(tenancy.<@) a.path
+                                            LIMIT 101) n) > 100;
     RETURN QUERY EXECUTE replace($q$
         WITH slice AS MATERIALIZED (
             SELECT r.kind, r.quantity, r.account_path FROM tenancy.usage_records r
-            WHERE r.main_id = tenancy.root_id($1) AND $7
+            WHERE r.main_id = $8 AND $7
               AND ((r.at >= $5[1] AND r.at < $6[1]) OR (r.at >= $5[2] AND r.at < $6[2])))
         SELECT s.kind, sum(s.quantity) FROM (
             SELECT t.kind, t.quantity FROM tenancy.usage_totals t
-            WHERE t.grain = 'month' AND t.bucket = ANY ($3)
+            WHERE t.main_id = $8 AND t.grain = 'month' AND t.bucket = ANY ($3)
               AND t.@PATH@
             UNION ALL
             SELECT t.kind, t.quantity FROM tenancy.usage_totals t
-            WHERE t.grain = 'day' AND t.bucket = ANY ($4)
+            WHERE t.main_id = $8 AND t.grain = 'day' AND t.bucket = ANY ($4)
               AND t.@PATH@
             UNION ALL
             SELECT r.kind, r.quantity FROM tenancy.usage_records r
-            WHERE NOT $7 AND r.@PATH@
+            WHERE NOT $7 AND r.main_id = $8 AND r.@PATH@
               AND ((r.at >= $5[1] AND r.at < $6[1]) OR (r.at >= $5[2] AND r.at < $6[2]))
             UNION ALL
             SELECT r.kind, r.quantity FROM slice r WHERE r.@PATH@
@@ -357,7 +400,7 @@ BEGIN
         ORDER BY s.kind
     $q$, '@PATH@', CASE WHEN NOT coalesce(subtree, true) THEN 'account_path OPERATOR(tenancy.=) $1'
                          ELSE 'account_path OPERATOR(tenancy.>=) $1 AND account_path OPERATOR(tenancy.<) $2' END)
-    USING a.path, tenancy.subtree_upper(a.path), c.months, c.days, c.raw_from, c.raw_to, use_slice;
+    USING a.path, tenancy.subtree_upper(a.path), c.months, c.days, c.raw_from, c.raw_to, use_slice, a.main_id;
 END $$;
 
 -- ---- ownership, row-level security, grants ----------------------------------------------
