@@ -514,6 +514,10 @@ BEGIN
     -- it as inside a trigger.
     ALTER FUNCTION tenancy._effective_security(tenancy.account_path)
         SET citus.allow_nested_distributed_execution = on;
+    -- A sealed transcript is opened where its row is (transcript_of() in a
+    -- query on the shard): the server key comes from context_keys, a
+    -- reference table, read locally on that worker.
+    ALTER FUNCTION tenancy._derived_key(text) SET citus.allow_nested_distributed_execution = on;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_prepare() FROM PUBLIC;
 
