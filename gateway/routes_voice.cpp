@@ -4,10 +4,15 @@
 // {rid} is a row's opaque public id. Row-level security confines every
 // statement to the subtree and the role's permissions: a row of another
 // tenant is simply not found (404, the same answer as a missing one); a role
-// that may not write the resource gets 403. Each route is one statement.
+// that may not write the resource gets 403. A write is checked, made and read
+// back in separate statements of the request's transaction (the shapes Citus
+// plans: docs/operations/scale-out.md, "Voice data and PHI through the
+// coordinator"). Writes name the acting main account's id as a value (every
+// row the caller can see has it): Citus sends them to that one shard.
 #include "list_page.hpp"
 #include "routes_catalog.hpp"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,8 +51,9 @@ struct Resource {
     std::string singular;  // for messages: agent "agt_..." not found
     std::string tag;
     std::string permission;                     // the resource of tenancy.may()
-    std::string json_sql;                       // the row as JSON (alias x)
-    std::string list_json_sql;                  // the row in lists (alias x)
+    std::string json_sql;                       // the row as JSON (alias x, joins below)
+    std::string list_json_sql;                  // the row in lists (alias x, joins below)
+    std::string joins;                          // rows named in the JSON, joined to x
     std::vector<Column> columns;                // writable through POST/PATCH
     std::vector<std::pair<Field, std::string>>  // list filters: query field, SQL column
         filters;
@@ -80,35 +86,75 @@ std::optional<std::string> param_of(const nlohmann::json &v) {
     return v.dump();
 }
 
-std::string account_json() {
-    return "(SELECT a.public_id FROM tenancy.accounts a WHERE a.path OPERATOR(tenancy.=) "
-           "x.account_path)";
+// The row's account, joined on the distribution column and the path: the
+// account's public id is xa.public_id in the JSON. A join rather than a
+// correlated subquery, which Citus cannot plan under a limited list.
+std::string account_join() {
+    return " LEFT JOIN tenancy.accounts xa ON xa.main_id = x.main_id AND xa.path "
+           "OPERATOR(tenancy.=) x.account_path";
 }
 
-// The reference columns of a body: a CTE row `refs` with each named row's id
-// (NULL when not visible), and the check that every named row was found.
-struct Refs {
-    std::string cte = "refs AS (SELECT 1 AS one";
-    std::string all_found = "true";
-    std::string missing = "CASE WHEN false THEN NULL::text";
+// A row named by a reference column, joined like the account (alias as).
+std::string ref_join(const std::string &table, const std::string &alias,
+                     const std::string &column) {
+    return " LEFT JOIN tenancy." + table + " " + alias + " ON " + alias +
+           ".main_id = x.main_id AND " + alias + ".id = x." + column;
+}
+
+// The row (main_id, id) as the JSON of res, read as the client (row security).
+std::optional<std::string> read_back(const Resource &res, Tx &tx, const std::string &main_id,
+                                     const std::string &id) {
+    Result r = tx.exec("SELECT (" + res.json_sql + ")::text FROM tenancy." + res.plural + " x" +
+                           res.joins + " WHERE x.main_id = $1::bigint AND x.id = $2::bigint",
+                       {main_id, id});
+    return r.rows() == 0 ? std::nullopt : r.value(0, 0);
+}
+
+// The reference columns of a body: each named row's id, looked up by its
+// public id as the client (NULL when not visible). One statement, which also
+// answers may(permission, 'write') and the named account's path. Refused in
+// this order: 403 when forbidden is given and the role may not write, 404 for
+// the named account, 404 for the first reference not found (column order).
+struct Lookup {
+    bool may_write = false;
+    std::string main_id;                      // the acting main account (every visible row's)
+    std::optional<std::string> account_path;  // of the body's "account", when named
+    std::map<std::string, std::string> ids;   // column -> the referenced row's id
 };
 
-Refs resolve_refs(const Resource &res, const ApiCall &call, Params &params) {
-    Refs r;
+Lookup look_up(const Resource &res, const ApiCall &call, Tx &tx, bool with_account,
+               const std::string &forbidden = "") {
+    Params params = {with_account ? call.text("account") : std::nullopt};
+    std::string sql = "SELECT tenancy.may('" + res.permission +
+                      "', 'write'), tenancy.current_main_id(), (SELECT a.path::text FROM "
+                      "tenancy.accounts a WHERE a.public_id = $1::text)";
+    std::vector<const Column *> named;
     for (const Column &c : res.columns) {
         if (c.ref.empty() || !call.body.contains(c.field.name) || call.body[c.field.name].is_null())
             continue;
         params.push_back(param_of(call.body[c.field.name]));
-        std::string p = "$" + std::to_string(params.size()) + "::text";
-        r.cte += ", (SELECT r.id FROM tenancy." + c.ref + " r WHERE r.public_id = " + p + ") AS " +
-                 c.column;
-        r.all_found += " AND refs." + c.column + " IS NOT NULL";
-        r.missing += " WHEN refs." + c.column + " IS NULL THEN format('" + c.field.name +
-                     " \"%s\" not found', " + p + ")";
+        sql += ", (SELECT r.id FROM tenancy." + c.ref + " r WHERE r.public_id = $" +
+               std::to_string(params.size()) + "::text)";
+        named.push_back(&c);
     }
-    r.cte += ")";
-    r.missing += " END";
-    return r;
+    Result r = tx.exec(sql, params);
+    Lookup out;
+    out.may_write = r.value(0, 0) == std::optional<std::string>("t");
+    out.main_id = r.value(0, 1).value_or("");
+    out.account_path = r.value(0, 2);
+    if (!forbidden.empty() && !out.may_write)
+        refuse(403, forbidden);
+    if (params[0] && !out.account_path)
+        refuse(404, "account " + (quoted)(*params[0]) + " not found");
+    for (size_t i = 0; i < named.size(); ++i) {
+        auto id = r.value(0, static_cast<int>(i) + 3);
+        if (!id)
+            refuse(404, named[i]->field.name + " " +
+                            (quoted)(call.body[named[i]->field.name].get<std::string>()) +
+                            " not found");
+        out.ids[named[i]->column] = *id;
+    }
+    return out;
 }
 
 ApiAnswer list_rows(const Resource &res, Tx &tx, const ApiCall &call) {
@@ -127,8 +173,8 @@ ApiAnswer list_rows(const Resource &res, Tx &tx, const ApiCall &call) {
     Result r = tx.exec_last(
         "SELECT coalesce(jsonb_agg(s.j ORDER BY s.id), '[]')::text FROM ("
         "SELECT x.id, " +
-            res.list_json_sql + " AS j FROM tenancy." + res.plural + " x WHERE " + where +
-            " ORDER BY x.id LIMIT $2::integer) s",
+            res.list_json_sql + " AS j FROM tenancy." + res.plural + " x" + res.joins + " WHERE " +
+            where + " ORDER BY x.id LIMIT $2::integer) s",
         params);
     return page_answer(call, nlohmann::json::parse(r.value(0, 0).value_or("[]")), page,
                        position_of);
@@ -137,7 +183,7 @@ ApiAnswer list_rows(const Resource &res, Tx &tx, const ApiCall &call) {
 ApiAnswer get_row(const Resource &res, Tx &tx, const ApiCall &call) {
     const std::string &rid = call.path_param("rid");
     Result r = tx.exec_last("SELECT (" + res.json_sql + ")::text FROM tenancy." + res.plural +
-                                " x WHERE x.public_id = $1",
+                                " x" + res.joins + " WHERE x.public_id = $1",
                             {rid});
     if (r.rows() == 0)
         refuse(404, res.singular + " " + quoted(rid) + " not found");
@@ -145,83 +191,73 @@ ApiAnswer get_row(const Resource &res, Tx &tx, const ApiCall &call) {
 }
 
 // POST: the fields present in the body (absent ones take the column default),
-// in the named account (a visible one) or the acting account.
+// in the named account (a visible one) or the acting account. Row security
+// refuses a write the role may not make (403).
 ApiAnswer create_row(const Resource &res, Tx &tx, const ApiCall &call) {
-    Params params = {call.text("account")};
-    Refs refs = resolve_refs(res, call, params);
-    std::string columns = "account_path", values = "coalesce(acc.path, tenancy.current_path())";
+    Lookup found = look_up(res, call, tx, true);
+    Params params = {found.account_path};
+    std::string columns = "account_path",
+                values = "coalesce($1::tenancy.account_path, tenancy.current_path())";
     for (const Column &c : res.columns) {
         if (!c.post || !call.body.contains(c.field.name))
             continue;
         columns += ", " + c.column;
         const nlohmann::json &v = call.body[c.field.name];
-        if (!c.ref.empty()) {
-            values += v.is_null() ? ", NULL" : ", refs." + c.column;
+        if (!c.ref.empty() && v.is_null()) {
+            values += ", NULL";
             continue;
         }
-        params.push_back(param_of(v));
-        values += ", $" + std::to_string(params.size()) + "::" + c.cast;
+        params.push_back(c.ref.empty() ? param_of(v) : found.ids[c.column]);
+        values +=
+            ", $" + std::to_string(params.size()) + "::" + (c.ref.empty() ? c.cast : "bigint");
     }
-    std::string sql =
-        "WITH acc AS (SELECT (SELECT a.path FROM tenancy.accounts a WHERE a.public_id = $1::text) "
-        "AS path), " +
-        refs.cte + ", ins AS (INSERT INTO tenancy." + res.plural + " (" + columns + ") SELECT " +
-        values + " FROM acc, refs WHERE ($1::text IS NULL OR acc.path IS NOT NULL) AND " +
-        refs.all_found + " RETURNING *) SELECT (SELECT (" + res.json_sql +
-        ")::text FROM ins x), CASE WHEN $1::text IS NOT NULL AND acc.path IS NULL "
-        "THEN format('account \"%s\" not found', $1::text) ELSE " +
-        refs.missing + " END FROM acc, refs";
-    Result r = tx.exec_last(sql, params);
-    if (auto missing = r.value(0, 1))
-        refuse(404, *missing);
-    return ApiAnswer{201, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
+    Result r = tx.exec("INSERT INTO tenancy." + res.plural + " (" + columns + ") VALUES (" +
+                           values + ") RETURNING main_id, id",
+                       params);
+    auto json = read_back(res, tx, r.value(0, 0).value_or(""), r.value(0, 1).value_or(""));
+    return ApiAnswer{201, nlohmann::json::parse(json.value_or("{}"))};
 }
 
-// PATCH: only the fields present change (null clears a nullable one).
+// PATCH: only the fields present change (null clears a nullable one). The
+// row is found by the UPDATE itself (not visible: 404, like a missing one).
 ApiAnswer update_row(const Resource &res, Tx &tx, const ApiCall &call) {
     const std::string &rid = call.path_param("rid");
-    Params params = {rid};
-    Refs refs = resolve_refs(res, call, params);
+    Lookup found =
+        look_up(res, call, tx, false, "this credential's role may not change " + res.plural);
+    Params params = {rid, found.main_id};
     std::string sets;
     for (const Column &c : res.columns) {
         if (!c.patch || !call.body.contains(c.field.name))
             continue;
         const nlohmann::json &v = call.body[c.field.name];
-        std::string value;
-        if (!c.ref.empty()) {
-            value = v.is_null() ? "NULL" : "refs." + c.column;
-        } else {
-            params.push_back(param_of(v));
-            value = "$" + std::to_string(params.size()) + "::" + c.cast;
+        std::string value = "NULL";
+        if (c.ref.empty() || !v.is_null()) {
+            params.push_back(c.ref.empty() ? param_of(v) : found.ids[c.column]);
+            value =
+                "$" + std::to_string(params.size()) + "::" + (c.ref.empty() ? c.cast : "bigint");
         }
         sets += (sets.empty() ? "" : ", ") + c.column + " = " + value;
     }
     if (sets.empty())  // nothing to change: still a write (permission, updated_at)
         sets = res.columns.front().column + " = x." + res.columns.front().column;
-    std::string sql = "WITH " + refs.cte + ", upd AS (UPDATE tenancy." + res.plural + " x SET " +
-                      sets + " FROM refs WHERE x.public_id = $1 AND " + refs.all_found +
-                      " RETURNING x.*) SELECT tenancy.may('" + res.permission +
-                      "', 'write'), (SELECT (" + res.json_sql + ")::text FROM upd x), " +
-                      refs.missing + " FROM refs";
-    Result r = tx.exec_last(sql, params);
-    if (r.value(0, 0) != std::optional<std::string>("t"))
-        refuse(403, "this credential's role may not change " + res.plural);
-    if (auto missing = r.value(0, 2))
-        refuse(404, *missing);
-    if (!r.value(0, 1))
+    Result r = tx.exec("UPDATE tenancy." + res.plural + " x SET " + sets +
+                           " WHERE x.main_id = $2::bigint AND x.public_id = $1 RETURNING "
+                           "x.main_id, x.id",
+                       params);
+    if (r.rows() == 0)
         refuse(404, res.singular + " " + quoted(rid) + " not found");
-    return ApiAnswer{200, nlohmann::json::parse(*r.value(0, 1))};
+    auto json = read_back(res, tx, r.value(0, 0).value_or(""), r.value(0, 1).value_or(""));
+    return ApiAnswer{200, nlohmann::json::parse(json.value_or("{}"))};
 }
 
 ApiAnswer delete_row(const Resource &res, Tx &tx, const ApiCall &call) {
     const std::string &rid = call.path_param("rid");
-    Result r = tx.exec_last("WITH del AS (DELETE FROM tenancy." + res.plural +
-                                " x WHERE x.public_id = $1 RETURNING 1) SELECT tenancy.may('" +
-                                res.permission + "', 'write'), (SELECT count(*) FROM del)",
-                            {rid});
-    if (r.value(0, 0) != std::optional<std::string>("t"))
+    Result may = tx.exec("SELECT tenancy.may('" + res.permission + "', 'write')");
+    if (may.value(0, 0) != std::optional<std::string>("t"))
         refuse(403, "this credential's role may not delete " + res.plural);
-    if (r.value(0, 1) == std::optional<std::string>("0"))
+    Result r = tx.exec_last(
+        "DELETE FROM tenancy." + res.plural + " x WHERE x.public_id = $1 RETURNING 1", {rid});
+    if (r.rows() == 0)
         refuse(404, res.singular + " " + quoted(rid) + " not found");
     return ApiAnswer{204, nullptr};
 }
@@ -240,11 +276,13 @@ Resource agents() {
     r.singular = "agent";
     r.tag = "agents";
     r.permission = "agents";
-    r.json_sql = "jsonb_build_object('id', x.public_id, 'account', " + account_json() +
-                 ", 'name', x.name, 'prompt', x.prompt, 'voice', x.voice, 'language', "
-                 "x.language, 'model', x.model, 'tools', x.tools, 'created_at', x.created_at, "
-                 "'updated_at', x.updated_at)";
+    r.json_sql =
+        "jsonb_build_object('id', x.public_id, 'account', xa.public_id, 'name', x.name, "
+        "'prompt', x.prompt, 'voice', x.voice, 'language', "
+        "x.language, 'model', x.model, 'tools', x.tools, 'created_at', x.created_at, "
+        "'updated_at', x.updated_at)";
     r.list_json_sql = r.json_sql;
+    r.joins = account_join();
     r.columns = {
         {Field("name").require().max(200).describe("the assistant's name"), "name"},
         {Field("prompt").max(100000).describe("system prompt"), "prompt"},
@@ -274,10 +312,12 @@ Resource contacts() {
     r.singular = "contact";
     r.tag = "contacts";
     r.permission = "contacts";
-    r.json_sql = "jsonb_build_object('id', x.public_id, 'account', " + account_json() +
-                 ", 'name', x.name, 'phone', x.phone, 'email', x.email, 'attributes', "
-                 "x.attributes, 'created_at', x.created_at, 'updated_at', x.updated_at)";
+    r.json_sql =
+        "jsonb_build_object('id', x.public_id, 'account', xa.public_id, 'name', x.name, "
+        "'phone', x.phone, 'email', x.email, 'attributes', "
+        "x.attributes, 'created_at', x.created_at, 'updated_at', x.updated_at)";
     r.list_json_sql = r.json_sql;
+    r.joins = account_join();
     r.columns = {
         {Field("name").max(200).allow_null().describe("display name"), "name"},
         {Field("phone").max(40).allow_null().describe("phone number"), "phone"},
@@ -309,18 +349,17 @@ Resource conversations() {
     r.tag = "conversations";
     r.permission = "conversations";
     std::string common =
-        "'id', x.public_id, 'account', " + account_json() +
-        ", 'agent', (SELECT r.public_id FROM tenancy.agents r WHERE r.main_id = x.main_id AND "
-        "r.id = x.agent_id), 'contact', (SELECT r.public_id FROM tenancy.contacts r WHERE "
-        "r.main_id = x.main_id AND r.id = x.contact_id), 'channel', (SELECT r.public_id FROM "
-        "tenancy.channels r WHERE r.main_id = x.main_id AND r.id = x.channel_id), 'direction', "
-        "x.direction, 'started_at', x.started_at, 'ended_at', x.ended_at, 'duration_s', "
+        "'id', x.public_id, 'account', xa.public_id, 'agent', xg.public_id, 'contact', "
+        "xc.public_id, 'channel', xh.public_id, 'direction', x.direction, 'started_at', "
+        "x.started_at, 'ended_at', x.ended_at, 'duration_s', "
         "x.duration_s, 'status', x.status, 'recording_ref', x.recording_ref, "
         "'escalation_state', x.escalation_state, 'claimed_by', x.claimed_by, 'claimed_at', "
         "x.claimed_at, 'created_at', x.created_at, 'updated_at', x.updated_at";
     r.json_sql = "jsonb_build_object(" + common + ", 'transcript', jsonb_build_object('turns', " +
                  kTranscriptSql + "))";
     r.list_json_sql = "jsonb_build_object(" + common + ")";
+    r.joins = account_join() + ref_join("agents", "xg", "agent_id") +
+              ref_join("contacts", "xc", "contact_id") + ref_join("channels", "xh", "channel_id");
     Field transcript = Field("transcript", FieldType::object)
                            .max(1 << 20)
                            .describe("{\"turns\": [{\"speaker\", \"text\", \"at\"}, ...]}");
@@ -468,8 +507,8 @@ ApiAnswer list_escalations(const Resource &conv, Tx &tx, const ApiCall &call) {
     Result r = tx.exec_last(
         "SELECT tenancy.may('escalations', 'read'), coalesce(jsonb_agg(s.j ORDER BY s.id), "
         "'[]')::text FROM (SELECT x.id, " +
-            conv.list_json_sql +
-            " AS j FROM tenancy.conversations x WHERE x.escalation_state IN ('queued', 'claimed') "
+            conv.list_json_sql + " AS j FROM tenancy.conversations x" + conv.joins +
+            " WHERE x.escalation_state IN ('queued', 'claimed') "
             "AND ($3::text IS NULL OR x.escalation_state = $3) AND ($1::bigint IS NULL OR x.id > "
             "$1) ORDER BY x.id LIMIT $2::integer) s",
         {after, std::to_string(page.limit + 1), call.query("state")});

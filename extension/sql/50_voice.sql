@@ -411,12 +411,16 @@ CREATE FUNCTION tenancy.claim_conversation(conversation text) RETURNS text
 DECLARE
     c record;
     me text;
+    -- Values, not calls, in the statements below: Citus locks and updates a
+    -- row only on a shard it chooses when planning (the main account).
+    mid bigint := tenancy.current_main_id();
+    claimed timestamptz := now();
 BEGIN
     PERFORM tenancy._require('escalations', 'write');
     me := tenancy._principal_ref();
     SELECT x.main_id, x.id, x.escalation_state, x.claimed_by INTO c
     FROM tenancy.conversations x
-    WHERE x.public_id = conversation AND x.account_path <@ tenancy.current_path()
+    WHERE x.main_id = mid AND x.public_id = conversation AND x.account_path <@ tenancy.current_path()
     FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation "%" not found', conversation USING ERRCODE = 'P0002';
@@ -427,7 +431,7 @@ BEGIN
         RAISE EXCEPTION 'conversation "%" is not waiting in the escalation queue (state %)',
             conversation, c.escalation_state USING ERRCODE = '55000';
     END IF;
-    UPDATE tenancy.conversations x SET escalation_state = 'claimed', claimed_by = me, claimed_at = now()
+    UPDATE tenancy.conversations x SET escalation_state = 'claimed', claimed_by = me, claimed_at = claimed
     WHERE x.main_id = c.main_id AND x.id = c.id;
     RETURN me;
 END $$;
@@ -440,15 +444,23 @@ CREATE FUNCTION tenancy.set_availability(status text) RETURNS jsonb
     AS $$
 DECLARE
     saved tenancy.support_availability;
+    here tenancy.account_path;
+    me text;
+    stamp timestamptz := now();
 BEGIN
     PERFORM tenancy._require('escalations', 'write');
     IF status IS NULL OR status NOT IN ('online', 'away', 'offline') THEN
         RAISE EXCEPTION 'availability status must be online, away or offline' USING ERRCODE = '22023';
     END IF;
-    INSERT INTO tenancy.support_availability AS s (account_path, principal, status)
-    VALUES (tenancy.current_path(), tenancy._principal_ref(), set_availability.status)
-    ON CONFLICT (account_path, principal)
-        DO UPDATE SET status = excluded.status, updated_at = now()
+    -- Values computed before the upsert: Citus refuses a non-IMMUTABLE call
+    -- in its DO UPDATE.
+    here := tenancy.current_path();
+    me := tenancy._principal_ref();
+    -- The constraint by name: on Citus the key also leads with main_id (95_citus.sql).
+    INSERT INTO tenancy.support_availability AS s (account_path, principal, status, updated_at)
+    VALUES (here, me, set_availability.status, stamp)
+    ON CONFLICT ON CONSTRAINT support_availability_pkey
+        DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
     RETURNING * INTO saved;
     RETURN jsonb_build_object('principal', saved.principal, 'account', tenancy.current_account(),
                               'status', saved.status, 'updated_at', saved.updated_at);

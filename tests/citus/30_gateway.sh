@@ -18,7 +18,7 @@ if [ ! -x gateway/tenancy-gateway ]; then
     record FAIL $CT_SUITE gateway-binary-missing
 else
     ct_gw_known=$(grep -v '^\s*#' tests/citus/gateway-known-limits 2>/dev/null | awk '{print $1}')
-    for ct_gw_file in routes_accounts routes_team routes_usage routes_auth; do
+    for ct_gw_file in routes_accounts routes_team routes_usage routes_auth routes_voice routes_phi; do
         ct_gw_log=$CT_WORK/gateway-$ct_gw_file.log
         GWLIB_CITUS="$CT_WORK/coord ${ct_port[coord]}" timeout 900 python3 tests/gateway/$ct_gw_file.py \
             "$CT_WORK" >"$ct_gw_log" 2>&1

@@ -2,6 +2,7 @@
 # on loopback, the extension distributed by main account, the context verified
 # on every node. Skipped (and passing) when Citus is not installed.
 CT_SUITE=citus
+ct_started=$SECONDS
 ct_libdir=$("$PG_CONFIG" --pkglibdir)
 ct_sharedir=$("$PG_CONFIG" --sharedir)
 if [ ! -f "$ct_libdir/citus.so" ] || [ ! -f "$ct_sharedir/extension/citus.control" ]; then
@@ -18,7 +19,7 @@ ct_ok=1
 mapfile -t ct_conf < <(grep -v '^\s*#' tests/postgresql.conf | grep -v '^\s*$' | grep -v '^shared_preload_libraries')
 ct_conf+=("shared_preload_libraries = 'citus,tenancy'" "max_prepared_transactions = 20"
           "citus.propagate_set_commands = 'local'" "citus.enable_unsafe_triggers = on"
-          "citus.shard_count = 8" "citus.log_remote_commands = off"
+          "citus.shard_count = 4" "citus.log_remote_commands = off"
           "citus.max_adaptive_executor_pool_size = 1")
 ct_port_c=$(free_port $((59000 + RANDOM % 1000)))
 ct_port_w1=$(free_port $((ct_port_c + 1)))
@@ -86,6 +87,7 @@ if [ $ct_ok = 1 ]; then
         "$($CC -c "SELECT string_agg(c.relname, ' ' ORDER BY c.relname) FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid WHERE p.partmethod = 'n' AND p.repmodel = 't' AND c.relname IN ('context_keys', 'plans', 'roles', 'role_permissions')")"
 fi
 
+echo "   (cluster and distribute() took $((SECONDS - ct_started)) s)"
 # ---- tenants: random trees over many main accounts, on both workers ---------
 ct_mains=()
 if [ $ct_ok = 1 ]; then
@@ -285,7 +287,9 @@ fi
 # (one "account key" line per account made above).
 for ct_part in tests/citus/*.sh; do
     [ -f "$ct_part" ] || continue
+    ct_part_started=$SECONDS
     [ $ct_ok = 1 ] && . "$ct_part"
+    echo "   ($ct_part took $((SECONDS - ct_part_started)) s)"
 done
 
 # CITUS_KEEP_RUNNING=1 (with KEEP_TEST_DIR=1): leave the three nodes up for a

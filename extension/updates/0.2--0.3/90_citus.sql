@@ -521,6 +521,10 @@ BEGIN
     -- transcript_keys, a reference table: a local read on that worker.
     ALTER FUNCTION tenancy._transcript_key(bigint) SET citus.allow_nested_distributed_execution = on;
     ALTER FUNCTION tenancy._transcript_key_id(bigint) SET citus.allow_nested_distributed_execution = on;
+    -- A sealed transcript is opened where its row is (transcript_of() in a
+    -- query on the shard): the server key comes from context_keys, a
+    -- reference table, read locally on that worker.
+    ALTER FUNCTION tenancy._derived_key(text) SET citus.allow_nested_distributed_execution = on;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_prepare() FROM PUBLIC;
 
