@@ -101,13 +101,17 @@ north_client = gw.sql("SELECT tenancy.create_account(%s, 'North Client') FROM "
 MEMBERSHIP_COLUMNS = "main_id, account_path, user_id, role" if gw.citus else "account_path, user_id, role"
 MAIN_ID_VALUE = "a.main_id, " if gw.citus else ""
 
-# Dana works for both agencies: admin of North, viewer of South.
+# Dana works for both agencies: admin of North, viewer of South. North's
+# membership is the older one (its own statement first: on Citus a row's
+# created_at is the now() of the worker holding it, so one statement writing
+# two shards does not order them).
 gw.sql("INSERT INTO tenancy.users (email, password_hash) VALUES (%s, tenancy.hash_password('dana-pass-1'))"
        % lit("dana@" + DOMAIN))
-gw.sql("INSERT INTO tenancy.memberships (%s) "
-       "SELECT %sa.path, u.id, CASE a.public_id WHEN %s THEN 'admin' ELSE 'viewer' END "
-       "FROM tenancy.accounts a, tenancy.users u WHERE a.public_id IN (%s, %s) AND u.email = %s"
-       % (MEMBERSHIP_COLUMNS, MAIN_ID_VALUE, lit(north), lit(north), lit(south), lit("dana@" + DOMAIN)))
+for acct, role in ((north, "admin"), (south, "viewer")):
+    gw.sql("INSERT INTO tenancy.memberships (%s) "
+           "SELECT %sa.path, u.id, %s FROM tenancy.accounts a, tenancy.users u "
+           "WHERE a.public_id = %s AND u.email = %s"
+           % (MEMBERSHIP_COLUMNS, MAIN_ID_VALUE, lit(role), lit(acct), lit("dana@" + DOMAIN)))
 DANA = "dana@" + DOMAIN
 
 
