@@ -4,8 +4,8 @@
 # ends without a crash, leak, timeout or sanitizer report.
 #
 # Optional per target: a seed corpus in tests/fuzz/corpus/<name>/ and a
-# dictionary tests/fuzz/<name>.dict. FUZZ_SECONDS (default 20) bounds each run.
-fuzz_seconds=${FUZZ_SECONDS:-20}
+# dictionary tests/fuzz/<name>.dict. FUZZ_SECONDS (default 12: millions of runs per target; CI's budget) bounds each run.
+fuzz_seconds=${FUZZ_SECONDS:-12}
 fuzz_cxx=${FUZZ_CXX:-clang++-14}
 fuzz_build=tests/build/fuzz
 fuzz_work=$TENANCY_TEST_WORK/fuzz

@@ -40,7 +40,6 @@ ALTER TABLE tenancy.usage_totals ADD COLUMN main_id bigint NOT NULL
 -- Writers and readers that name main_id as a value (Citus routes by it), or
 -- a key that gains it in front there.
 
-
 CREATE OR REPLACE FUNCTION tenancy.mail_failed(id bigint, claimer text, error text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -237,55 +236,5 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy.record_usage(account text, kind text, quantity numeric,
-                                     at timestamptz DEFAULT now(), ref text DEFAULT NULL) RETURNS text
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, tenancy, pg_temp
-    AS $$
-#variable_conflict use_column
-DECLARE
-    a tenancy.accounts;
-    new_id bigint;
-    prior tenancy.usage_records;
-    when_at timestamptz := coalesce(record_usage.at, now());
-BEGIN
-    PERFORM tenancy._require('usage', 'write');
-    a := tenancy._visible_account(account);
-    IF kind IS NULL OR NOT EXISTS (SELECT FROM tenancy.usage_kinds k WHERE k.kind = record_usage.kind) THEN
-        RAISE EXCEPTION 'unknown usage kind "%"', kind USING ERRCODE = '22023',
-            HINT = (SELECT 'Known kinds: ' || string_agg(k.kind, ', ' ORDER BY k.kind) FROM tenancy.usage_kinds k);
-    END IF;
-    IF quantity IS NULL OR quantity = 'NaN' OR quantity < 0 OR quantity > 1e12 OR scale(quantity) > 6 THEN
-        RAISE EXCEPTION 'usage quantity must be a number from 0 to 10^12 with at most 6 decimals'
-            USING ERRCODE = '22023';
-    END IF;
-    IF when_at > now() + interval '5 minutes' OR when_at < '2000-01-01' THEN
-        RAISE EXCEPTION 'usage time must not be in the future (beyond 5 minutes of clock skew) nor before 2000'
-            USING ERRCODE = '22023';
-    END IF;
-    IF ref IS NOT NULL AND (length(ref) = 0 OR length(ref) > 200) THEN
-        RAISE EXCEPTION 'usage ref must be 1 to 200 characters' USING ERRCODE = '22023';
-    END IF;
-    INSERT INTO tenancy.usage_records AS r (account_path, kind, quantity, at, ref, recorded_by)
-    VALUES (a.path, record_usage.kind, record_usage.quantity, when_at, record_usage.ref,
-            tenancy._context_field('principal_kind') || ':' || tenancy._context_field('principal_id'))
-    -- Only usage_records_ref can conflict (ids come from a sequence); no
-    -- conflict target, as on Citus that index gains main_id in front.
-    ON CONFLICT DO NOTHING
-    RETURNING r.id INTO new_id;
-    IF new_id IS NULL THEN
-        SELECT * INTO prior FROM tenancy.usage_records r
-        WHERE r.account_path = a.path AND r.kind = record_usage.kind AND r.ref = record_usage.ref;
-        IF prior.quantity <> record_usage.quantity THEN
-            RAISE EXCEPTION 'usage ref "%" is already recorded with another quantity', ref
-                USING ERRCODE = '23505';
-        END IF;
-        new_id := prior.id;
-    END IF;
-    RETURN format('usg_%s_%s', a.main_id, new_id);
-END $$;
-
 -- distribute(): which tables, and how they are reshaped.
-
-
 
