@@ -354,3 +354,17 @@ SELECT row_key ->> 'id' AS row, target FROM tenancy.audit_log WHERE target LIKE 
 SELECT array_agg(id ORDER BY id) = array_agg(id ORDER BY row_key ->> 'id') AS ids_in_write_order
 FROM tenancy.audit_log WHERE target LIKE 'audit_names%';
 DROP SCHEMA audit_names_2 CASCADE;
+
+-- audit_entries(): the DBA's reader of the whole log; on one node exactly
+-- this node's audit_log (all of it, or one main account's); refused to
+-- clients (tenancy_app), granted to tenancy_admin.
+SELECT (SELECT count(*) FROM tenancy.audit_entries()) = (SELECT count(*) FROM tenancy.audit_log) AS entries_all,
+       (SELECT count(*) FROM tenancy.audit_entries(:main_id))
+         = (SELECT count(*) FROM tenancy.audit_log WHERE main_id = :main_id) AS entries_of_main,
+       (SELECT count(*) FROM tenancy.audit_entries(:main_id)) > 0 AS some_entries,
+       NOT EXISTS (SELECT FROM tenancy.audit_entries(:main_id) WHERE main_id <> :main_id) AS only_that_main;
+SELECT has_function_privilege('tenancy_app', 'tenancy.audit_entries(bigint)', 'EXECUTE') AS app_may,
+       has_function_privilege('tenancy_admin', 'tenancy.audit_entries(bigint)', 'EXECUTE') AS admin_may;
+SET ROLE tenancy_app;
+SELECT count(*) FROM tenancy.audit_entries();
+RESET ROLE;

@@ -64,6 +64,18 @@ $$;
 REVOKE ALL ON FUNCTION tenancy._citus_distributed(), tenancy._citus_reference_tables(),
     tenancy._citus_tenant_tables() FROM PUBLIC;
 
+-- A tenant table's account path column: path (accounts), account_path (the
+-- others), or NULL (api_key_secrets, which follows its key).
+CREATE FUNCTION tenancy._citus_path_column(tbl regclass) RETURNS name
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT a.attname FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname IN ('path', 'account_path') AND NOT a.attisdropped
+    ORDER BY a.attname = 'path' DESC LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION tenancy._citus_path_column(regclass) FROM PUBLIC;
+
 -- Reshapes one table so that Citus accepts it as distributed by main_id, on
 -- the node where it runs (distribute() runs it on every node, as the
 -- extension's tables exist on every node): a generated main_id becomes a plain
@@ -125,9 +137,7 @@ BEGIN
         END LOOP;
         EXECUTE format('DROP POLICY %I ON %s', c.name, tbl);
     END LOOP;
-    SELECT a.attname INTO path_col FROM pg_attribute a
-    WHERE a.attrelid = tbl AND a.attname IN ('path', 'account_path') AND NOT a.attisdropped
-    ORDER BY a.attname = 'path' DESC LIMIT 1;
+    path_col := tenancy._citus_path_column(tbl);
     IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'main_id'
                AND a.attgenerated = 's') THEN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN main_id DROP EXPRESSION', tbl);
@@ -420,6 +430,7 @@ DECLARE
     cols text;
     vals text;
     subtree text;
+    subtrees text[] := '{}';
     n bigint;
     moved jsonb := '{}';
     account_ids bigint[];
@@ -444,9 +455,7 @@ BEGIN
     -- Copies first, in the order of the tables (accounts first), then the
     -- old rows, in reverse order (api_key_secrets finds its keys by api_keys).
     FOREACH t IN ARRAY tables LOOP
-        SELECT x.attname INTO path_col FROM pg_attribute x
-        WHERE x.attrelid = t AND x.attname IN ('path', 'account_path') AND NOT x.attisdropped
-        ORDER BY x.attname = 'path' DESC LIMIT 1;
+        path_col := tenancy._citus_path_column(t);
         SELECT string_agg(quote_ident(x.attname), ', ' ORDER BY x.attnum),
                string_agg(CASE WHEN x.attname = 'main_id' THEN '$1'
                                WHEN x.attname = path_col THEN format('tenancy.subpath(x.%I, $2)', x.attname)
@@ -460,6 +469,7 @@ BEGIN
         ELSE
             RAISE EXCEPTION 'promote_account() on Citus: % has no account path', t USING ERRCODE = '0A000';
         END IF;
+        subtrees := subtrees || subtree;
         EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s x WHERE %s',
                        t, cols, vals, t, subtree)
             USING s, cut, m, a.path, key_ids;
@@ -469,13 +479,9 @@ BEGIN
         END IF;
     END LOOP;
     FOR i IN REVERSE array_length(tables, 1) .. 1 LOOP
-        t := tables[i];
-        SELECT x.attname INTO path_col FROM pg_attribute x
-        WHERE x.attrelid = t AND x.attname IN ('path', 'account_path') AND NOT x.attisdropped
-        ORDER BY x.attname = 'path' DESC LIMIT 1;
-        subtree := CASE WHEN path_col IS NULL THEN 'x.main_id = $1 AND x.key_id = ANY ($3)'
-                        ELSE format('x.main_id = $1 AND x.%I OPERATOR(tenancy.<@) $2', path_col) END;
-        EXECUTE format('DELETE FROM %s x WHERE %s', t, subtree) USING m, a.path, key_ids;
+        -- The copy's condition on the old rows ($1 and $2 unused here).
+        EXECUTE format('DELETE FROM %s x WHERE %s', tables[i], subtrees[i])
+            USING s, cut, m, a.path, key_ids;
     END LOOP;
     EXECUTE 'SET LOCAL session_replication_role = origin';
     -- Tables left on the coordinator name the main account too.

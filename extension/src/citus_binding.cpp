@@ -37,6 +37,7 @@ using VoidFn = void (*)(void);
 using GroupFn = int32 (*)(void);
 using IsCitusTableFn = bool (*)(Oid);
 using ShardIdFn = uint64 (*)(const char *, bool);
+using LoadedFn = bool (*)(void);
 
 struct CitusApi {
     bool looked_up = false;
@@ -46,12 +47,9 @@ struct CitusApi {
     IsCitusTableFn is_citus_table = nullptr;
     IsCitusTableFn is_known_shard = nullptr;
     ShardIdFn shard_id_of_name = nullptr;
+    LoadedFn has_been_loaded = nullptr;
 };
 CitusApi api;
-
-bool citus_loaded() {
-    return GetConfigOption("citus.propagate_set_commands", true, false) != nullptr;
-}
 
 void *citus_symbol(const char *name) {
     return pg_call([&] { return load_external_function("citus", name, true, NULL); });
@@ -68,9 +66,22 @@ const CitusApi &citus_api() {
             reinterpret_cast<IsCitusTableFn>(citus_symbol("RelationIsAKnownShard"));
         api.shard_id_of_name =
             reinterpret_cast<ShardIdFn>(citus_symbol("ExtractShardIdFromTableName"));
+        api.has_been_loaded = reinterpret_cast<LoadedFn>(citus_symbol("CitusHasBeenLoaded"));
         api.looked_up = true;
     }
     return api;
+}
+
+// Citus is preloaded (its settings exist) and its extension is created in
+// this database. A database without it, beside Citus's on the same server,
+// is one node: Citus's metadata functions error there ("cache lookup failed
+// for pg_dist_local_group"), so none is called. CitusHasBeenLoaded caches
+// its answer per database.
+bool citus_loaded() {
+    if (GetConfigOption("citus.propagate_set_commands", true, false) == nullptr)
+        return false;
+    const CitusApi &c = citus_api();
+    return c.has_been_loaded == nullptr || pg_call([&] { return c.has_been_loaded(); });
 }
 
 Oid context_keys_relid() {

@@ -86,6 +86,21 @@ for mid in "${ca_mid[@]}"; do
     [ "$got" = t ] || { bad=$((bad + 1)); echo "        main $mid: $got"; }
 done
 ct_check audit-sealed-on-the-shards-worker 0 $bad
+# audit_entries(): the DBA reads every node's log through the coordinator,
+# each entry once (a main account's on its worker; the installation's on the
+# coordinator); no client may call it.
+bad=0
+for mid in "${ca_mid[@]}"; do
+    want=$(ct "${ca_node[$mid]}" postgres -c "SELECT count(*) || ' ' || count(DISTINCT id) FROM tenancy.audit_log WHERE main_id = $mid")
+    got=$($CC -c "SELECT count(*) || ' ' || count(DISTINCT id) FROM tenancy.audit_entries($mid) WHERE main_id = $mid")
+    [ "$got" = "$want" ] || { bad=$((bad + 1)); echo "        main $mid: expected $want, got $got"; }
+done
+ct_check audit-entries-reads-each-main-on-its-worker 0 $bad
+want=0
+for n in coord w1 w2; do want=$((want + $(ct $n postgres -c "SELECT count(*) FROM tenancy.audit_log"))); done
+ct_check audit-entries-reads-every-node "$want" "$($CC -c "SELECT count(*) FROM tenancy.audit_entries()")"
+ct_check audit-entries-refused-to-clients 1 \
+    "$(ct coord ct_app -c "SELECT count(*) FROM tenancy.audit_entries()" 2>&1 | grep -c 'permission denied')"
 
 # audit_verify through the coordinator: the DBA's, per main account and for
 # all chains on every node; in context, the main account's and a subaccount's.
@@ -206,6 +221,9 @@ ct_check audit-entry-waits-while-worker-down 1 \
 ct_check audit-verify-all-names-the-node-down 1 \
     "$($CC -c "SELECT count(*) FROM tenancy.audit_verify() WHERE main_id IS NULL AND NOT ok
                AND reason LIKE 'node 127.0.0.1:${ct_port[w2]} could not verify%'")"
+ct_check audit-entries-error-names-the-node-down 1 \
+    "$($CC -v VERBOSITY=verbose -c "SELECT count(*) FROM tenancy.audit_entries()" 2>&1 |
+        grep -c "58000: audit_entries: cannot read the log of node 127.0.0.1:${ct_port[w2]}")"
 cluster_start "$CT_WORK/w2"
 ca_wait audit-moved-after-worker-back "SELECT NOT EXISTS (SELECT FROM tenancy.audit_log WHERE main_id <> 0)" coord &&
     ca_wait audit-moved-after-worker-back "SELECT EXISTS (SELECT FROM tenancy.audit_log l

@@ -1,9 +1,9 @@
-# The gateway against the coordinator: route test files of tests/gateway run
-# unchanged against this cluster (tests/gateway/gwlib.py with GWLIB_CITUS:
-# the gateway logs in to the coordinator as its own client role; the DBA's
-# checks run there too). Cases that read what Citus keeps elsewhere are
-# listed in tests/citus/gateway-known-limits, with the reason; they are
-# shown, not counted.
+# The gateway against the coordinator: the route test files of tests/gateway
+# and its end-to-end test (e2e.py, last: it stops and restarts the
+# coordinator) run against this cluster (GWLIB_CITUS: the gateway logs in to
+# the coordinator as its own client role; the DBA's checks run there too).
+# Cases that cannot pass on Citus would be listed in
+# tests/citus/gateway-known-limits, with the reason, and shown, not counted.
 # tenancy_app's login (tenancy.citus_worker_logins(), run by distribute()):
 # on the workers only, with a password no client can read.
 ct_check tenancy-app-login-on-workers-only "f t t" \
@@ -18,7 +18,7 @@ if [ ! -x gateway/tenancy-gateway ]; then
     record FAIL $CT_SUITE gateway-binary-missing
 else
     ct_gw_known=$(grep -v '^\s*#' tests/citus/gateway-known-limits 2>/dev/null | awk '{print $1}')
-    for ct_gw_file in routes_accounts routes_team routes_usage routes_auth routes_voice routes_phi; do
+    for ct_gw_file in routes_accounts routes_team routes_usage routes_auth routes_voice routes_phi routes_framework e2e; do
         ct_gw_log=$CT_WORK/gateway-$ct_gw_file.log
         GWLIB_CITUS="$CT_WORK/coord ${ct_port[coord]}" timeout 900 python3 tests/gateway/$ct_gw_file.py \
             "$CT_WORK" >"$ct_gw_log" 2>&1

@@ -10,8 +10,7 @@ cp_rows() {
         DECLARE t regclass; c name; n bigint; out text := '';
         BEGIN
             FOREACH t IN ARRAY tenancy._citus_tenant_tables() LOOP
-                SELECT attname INTO c FROM pg_attribute WHERE attrelid = t AND attname IN ('path', 'account_path')
-                ORDER BY attname = 'path' DESC LIMIT 1;
+                c := tenancy._citus_path_column(t);
                 IF c IS NULL THEN
                     EXECUTE format('SELECT count(*) FROM %s x WHERE x.main_id = \$1 AND EXISTS (SELECT FROM tenancy.api_keys k
                                     WHERE k.main_id = x.main_id AND k.id = x.key_id AND k.account_path OPERATOR(tenancy.<@) \$2)', t)
@@ -48,6 +47,10 @@ if [ -n "$cp_pick" ]; then
     cp_path=$($CC -c "SELECT path FROM tenancy.accounts WHERE main_id = $cp_m AND id = $cp_s")
     cp_mpub=$($CC -c "SELECT public_id FROM tenancy.accounts WHERE main_id = $cp_m AND id = $cp_m")
     cp_before=$(cp_rows "$cp_m" "$cp_path")
+    # The counts the checks below compare with: one per tenant table, some
+    # accounts (an empty answer would make every comparison pass).
+    ct_check promote-rows-counted-before t \
+        "$(grep -qE '(^| )tenancy\.accounts:[1-9]' <<<"$cp_before" && echo t)"
     cp_sub_keys=$(awk 'NR==FNR {ids[$1]; next} $1 in ids' \
         <($CC -c "SELECT public_id FROM tenancy.accounts WHERE main_id = $cp_m AND path OPERATOR(tenancy.<@) '$cp_path'") \
         "$CT_WORK/keys")

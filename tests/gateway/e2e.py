@@ -4,6 +4,12 @@ throw-away PostgreSQL cluster (so it can stop and restart it).
 
 Usage: e2e.py WORKDIR   (run from the repository root, PG_CONFIG exported)
 Prints one "PASS name" / "FAIL name: why" line per case.
+
+With GWLIB_CITUS="SOCKET_DIR PORT" (tests/citus/30_gateway.sh, as for the
+route test files) the cluster is an existing Citus coordinator where tenancy
+is distributed: the same cases run against it, the /v1 cases in its
+distributed database; stopping and restarting the cluster stops and restarts
+the coordinator.
 """
 import json
 import os
@@ -20,6 +26,10 @@ ROOT = os.getcwd()
 GATEWAY = os.path.join(ROOT, "gateway", "tenancy-gateway")
 WORK = sys.argv[1]
 CLUSTER = os.path.join(WORK, "gw-e2e-pg")
+CITUS = os.environ.get("GWLIB_CITUS")
+if CITUS:
+    CLUSTER = CITUS.split()[0]
+API_DB = "postgres" if CITUS else "api_e2e"  # the database of the /v1 cases
 LOG = os.path.join(WORK, "gw-e2e-gateway.log")
 ERR = os.path.join(WORK, "gw-e2e-gateway.err")
 GW_ROLE = "gw_e2e"  # the gateways' own database login role
@@ -110,16 +120,24 @@ def problem(status, headers, body, code):
 
 
 def main():
-    pg_port = free_port()
+    pg_port = int(CITUS.split()[1]) if CITUS else free_port()
     http_port = free_port()
-    cluster("cluster_init", pg_port)
-    cluster("cluster_start")
     # Every gateway here logs in as its own client role, a member of
     # tenancy_gateway (tenancy.create_client(..., gateway => true)), never
     # as a superuser; psql below is the DBA (postgres).
+    setup = ["SELECT tenancy.create_client('%s', NULL, gateway => true)" % GW_ROLE]
+    if CITUS:
+        # Citus connects to the workers as the gateway's role too: a password
+        # there, held by the coordinator (as tests/gateway/gwlib.py does).
+        setup += ["ALTER ROLE %s PASSWORD 'worker-%s'" % (GW_ROLE, GW_ROLE),
+                  "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) "
+                  "VALUES (0, '%s', 'password=worker-%s')" % (GW_ROLE, GW_ROLE)]
+    else:
+        cluster("cluster_init", pg_port)
+        cluster("cluster_start")
+        setup.insert(0, "CREATE EXTENSION tenancy")
     subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", CLUSTER, "-p", str(pg_port),
-                    "-U", "postgres", "-d", "postgres", "-c", "CREATE EXTENSION tenancy",
-                    "-c", "SELECT tenancy.create_client('%s', NULL, gateway => true)" % GW_ROLE],
+                    "-U", "postgres", "-d", "postgres"] + [a for c in setup for a in ("-c", c)],
                    check=True, capture_output=True, timeout=60)
     conninfo = "host=%s port=%d dbname=postgres user=%s" % (CLUSTER, pg_port, GW_ROLE)
     gw = start_gateway(["--listen", "127.0.0.1", "--port", str(http_port), "--database-url",
@@ -362,7 +380,7 @@ def main():
         assert "HTTP/1.1 408" in codes, codes
 
     # ---- /v1: authenticated requests, each recorded in the audit log ----
-    def psql(sql, db="api_e2e"):
+    def psql(sql, db=API_DB):
         return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", CLUSTER,
                                "-p", str(pg_port), "-U", "postgres", "-d", db, "-c", sql],
                               check=True, capture_output=True, text=True, timeout=60).stdout.strip()
@@ -377,26 +395,28 @@ def main():
 
     def api_entry(request_id):
         """The api.request entry of a request id (as the DBA sees it), once written."""
-        out = psql("SELECT row_to_json(l)::text FROM tenancy.audit_log l "
+        out = psql("SELECT row_to_json(l)::text FROM tenancy.audit_entries() l "
                    "WHERE l.action = 'api.request' AND l.change->>'request_id' = '%s'" % request_id)
         return json.loads(out) if out else None
 
     @case("api_me_with_an_api_key")
     def _():
-        psql("CREATE DATABASE api_e2e", db="postgres")
-        psql("CREATE EXTENSION tenancy")
+        if not CITUS:
+            psql("CREATE DATABASE api_e2e", db="postgres")
+            psql("CREATE EXTENSION tenancy")
         main = psql("SELECT tenancy.create_main_account('Api E2E', 'owner@api.test', 'api-pass-1')")
         key = psql("SELECT tenancy.admin_create_api_key('%s', 'e2e key')" % main)
         child = psql("BEGIN; SELECT tenancy.authenticate('%s'); "
                      "SELECT tenancy.create_account('%s', 'Api Child'); COMMIT" % (key, main)).splitlines()[-1]
         child_key = psql("SELECT tenancy.admin_create_api_key('%s', 'child key')" % child)
         api.update(main=main, key=key, child=child, child_key=child_key,
+                   main_id=psql("SELECT main_id FROM tenancy.accounts WHERE public_id = '%s'" % main),
                    main_path=psql("SELECT path::text FROM tenancy.accounts WHERE public_id = '%s'" % main),
                    child_path=psql("SELECT path::text FROM tenancy.accounts WHERE public_id = '%s'" % child))
         api["port"] = free_port()
         # No background sealer in this cluster: the gateway seals.
         start_gateway(["--port", str(api["port"]), "--audit-seal-interval-ms", "100", "--pool-size", "4",
-                       "--database-url", conninfo.replace("dbname=postgres", "dbname=api_e2e")],
+                       "--database-url", conninfo.replace("dbname=postgres", "dbname=" + API_DB)],
                       log=LOG + ".api", err=ERR + ".api")
         poll(lambda: request(api["port"], "/readyz")[0] == 200, 15, "api gateway ready")
         status, headers, body = call("/v1/me", key)
@@ -526,7 +546,7 @@ def main():
         port = free_port()
         log = os.path.join(WORK, "gw-e2e-norole.log")
         p = start_gateway(["--port", str(port), "--database-url",
-                           conninfo.replace("dbname=postgres", "dbname=api_e2e").replace("user=" + GW_ROLE, "user=gw_no_app")],
+                           conninfo.replace("dbname=postgres", "dbname=" + API_DB).replace("user=" + GW_ROLE, "user=gw_no_app")],
                           log=log, err=ERR + ".norole")
         poll(lambda: request(port, "/readyz")[0] == 200, 15, "gateway ready")
         status, headers, body = request(port, "/v1/me", headers={"Authorization": "Bearer " + api["key"]})
@@ -544,8 +564,13 @@ def main():
         assert status == 200 and v["ok"] is True and v["entries"] > 0 and v["first_bad"] is None, v
         listed = json.loads(call("/v1/accounts/%s/audit-log?action=api.request&limit=1" % api["main"],
                                  api["key"])[2])["data"][0]
-        psql("UPDATE tenancy.audit_log SET change = change || '{\"status\": 200}', "
-             "actor_id = 'someone else' WHERE id = %d" % listed["id"])
+        # The superuser of the node holding the chain (on Citus a worker:
+        # the entry's id is that node's, main_id picks the node).
+        tamper = ("UPDATE tenancy.audit_log SET change = change || '{\"status\": 200}', "
+                  "actor_id = 'someone else' WHERE main_id = %s AND id = %d" % (api["main_id"], listed["id"]))
+        if CITUS:
+            tamper = "SELECT bool_and(success) FROM run_command_on_workers($t$%s$t$)" % tamper
+        psql(tamper)
         v = json.loads(call(path, api["key"])[2])
         assert v["ok"] is False and v["first_bad"] == listed["position"], (v, listed["position"])
         assert v["reason"], v
@@ -735,7 +760,7 @@ if __name__ == "__main__":
                 p.kill()
                 p.wait()
         try:
-            if os.path.isdir(os.path.join(CLUSTER, "data")) and cluster_running():
+            if not CITUS and os.path.isdir(os.path.join(CLUSTER, "data")) and cluster_running():
                 cluster("cluster_stop")
         except Exception as e:
             report(False, "cleanup", str(e))

@@ -342,7 +342,7 @@ def _():
     status, _, body = gw.call("PATCH", "/v1/accounts/" + C1, token=RESELLER_KEY, body={"settings": None})
     assert status == 200 and body["settings"] == {}, (status, body)
     # the change is on the audit log with old and new values
-    n = gw.sql("SELECT count(*) FROM tenancy.audit_log WHERE target = 'tenancy.accounts' AND action = 'update' "
+    n = gw.sql("SELECT count(*) FROM tenancy.audit_entries() WHERE target = 'tenancy.accounts' AND action = 'update' "
                "AND change->'new'->'branding'->'colours' ? 'accent'")
     assert n == "1", n
 

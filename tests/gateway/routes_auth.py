@@ -170,7 +170,7 @@ def _():
     # back: a login.failure entry in North's log (written by the extension's
     # login audit writer), and the throttle's table row.
     count = lambda q: int(gw.sql(q % lit(victim)))
-    poll(lambda: count("SELECT count(*) FROM tenancy.audit_log WHERE action = 'login.failure' "
+    poll(lambda: count("SELECT count(*) FROM tenancy.audit_entries() WHERE action = 'login.failure' "
                        "AND target = %s") >= 6, 20, "six login.failure entries")
     poll(lambda: count("SELECT count(*) FROM tenancy.login_failures "
                        "WHERE key_hash = tenancy.sha256_hex('user:' || %s)") >= 5, 20,
@@ -380,7 +380,7 @@ def _():
     problem(gw.call("POST", "/v1/auth/mfa/verify", token=pending["token"], body={"code": "123456"}), 401,
             "unauthenticated")
     # the logout is on the audit log
-    assert int(gw.sql("SELECT count(*) FROM tenancy.audit_log WHERE action = 'api.request' "
+    assert int(gw.sql("SELECT count(*) FROM tenancy.audit_entries() WHERE action = 'api.request' "
                       "AND change->>'route' = 'POST /v1/auth/logout'")) >= 2
 
 

@@ -245,13 +245,13 @@ try:
         rid = "framework-read-%d" % time.time_ns()
         r = gw.call("GET", "/v1/me", token=owner, headers={"X-Request-Id": rid})
         assert r.status == 200, r
-        q = ("SELECT count(*) FROM tenancy.audit_log WHERE action = 'api.request' "
+        q = ("SELECT count(*) FROM tenancy.audit_entries() WHERE action = 'api.request' "
              "AND change->>'request_id' = '%s' AND actor_kind = 'user'" % rid)
         poll(lambda: gw.sql(q) == "1", 10, "the GET's record written by the read log")
         # The transaction of a GET is READ ONLY: no xid was assigned for it.
         # (pg_stat_database's xact_commit counts it; the audit entry came
         # from the gateway's batch, so it carries the batch's detail.at.)
-        at = gw.sql("SELECT change->>'at' FROM tenancy.audit_log WHERE change->>'request_id' = '%s'" % rid)
+        at = gw.sql("SELECT change->>'at' FROM tenancy.audit_entries() WHERE change->>'request_id' = '%s'" % rid)
         assert at.endswith("Z"), at
 
     @case("refused_get_recorded_with_its_status")
@@ -260,7 +260,7 @@ try:
         r = gw.call("GET", "/v1/accounts/acc_nope/audit-log", token=owner,
                     headers={"X-Request-Id": rid})
         r.problem(404, "not_found")
-        q = ("SELECT change->>'status' FROM tenancy.audit_log WHERE action = 'api.request' "
+        q = ("SELECT change->>'status' FROM tenancy.audit_entries() WHERE action = 'api.request' "
              "AND change->>'request_id' = '%s'" % rid)
         poll(lambda: gw.sql(q) == "404", 10, "the refused GET's record")
 finally:

@@ -100,7 +100,7 @@ def _():
 
 @case("patch_is_audited")
 def _():
-    n = gw.sql("SELECT count(*) FROM tenancy.audit_log WHERE target = 'tenancy.accounts' AND action = 'update' "
+    n = gw.sql("SELECT count(*) FROM tenancy.audit_entries() WHERE target = 'tenancy.accounts' AND action = 'update' "
                "AND change #> '{new,settings,security,phi_protection}' = 'true' "
                "AND change #> '{old,settings,security}' IS NULL")
     assert int(n) >= 1, n
