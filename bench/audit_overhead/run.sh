@@ -32,7 +32,7 @@ chmod 0755 "$WORK"
 cp "$HERE"/*.pgbench "$HERE"/setup.sql "$WORK"/
 chmod 0644 "$WORK"/*
 CLUSTER=$WORK/pg
-PORT=$(free_port $((56000 + RANDOM % 3000)))
+PORT=$(free_port $((24000 + RANDOM % 3000)))
 cleanup() {
     cluster_running "$CLUSTER" && cluster_stop "$CLUSTER"
     rm -rf "$WORK"

@@ -23,7 +23,7 @@ if [ -n "${BENCH_PGHOST:-}" ] && [ -n "${BENCH_PGPORT:-}" ]; then
 else
     work=$(mktemp -d /tmp/tenancy-bench.XXXXXX)
     chmod 0755 "$work"
-    port=$(free_port $((56432 + RANDOM % 3000)))
+    port=$(free_port $((24000 + RANDOM % 3000)))
     trap 'cluster_running "$work/pg" && cluster_stop "$work/pg"; rm -rf "$work"' EXIT
     cluster_init "$work/pg" "$port" "shared_buffers = 2GB" "work_mem = 64MB" \
         "maintenance_work_mem = 512MB" "max_wal_size = 8GB" "checkpoint_timeout = 30min" \

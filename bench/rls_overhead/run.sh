@@ -19,7 +19,7 @@ export PG_CONFIG=${PG_CONFIG:-pg_config}
 . tests/lib/cluster.sh
 WORK=$(mktemp -d /tmp/tenancy-bench.XXXXXX)
 chmod 0755 "$WORK"
-PORT=$(free_port $((56000 + RANDOM % 2000)))
+PORT=$(free_port $((24000 + RANDOM % 2000)))
 trap 'cluster_stop "$WORK/pg" 2>/dev/null; rm -rf "$WORK"' EXIT
 cluster_init "$WORK/pg" "$PORT" "shared_buffers = '1GB'" "max_parallel_workers_per_gather = 2" "jit = off"
 cluster_start "$WORK/pg"

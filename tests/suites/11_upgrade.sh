@@ -7,7 +7,7 @@
 # (tests/upgrade/check-versions), which a changed install script breaks.
 UP_WORK=$TENANCY_TEST_WORK/upgrade
 mkdir -p "$UP_WORK" && chmod 0777 "$UP_WORK"
-up_port=$(free_port $((59000 + RANDOM % 1000)))
+up_port=$(free_port $((29000 + RANDOM % 1000)))
 mapfile -t up_conf < <(grep -v '^\s*#' tests/postgresql.conf | grep -v '^\s*$')
 FINGERPRINT=$PWD/tests/upgrade/fingerprint.sql
 up_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" extension/tenancy.control)
@@ -292,7 +292,7 @@ rm -rf "$copy"
 # ---- e. scripts/run on a database that holds an older release --------------------
 if [ -n "$up_from" ]; then
     RUN_DIR=$UP_WORK/run
-    run_pg=$(free_port $((59500 + RANDOM % 400)))
+    run_pg=$(free_port $((30500 + RANDOM % 400)))
     run_http=$(free_port $((run_pg + 1)))
     run_smtp=$(free_port $((run_pg + 2)))
     mkdir -p "$RUN_DIR" && chmod 0755 "$RUN_DIR"

@@ -104,7 +104,7 @@ psql -qAtX -d postgres -c "DROP DATABASE logscrub" -c "DROP ROLE ls_client" -c "
 
 # csvlog and jsonlog print the statement from the same debug_query_string: a
 # cluster of its own with the logging collector writes both.
-ls_port=$(free_port $((57000 + RANDOM % 1000)))
+ls_port=$(free_port $((27000 + RANDOM % 1000)))
 [ "$(id -u)" = 0 ] && chown postgres: "$LS_WORK"
 if cluster_init "$LS_WORK/pg" "$ls_port" "shared_preload_libraries = 'tenancy'" \
         "logging_collector = on" "log_destination = 'csvlog,jsonlog'" "log_directory = 'log'" \

@@ -3,7 +3,7 @@
 STANDBY_WORK=$TENANCY_TEST_WORK/standby
 mkdir -p "$STANDBY_WORK" && chmod 0755 "$STANDBY_WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$STANDBY_WORK"
-primary_port=$(free_port $((58000 + RANDOM % 1000)))
+primary_port=$(free_port $((28000 + RANDOM % 1000)))
 standby_port=$(free_port $((primary_port + 1)))
 standby_ok=1
 mapfile -t standby_extra_conf < <(grep -v '^\s*#' tests/postgresql.conf | grep -v '^\s*$')

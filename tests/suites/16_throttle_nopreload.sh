@@ -5,7 +5,7 @@
 NOPRELOAD_WORK=$TENANCY_TEST_WORK/nopreload
 mkdir -p "$NOPRELOAD_WORK" && chmod 0755 "$NOPRELOAD_WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$NOPRELOAD_WORK"
-nopreload_port=$(free_port $((59000 + RANDOM % 1000)))
+nopreload_port=$(free_port $((29000 + RANDOM % 1000)))
 if cluster_init "$NOPRELOAD_WORK/pg" "$nopreload_port" && cluster_start "$NOPRELOAD_WORK/pg"; then
     N="psql -qAtX -h $NOPRELOAD_WORK/pg -p $nopreload_port -U postgres postgres"
     check() {  # check NAME EXPECTED SQL...

@@ -8,7 +8,7 @@
 LIFE_WORK=$TENANCY_TEST_WORK/lifecycle
 mkdir -p "$LIFE_WORK" && chmod 0755 "$LIFE_WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$LIFE_WORK"
-life_port=$(free_port $((58000 + RANDOM % 1000)))
+life_port=$(free_port $((28000 + RANDOM % 1000)))
 if cluster_init "$LIFE_WORK/pg" "$life_port" "shared_preload_libraries = 'tenancy'" \
         "tenancy.audit_databases = 'lifecycle,nosuchdb'" && cluster_start "$LIFE_WORK/pg"; then
     L="psql -qAtX -v ON_ERROR_STOP=1 -h $LIFE_WORK/pg -p $life_port -U postgres"

@@ -4,7 +4,7 @@
 # arrived in .run/mail/), then the README's `make installcheck` line against that
 # cluster (one test of it, to check the connection settings it gives).
 WT_RUN=$TENANCY_TEST_WORK/walkthrough-run
-WT_PG=$(free_port $((59000 + RANDOM % 500)))
+WT_PG=$(free_port $((29000 + RANDOM % 500)))
 WT_HTTP=$(free_port $((WT_PG + 1)))
 WT_SMTP=$(free_port $((WT_PG + 2)))
 WT_LOG=$TENANCY_TEST_WORK/walkthrough.log

@@ -21,7 +21,7 @@ ct_conf+=("shared_preload_libraries = 'citus,tenancy'" "max_prepared_transaction
           "citus.propagate_set_commands = 'local'" "citus.enable_unsafe_triggers = on"
           "citus.shard_count = 4" "citus.log_remote_commands = off"
           "citus.max_adaptive_executor_pool_size = 1")
-ct_port_c=$(free_port $((59000 + RANDOM % 1000)))
+ct_port_c=$(free_port $((29000 + RANDOM % 1000)))
 ct_port_w1=$(free_port $((ct_port_c + 1)))
 ct_port_w2=$(free_port $((ct_port_w1 + 1)))
 declare -A ct_port=([coord]=$ct_port_c [w1]=$ct_port_w1 [w2]=$ct_port_w2)
