@@ -31,6 +31,20 @@ std::optional<std::string> bearer_credential(const std::string &authorization) {
     return credential;
 }
 
+std::optional<std::string> api_key_main_id(const std::string &credential) {
+    constexpr size_t kPrefix = 4;  // "tnc_"
+    if (credential.compare(0, kPrefix, "tnc_") != 0)
+        return std::nullopt;
+    size_t end = credential.find('_', kPrefix);
+    // 1 to 18 digits: any such number fits a bigint.
+    if (end == std::string::npos || end == kPrefix || end - kPrefix > 18)
+        return std::nullopt;
+    for (size_t i = kPrefix; i < end; ++i)
+        if (credential[i] < '0' || credential[i] > '9')
+            return std::nullopt;
+    return credential.substr(kPrefix, end - kPrefix);
+}
+
 namespace {
 
 // What a 5xx answer says: the cause (possibly internals) stays in the log.
@@ -174,6 +188,8 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
     const std::string account = bearer ? req.get_header_value(kAccountHeader) : std::string();
     const bool read_only = route.method == "GET";
     call.cursor_scope = cursor_scope(route, call, credential.value_or(""));
+    if (credential)
+        call.main_hint = api_key_main_id(*credential);
 
     // Input is checked before anything runs. A bad request from a valid
     // credential is still an API call: it is answered after the credential

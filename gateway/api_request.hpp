@@ -46,6 +46,12 @@ inline constexpr const char *kIdempotencyHeader = "Idempotency-Key";
 // case-insensitively); nullopt when the header is missing or malformed.
 std::optional<std::string> bearer_credential(const std::string &authorization);
 
+// The main account id an API key names ("tnc_<main>_<key>_<secret>"), as
+// decimal digits; nullopt for anything else (a session token, a malformed
+// key). Not verified: the request's statements use it only to narrow what
+// they read (ApiCall::main_hint), and row security decides.
+std::optional<std::string> api_key_main_id(const std::string &credential);
+
 // Runs route's handler for req as described above and writes the answer or
 // the problem.
 void run_route(DbPool &pool, const Route &route, const httplib::Request &req,

@@ -78,6 +78,11 @@ std::optional<std::string> ApiCall::text(const std::string &name) const {
     return it->dump();  // an object or number as JSON text (for jsonb parameters)
 }
 
+std::string main_id_is(const std::string &alias, int param) {
+    return alias + ".main_id = coalesce($" + std::to_string(param) +
+           "::bigint, tenancy.current_main_id())";
+}
+
 const std::string &ApiCall::account() const {
     if (!context)
         throw std::logic_error("no request context");

@@ -96,6 +96,10 @@ struct ApiCall {
     std::map<std::string, std::string> query_values;
     const RequestContext *context = nullptr;
     std::string cursor_scope;  // list_page.hpp
+    // The acting main account's id when the credential names it before
+    // anything ran (an API key acts only in its own main account); nullopt
+    // otherwise. Statements pass it to main_id_is().
+    std::optional<std::string> main_hint;
 
     const std::string &path_param(const std::string &name) const;
     std::optional<std::string> query(const std::string &name) const;
@@ -123,6 +127,14 @@ struct Route {
     std::vector<int> errors;            // statuses besides 400/401/413/422/5xx
     ApiHandler handler;
 };
+
+// "<alias>.main_id = coalesce($<param>::bigint, tenancy.current_main_id())",
+// the parameter being ApiCall::main_hint. Row security already keeps a
+// statement within the acting main account; naming it lets Citus send the
+// statement to that main account's shard alone (a router query) when the
+// gateway knows it up front, instead of to every shard. NULL (a session):
+// the context's main account, the same rows.
+std::string main_id_is(const std::string &alias, int param);
 
 // JSON Schema pieces for Route::response (OpenAPI 3.1 is JSON Schema 2020-12).
 namespace schema {

@@ -49,19 +49,25 @@ ApiAnswer list_accounts(Tx &tx, const ApiCall &call) {
     // on each shard (both sides by main_id), where an outer join of the
     // limited rows with accounts would be planned on the coordinator (and
     // crashed Citus 13.2 on PostgreSQL 15).
+    // Named by main account (main_id_is): one shard on Citus.
     Result r = tx.exec_last(
         "SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.public_id, 'parent', a.parent, "
         "'name', a.name, 'status', a.status, 'plan', a.plan, 'created_at', a.created_at, "
         "'updated_at', a.updated_at, 'path', a.path::text) ORDER BY a.path), '[]')::text "
         "FROM (SELECT x.*, p.public_id AS parent FROM tenancy.accounts x "
         "LEFT JOIN tenancy.accounts p ON p.main_id = x.main_id AND p.id = x.parent_id "
-        "WHERE x.path OPERATOR(tenancy.<@) tenancy.current_path() "
-        "AND ($1::text IS NULL OR x.path OPERATOR(tenancy.>) $1::tenancy.account_path) "
-        "AND ($2::text IS NULL OR x.status = $2) "
-        "AND ($3::text IS NULL OR x.parent_id = (SELECT y.id FROM tenancy.accounts y "
-        "WHERE y.main_id = tenancy.current_main_id() AND y.public_id = $3)) "
-        "ORDER BY x.path LIMIT $4::integer) a",
-        {after, call.query("status"), call.query("parent"), std::to_string(page.limit + 1)});
+        "WHERE " +
+            main_id_is("x", 5) +
+            " AND x.path OPERATOR(tenancy.<@) tenancy.current_path() "
+            "AND ($1::text IS NULL OR x.path OPERATOR(tenancy.>) $1::tenancy.account_path) "
+            "AND ($2::text IS NULL OR x.status = $2) "
+            "AND ($3::text IS NULL OR x.parent_id = (SELECT y.id FROM tenancy.accounts y "
+            "WHERE " +
+            main_id_is("y", 5) +
+            " AND y.public_id = $3)) "
+            "ORDER BY x.path LIMIT $4::integer) a",
+        {after, call.query("status"), call.query("parent"), std::to_string(page.limit + 1),
+         call.main_hint});
     ApiAnswer answer = page_answer(call, document(r), page, [](const json &row) {
         return json{{"path", row["path"]}};
     });

@@ -25,23 +25,28 @@ ApiAnswer list_keys(Tx &tx, const ApiCall &call) {
     // key). The page of keys first, then their use: on Citus the keys are
     // distributed and api_key_usage stays on the coordinator: Citus joins
     // them only through an intermediate result.
+    // Both reads name the main account (main_id_is): one shard on Citus.
     Result r = tx.exec_last(
-        "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1), "
-        "page AS MATERIALIZED (SELECT k.* FROM tenancy.api_keys k "
-        "WHERE (k.main_id, k.account_id) = (SELECT a.main_id, a.id FROM a) "
-        "AND ($2::bigint IS NULL OR k.id > $2::bigint) "
-        "ORDER BY k.id LIMIT $3::integer) "
-        "SELECT jsonb_build_object('found', EXISTS (SELECT 1 FROM a), 'rows', "
-        "coalesce((SELECT jsonb_agg(jsonb_build_object('id', k.public_id, 'name', k.name, "
-        "'role', k.role, 'prefix', k.prefix, 'created_at', k.created_at, "
-        "'expires_at', k.expires_at, 'last_used_at', u.last_used_at, "
-        "'revoked', k.revoked_at IS NOT NULL, 'revoked_at', k.revoked_at, "
-        "'rotated_at', k.rotated_at, 'replaced_by', "
-        "CASE WHEN k.replaced_by IS NOT NULL THEN format('key_%s_%s', k.main_id, k.replaced_by) "
-        "END) ORDER BY k.id) "
-        "FROM page k LEFT JOIN tenancy.api_key_usage u "
-        "ON u.main_id = k.main_id AND u.key_id = k.id), '[]'))::text",
-        {account, after, std::to_string(page.limit + 1)});
+        "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1 AND " +
+            main_id_is("a", 4) +
+            "), page AS MATERIALIZED (SELECT k.* FROM tenancy.api_keys k "
+            "WHERE (k.main_id, k.account_id) = (SELECT a.main_id, a.id FROM a) AND " +
+            main_id_is("k", 4) +
+            " "
+            "AND ($2::bigint IS NULL OR k.id > $2::bigint) "
+            "ORDER BY k.id LIMIT $3::integer) "
+            "SELECT jsonb_build_object('found', EXISTS (SELECT 1 FROM a), 'rows', "
+            "coalesce((SELECT jsonb_agg(jsonb_build_object('id', k.public_id, 'name', k.name, "
+            "'role', k.role, 'prefix', k.prefix, 'created_at', k.created_at, "
+            "'expires_at', k.expires_at, 'last_used_at', u.last_used_at, "
+            "'revoked', k.revoked_at IS NOT NULL, 'revoked_at', k.revoked_at, "
+            "'rotated_at', k.rotated_at, 'replaced_by', "
+            "CASE WHEN k.replaced_by IS NOT NULL THEN format('key_%s_%s', k.main_id, "
+            "k.replaced_by) "
+            "END) ORDER BY k.id) "
+            "FROM page k LEFT JOIN tenancy.api_key_usage u "
+            "ON u.main_id = k.main_id AND u.key_id = k.id), '[]'))::text",
+        {account, after, std::to_string(page.limit + 1), call.main_hint});
     nlohmann::json found = nlohmann::json::parse(r.value(0, 0).value_or("{}"));
     if (!found.value("found", false))
         refuse(404, "account \"" + account + "\" not found");

@@ -11,16 +11,20 @@ namespace tenancy::gateway {
 
 namespace {
 
-ApiAnswer get_me(Tx &tx, const ApiCall &) {
+ApiAnswer get_me(Tx &tx, const ApiCall &call) {
     // No correlated subquery under whoami() in FROM: Citus plans the
     // memberships (over every main account the user belongs to) on their own.
+    // An API key has none: $1, its main account, keeps that empty read on
+    // one shard; a user's memberships are read in every main account.
     Result r = tx.exec_last(
         "SELECT (tenancy.whoami() || jsonb_build_object('memberships', (SELECT coalesce(jsonb_agg("
         "jsonb_build_object('account', a.public_id, 'role', m.role) ORDER BY a.path), '[]') "
         "FROM tenancy.memberships m JOIN tenancy.accounts a ON a.main_id = m.main_id AND a.id = "
         "m.account_id "
         "WHERE m.user_id = CASE WHEN tenancy.whoami()->'principal'->>'kind' = 'user' "
-        "THEN (tenancy.whoami()->'principal'->>'id')::bigint END)))::text");
+        "THEN (tenancy.whoami()->'principal'->>'id')::bigint END "
+        "AND m.main_id = coalesce($1::bigint, m.main_id))))::text",
+        {call.main_hint});
     return ApiAnswer{200, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
 }
 

@@ -44,17 +44,20 @@ ApiAnswer list_members(Tx &tx, const ApiCall &call) {
     // only through an intermediate result.
     Result r = tx.exec_last(
         std::string(
-            "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1), "
-            "page AS MATERIALIZED (SELECT m.* FROM tenancy.memberships m "
-            "WHERE (m.main_id, m.account_id) = (SELECT a.main_id, a.id FROM a) "
-            "AND ($2::bigint IS NULL OR m.user_id > $2::bigint) "
+            "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1 "
+            "AND ") +
+            main_id_is("a", 4) +
+            "), page AS MATERIALIZED (SELECT m.* FROM tenancy.memberships m "
+            "WHERE (m.main_id, m.account_id) = (SELECT a.main_id, a.id FROM a) AND " +
+            main_id_is("m", 4) +
+            " AND ($2::bigint IS NULL OR m.user_id > $2::bigint) "
             "ORDER BY m.user_id LIMIT $3::integer) "
             "SELECT jsonb_build_object('found', EXISTS (SELECT 1 FROM a), 'rows', "
-            "coalesce((SELECT jsonb_agg(") +
+            "coalesce((SELECT jsonb_agg(" +
             kMemberJson +
             " ORDER BY m.user_id) FROM page m JOIN tenancy.users u ON u.id = m.user_id), "
             "'[]'))::text",
-        {account, after, std::to_string(page.limit + 1)});
+        {account, after, std::to_string(page.limit + 1), call.main_hint});
     nlohmann::json found = nlohmann::json::parse(r.value(0, 0).value_or("{}"));
     if (!found.value("found", false))
         refuse(404, "account \"" + account + "\" not found");

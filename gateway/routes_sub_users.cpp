@@ -21,18 +21,21 @@ ApiAnswer list_sub_users(Tx &tx, const ApiCall &call) {
         after = std::to_string((*page.after)["sub"].get<long long>());
     const std::string &account = call.path_param("id");
     Result r = tx.exec_last(
-        "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1) "
-        "SELECT jsonb_build_object('found', EXISTS (SELECT FROM a), 'rows', "
-        "coalesce((SELECT jsonb_agg(p.j ORDER BY p.id) FROM ("
-        "SELECT s.id, jsonb_build_object('id', s.public_id, 'email', s.email, 'name', s.name, "
-        "'surname', s.surname, 'active', s.status = 'active', 'visible', s.visible, "
-        "'must_change_password', s.must_change_password, 'created_at', s.created_at, "
-        "'activated_at', s.activated_at, 'last_login_at', s.last_login_at) AS j "
-        "FROM tenancy.sub_users s WHERE s.main_id = (SELECT a.main_id FROM a WHERE a.id = "
-        "a.main_id) "
-        "AND ($2::bigint IS NULL OR s.id > $2::bigint) "
-        "ORDER BY s.id LIMIT $3::integer) p), '[]'))::text",
-        {account, after, std::to_string(page.limit + 1)});
+        "WITH a AS (SELECT a.main_id, a.id FROM tenancy.accounts a WHERE a.public_id = $1 AND " +
+            main_id_is("a", 4) +
+            ") "
+            "SELECT jsonb_build_object('found', EXISTS (SELECT FROM a), 'rows', "
+            "coalesce((SELECT jsonb_agg(p.j ORDER BY p.id) FROM ("
+            "SELECT s.id, jsonb_build_object('id', s.public_id, 'email', s.email, 'name', s.name, "
+            "'surname', s.surname, 'active', s.status = 'active', 'visible', s.visible, "
+            "'must_change_password', s.must_change_password, 'created_at', s.created_at, "
+            "'activated_at', s.activated_at, 'last_login_at', s.last_login_at) AS j "
+            "FROM tenancy.sub_users s WHERE s.main_id = (SELECT a.main_id FROM a WHERE a.id = "
+            "a.main_id) AND " +
+            main_id_is("s", 4) +
+            " AND ($2::bigint IS NULL OR s.id > $2::bigint) "
+            "ORDER BY s.id LIMIT $3::integer) p), '[]'))::text",
+        {account, after, std::to_string(page.limit + 1), call.main_hint});
     nlohmann::json found = nlohmann::json::parse(r.value(0, 0).value_or("{}"));
     if (!found.value("found", false))
         refuse(404, "account \"" + account + "\" not found");

@@ -162,8 +162,8 @@ ApiAnswer list_rows(const Resource &res, Tx &tx, const ApiCall &call) {
     std::optional<std::string> after;
     if (page.after && page.after->contains("id") && (*page.after)["id"].is_number_integer())
         after = std::to_string((*page.after)["id"].get<long long>());
-    Params params = {after, std::to_string(page.limit + 1)};
-    std::string where = "($1::bigint IS NULL OR x.id > $1)";
+    Params params = {after, std::to_string(page.limit + 1), call.main_hint};
+    std::string where = "($1::bigint IS NULL OR x.id > $1) AND " + main_id_is("x", 3);
     for (const auto &[field, column] : res.filters) {
         if (auto v = call.query(field.name)) {
             params.push_back(*v);
@@ -182,9 +182,10 @@ ApiAnswer list_rows(const Resource &res, Tx &tx, const ApiCall &call) {
 
 ApiAnswer get_row(const Resource &res, Tx &tx, const ApiCall &call) {
     const std::string &rid = call.path_param("rid");
-    Result r = tx.exec_last("SELECT (" + res.json_sql + ")::text FROM tenancy." + res.plural +
-                                " x" + res.joins + " WHERE x.public_id = $1",
-                            {rid});
+    Result r =
+        tx.exec_last("SELECT (" + res.json_sql + ")::text FROM tenancy." + res.plural + " x" +
+                         res.joins + " WHERE x.public_id = $1 AND " + main_id_is("x", 2),
+                     {rid, call.main_hint});
     if (r.rows() == 0)
         refuse(404, res.singular + " " + quoted(rid) + " not found");
     return ApiAnswer{200, nlohmann::json::parse(r.value(0, 0).value_or("{}"))};
@@ -507,11 +508,12 @@ ApiAnswer list_escalations(const Resource &conv, Tx &tx, const ApiCall &call) {
     Result r = tx.exec_last(
         "SELECT tenancy.may('escalations', 'read'), coalesce(jsonb_agg(s.j ORDER BY s.id), "
         "'[]')::text FROM (SELECT x.id, " +
-            conv.list_json_sql + " AS j FROM tenancy.conversations x" + conv.joins +
-            " WHERE x.escalation_state IN ('queued', 'claimed') "
+            conv.list_json_sql + " AS j FROM tenancy.conversations x" + conv.joins + " WHERE " +
+            main_id_is("x", 4) +
+            " AND x.escalation_state IN ('queued', 'claimed') "
             "AND ($3::text IS NULL OR x.escalation_state = $3) AND ($1::bigint IS NULL OR x.id > "
             "$1) ORDER BY x.id LIMIT $2::integer) s",
-        {after, std::to_string(page.limit + 1), call.query("state")});
+        {after, std::to_string(page.limit + 1), call.query("state"), call.main_hint});
     if (r.value(0, 0) != std::optional<std::string>("t"))
         refuse(403, "this credential's role may not read the escalation queue");
     return page_answer(call, nlohmann::json::parse(r.value(0, 1).value_or("[]")), page,

@@ -607,6 +607,21 @@ void problem_cases() {
               std::optional<std::string>(std::string(512, 'k')));
         CHECK(bearer_credential("Bearer " + std::string(513, 'k')) == none);
     });
+    run_case("api_key_main_id_parsing", [] {
+        auto none = std::optional<std::string>();
+        CHECK(api_key_main_id("tnc_42_7_secret") == std::optional<std::string>("42"));
+        CHECK(api_key_main_id("tnc_123456789012345678_1_s") ==
+              std::optional<std::string>("123456789012345678"));
+        CHECK(api_key_main_id("tnc_1234567890123456789_1_s") == none);  // 19 digits
+        CHECK(api_key_main_id("tnc__7_s") == none);
+        CHECK(api_key_main_id("tnc_42") == none);
+        CHECK(api_key_main_id("tnc_4x2_7_s") == none);
+        CHECK(api_key_main_id("tnc_-1_7_s") == none);
+        CHECK(api_key_main_id("tns_42_7_s") == none);  // a session token
+        CHECK(api_key_main_id("TNC_42_7_s") == none);
+        CHECK(api_key_main_id("tn") == none);
+        CHECK(api_key_main_id("") == none);
+    });
     run_case("request_id_sanitizing", [] {
         CHECK_EQ(sanitize_request_id("abc-123_x.y:z"), std::string("abc-123_x.y:z"));
         CHECK_EQ(sanitize_request_id(""), std::string());

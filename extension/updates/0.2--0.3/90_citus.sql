@@ -260,19 +260,23 @@ DECLARE
 BEGIN
     -- Accounts are reached by primary key, ancestors by `= ANY(ancestors())`:
     -- both stay index lookups however large the tree (a subtree range or a
-    -- correlated `@>` here was planned as a scan of the whole tree).
+    -- correlated `@>` here was planned as a scan of the whole tree). The
+    -- subqueries name the main account by the parameter (home's and t's are
+    -- the key's, by the joins), not by a correlated column: on Citus that
+    -- makes the whole statement one router query to the main account's
+    -- shard instead of a query on every shard.
     -- max_days: the strictest maximum key lifetime on the key's own ancestor
     -- line (settings.api_keys.max_lifetime_days, 41_key_rotation.sql).
     SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
            t.id, t.main_id, t.public_id, t.path,
            t.id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.accounts a
-                                        WHERE a.main_id = t.main_id
+                                        WHERE a.main_id = _establish_api_key.main_id
                                           AND a.path = ANY (tenancy.ancestors(t.path))
                                           AND a.status <> 'active'),
            k.created_at,
            (SELECT min((a.settings #>> '{api_keys,max_lifetime_days}')::float8)
             FROM tenancy.accounts a
-            WHERE a.main_id = home.main_id
+            WHERE a.main_id = _establish_api_key.main_id
               AND a.path = ANY (tenancy.ancestors(home.path))
               AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number')
     INTO key_role, revoked_at, expires_at, home_id, home_path,
