@@ -133,7 +133,8 @@ struct Route {
 // statement within the acting main account; naming it lets Citus send the
 // statement to that main account's shard alone (a router query) when the
 // gateway knows it up front, instead of to every shard. NULL (a session):
-// the context's main account, the same rows.
+// the context's main account, the same rows. For reads: in an UPDATE or
+// DELETE Citus refuses current_main_id() inside COALESCE.
 std::string main_id_is(const std::string &alias, int param);
 
 // JSON Schema pieces for Route::response (OpenAPI 3.1 is JSON Schema 2020-12).

@@ -40,10 +40,10 @@ if [ -n "${cp_key3:-}" ]; then
             -c "INSERT INTO tenancy.conversations (direction, transcript) VALUES ('inbound', '[{\"text\": \"after the move\"}]')" \
             -c "COMMIT" -c "BEGIN" -c "SELECT tenancy.authenticate('$cp_key3') IS NOT NULL" \
             -c "$CP_OPEN" -c "COMMIT" 2>&1 | sed -n 3p)"
-    # The audit chain does not move with the shard (node-local, documented):
-    # entries after the move start a new chain on the new node, which
-    # audit_verify(account) verifies; the old one stays verifiable on its node
-    # through the DBA's audit_verify().
+    # The audit chain does not move with the shard by itself: entries after
+    # the move start a new chain on the new node, which audit_verify(account)
+    # verifies; the old one stays verifiable on its node through the DBA's
+    # audit_verify(), until audit_rehome() brings it over (below).
     ct coord ct_app -c "BEGIN" -c "SELECT tenancy.authenticate('$cp_key3') IS NOT NULL" \
         -c "SELECT tenancy.audit_event('app.after_move', 'shard $cm_shard') IS NOT NULL" -c "COMMIT" >/dev/null
     cm_node=$(for n in w1 w2; do [ "${ct_port[$n]}" = "$cm_to" ] && echo $n; done)
@@ -53,4 +53,38 @@ if [ -n "${cp_key3:-}" ]; then
     ct_check shard-move-audit-verify-new-chain "t" "$($CC -c "SELECT ok FROM tenancy.audit_verify('$cp_pub2')")"
     ct_check shard-move-audit-both-chains-verify "2 t" \
         "$($CC -F ' ' -c "SELECT count(*), bool_and(ok) FROM tenancy.audit_verify() WHERE main_id = $cp_s2")"
+    # audit_rehome() brings the old chain to the new worker: the first call
+    # copies it (verified on the old worker) with an audit.rehome entry, the
+    # second removes it from the old worker once the copy is there, a third
+    # has nothing to do for it. One chain then holds every entry.
+    cm_old_node=$([ "$cm_node" = w1 ] && echo w2 || echo w1)
+    CM_N="SELECT count(*) FROM tenancy.audit_log WHERE main_id = $cp_s2"
+    cm_old_n=$(ct "$cm_old_node" postgres -c "$CM_N")
+    cm_new_n=$(ct "$cm_node" postgres -c "$CM_N")
+    ct_check audit-rehome-copies "copied $cm_old_n 127.0.0.1:$cm_from 127.0.0.1:$cm_to" \
+        "$($CC -F ' ' -c "SELECT action, entries, from_node, to_node FROM tenancy.audit_rehome() WHERE main_id = $cp_s2")"
+    ca_wait audit-rehome-copy-sealed-on-new-node "SELECT ($CM_N) = $((cm_old_n + cm_new_n + 1)) AND ($CA_ALL_SEALED)" \
+        "$cm_node" && record PASS $CT_SUITE audit-rehome-copy-sealed-on-new-node
+    ct_check audit-rehome-removes-old "removed from the old node" \
+        "$($CC -c "SELECT action FROM tenancy.audit_rehome() WHERE main_id = $cp_s2")"
+    ct_check audit-rehome-old-node-empty "0 0 0" \
+        "$(ct "$cm_old_node" postgres -F ' ' -c "SELECT ($CM_N), (SELECT count(*) FROM tenancy.audit_chain WHERE main_id = $cp_s2),
+                                                  (SELECT count(*) FROM tenancy.audit_heads WHERE main_id = $cp_s2)")"
+    ct_check audit-rehome-nothing-left-to-do 0 \
+        "$($CC -c "SELECT count(*) FROM tenancy.audit_rehome() WHERE main_id = $cp_s2")"
+    # A chain that does not verify (20_audit.sh tampered with those of its
+    # main accounts 1 to 4) is not copied: named, and left where it is.
+    ct_check audit-rehome-skips-only-tampered-chains 0 \
+        "$($CC -c "SELECT count(*) FROM tenancy.audit_rehome() WHERE action LIKE 'skipped:%'
+                   AND main_id NOT IN (${ca_mid[1]}, ${ca_mid[2]}, ${ca_mid[3]}, ${ca_mid[4]})")"
+    ct_check audit-rehome-one-chain-verifies "1 t $((cm_old_n + cm_new_n + 1))" \
+        "$($CC -F ' ' -c "SELECT count(*), bool_and(ok), sum(entries) FROM tenancy.audit_verify() WHERE main_id = $cp_s2")"
+    ct_check audit-rehome-account-verify "t $((cm_old_n + cm_new_n + 1))" \
+        "$($CC -F ' ' -c "SELECT ok, entries FROM tenancy.audit_verify('$cp_pub2')")"
+    # The main account's key reads the history from before the move again.
+    ct_check audit-rehome-history-readable "1 1" \
+        "$(ct coord ct_app -F ' ' -c "BEGIN" -c "SELECT tenancy.authenticate('$cp_key3') IS NOT NULL" \
+            -c "SELECT jsonb_array_length(tenancy.audit_page(tenancy.current_path(), NULL, 'account.promote', lim => 50)),
+                       jsonb_array_length(tenancy.audit_page(tenancy.current_path(), NULL, 'audit.rehome', lim => 50))" \
+            -c "COMMIT" 2>&1 | sed -n 2p)"
 fi
