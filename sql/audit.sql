@@ -368,3 +368,12 @@ SELECT has_function_privilege('tenancy_app', 'tenancy.audit_entries(bigint)', 'E
 SET ROLE tenancy_app;
 SELECT count(*) FROM tenancy.audit_entries();
 RESET ROLE;
+-- audit_rehome() (after Citus shard moves) has nothing to do on one node: it
+-- says so, and changes nothing.
+DO $$
+BEGIN
+    PERFORM tenancy.audit_rehome();
+    RAISE EXCEPTION 'audit_rehome() ran on one node';
+EXCEPTION WHEN feature_not_supported THEN  -- 0A000
+    RAISE WARNING '0A000: %', SQLERRM;
+END $$;

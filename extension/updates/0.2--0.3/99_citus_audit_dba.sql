@@ -103,8 +103,38 @@ BEGIN
                 INTO home USING m;
             CONTINUE WHEN home.nodename IS NULL
                 OR (home.nodename = w.nodename AND home.nodeport = w.nodeport);
-            -- The old chain as it is now: verified, its head, its entries in
-            -- chain order (read as the DBA, under no policy).
+            main_id := m;
+            from_node := w.nodename || ':' || w.nodeport;
+            to_node := home.nodename || ':' || home.nodeport;
+            -- The old chain's head as it is now.
+            old := tenancy._citus_on_node(w.nodename, w.nodeport, format(
+                'SELECT jsonb_build_object(%L, h.last_pos, %L, encode(h.last_hash, %L)) '
+                'FROM tenancy.audit_heads h WHERE h.main_id = %s', 'last_pos', 'last_hash', 'hex', m))::jsonb;
+            -- Copied before (its audit.rehome entry, naming this head, is on
+            -- the new worker)? Then only the old chain's removal is left.
+            copied := tenancy._citus_on_node(home.nodename, home.nodeport, format(
+                'SELECT coalesce(max((change->>%L)::bigint)::text, %L) FROM tenancy.audit_log '
+                'WHERE main_id = %s AND action = %L AND change->>%L = %L AND change->>%L = %L',
+                'entries', 'none', m, 'audit.rehome', 'from', from_node, 'last_hash', old->>'last_hash'));
+            IF copied <> 'none' THEN
+                entries := copied::bigint;
+                PERFORM tenancy._citus_on_node(w.nodename, w.nodeport, format($q$
+                    DO $d$ BEGIN
+                        PERFORM pg_advisory_xact_lock(1952804449, 1635083369);
+                        IF NOT EXISTS (SELECT FROM tenancy.audit_heads h WHERE h.main_id = %1$s
+                                       AND h.last_pos = %2$s AND h.last_hash = decode(%3$L, 'hex')) THEN
+                            RAISE EXCEPTION 'the chain of main account %1$s moved on since it was copied';
+                        END IF;
+                        DELETE FROM tenancy.audit_log WHERE main_id = %1$s;
+                        DELETE FROM tenancy.audit_chain WHERE main_id = %1$s;
+                        DELETE FROM tenancy.audit_heads WHERE main_id = %1$s;
+                    END $d$ $q$, m, old->>'last_pos', old->>'last_hash'));
+                action := 'removed from the old node';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            -- The old chain itself: verified, its head, its entries in chain
+            -- order (read as the DBA, under no policy).
             old := tenancy._citus_on_node(w.nodename, w.nodeport, format($q$
                 SELECT jsonb_build_object('ok', v.ok, 'reason', v.reason, 'n', v.entries,
                     'last_pos', h.last_pos, 'last_hash', encode(h.last_hash, 'hex'),
@@ -119,29 +149,8 @@ BEGIN
                                 WHERE c.main_id = %1$s))
                 FROM tenancy._audit_verify_main(%1$s, true) v, tenancy.audit_heads h
                 WHERE h.main_id = %1$s$q$, m))::jsonb;
-            main_id := m;
-            from_node := w.nodename || ':' || w.nodeport;
-            to_node := home.nodename || ':' || home.nodeport;
             entries := (old->>'n')::bigint;
-            -- Copied before (its audit.rehome entry is on the new worker)?
-            copied := tenancy._citus_on_node(home.nodename, home.nodeport, format(
-                'SELECT count(*) FROM tenancy.audit_log WHERE main_id = %s AND action = %L '
-                'AND change->>%L = %L AND change->>%L = %L', m, 'audit.rehome',
-                'from', from_node, 'last_hash', old->>'last_hash'));
-            IF copied <> '0' THEN
-                PERFORM tenancy._citus_on_node(w.nodename, w.nodeport, format($q$
-                    DO $d$ BEGIN
-                        PERFORM pg_advisory_xact_lock(1952804449, 1635083369);
-                        IF NOT EXISTS (SELECT FROM tenancy.audit_heads h WHERE h.main_id = %1$s
-                                       AND h.last_pos = %2$s AND h.last_hash = decode(%3$L, 'hex')) THEN
-                            RAISE EXCEPTION 'the chain of main account %1$s moved on since it was copied';
-                        END IF;
-                        DELETE FROM tenancy.audit_log WHERE main_id = %1$s;
-                        DELETE FROM tenancy.audit_chain WHERE main_id = %1$s;
-                        DELETE FROM tenancy.audit_heads WHERE main_id = %1$s;
-                    END $d$ $q$, m, old->>'last_pos', old->>'last_hash'));
-                action := 'removed from the old node';
-            ELSIF NOT (old->>'ok')::boolean THEN
+            IF NOT (old->>'ok')::boolean THEN
                 action := 'skipped: ' || coalesce(old->>'reason', 'does not verify');
             ELSE
                 INSERT INTO tenancy.audit_inbox (main_id, account_path, at, actor_kind, actor_id, credential_id,
