@@ -57,12 +57,18 @@ enum Stage : int { kRole = 1, kAuthenticate, kActAs, kIdempotency, kRecord };
 
 // Authenticates and reads the context in one statement. $2: refuse a
 // restricted context (28T01/28T02); $3: also return whoami()'s principal (a
-// GET's record needs it). OFFSET 0 keeps authenticate() first.
+// GET's record needs it). Column 3: the context's main account (for
+// ApiCall::main_hint). OFFSET 0 keeps authenticate() first.
 constexpr const char *kAuthenticateSql =
     "SELECT tenancy.current_role_name(), tenancy.current_account(), "
     "CASE WHEN $3::boolean THEN (tenancy.whoami()->'principal')::text END, "
+    "tenancy.current_main_id()::text, "
     "CASE WHEN $2::boolean THEN tenancy._refuse_restricted() END IS NULL "
     "FROM (SELECT tenancy.authenticate($1) OFFSET 0) a";
+// Switches account and reads the main account acted in: a user may switch
+// to an account of another main account.
+constexpr const char *kActAsSql =
+    "SELECT tenancy.current_main_id()::text FROM (SELECT tenancy.act_as($1) OFFSET 0) a";
 
 bool is_restricted_refusal(const std::string &sqlstate) {
     return sqlstate == "28T01" || sqlstate == "28T02";
@@ -109,15 +115,17 @@ Params record_params(const Route &route, int status, const std::string &request_
     return {label, detail.dump()};
 }
 
-// Queues the context statements (see kAuthenticateSql) for a bearer route.
+// Queues the context statements (see kAuthenticateSql) for a bearer route;
+// switched receives kActAsSql's row when account is not empty.
 void enter_context(Tx &tx, const std::string &credential, const std::string &account,
-                   bool refuse_restricted, bool want_principal, Result *auth) {
+                   bool refuse_restricted, bool want_principal, Result *auth,
+                   Result *switched = nullptr) {
     tx.queue(kEnterAppRoleSql, {}, kRole);
     tx.queue(kAuthenticateSql,
              {credential, refuse_restricted ? "true" : "false", want_principal ? "true" : "false"},
              kAuthenticate, auth);
     if (!account.empty())
-        tx.queue("SELECT tenancy.act_as($1)", {account}, kActAs);
+        tx.queue(kActAsSql, {account}, kActAs, switched);
 }
 
 // Records a refused request in a transaction of its own (the request's rolled
@@ -188,8 +196,10 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
     const std::string account = bearer ? req.get_header_value(kAccountHeader) : std::string();
     const bool read_only = route.method == "GET";
     call.cursor_scope = cursor_scope(route, call, credential.value_or(""));
-    if (credential)
-        call.main_hint = api_key_main_id(*credential);
+    // An API key names its main account; a session's is read from its
+    // context before the handler runs (below).
+    const std::optional<std::string> key_main =
+        credential ? api_key_main_id(*credential) : std::nullopt;
 
     // Input is checked before anything runs. A bad request from a valid
     // credential is still an API call: it is answered after the credential
@@ -210,6 +220,7 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
     RequestContext context;
     call.context = &context;
     Result auth;
+    Result switched;
     ApiAnswer answer;
     std::optional<Problem> refused;
     bool replayed = false;
@@ -223,11 +234,23 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
     const bool on_replica = replica && replica->usable();
     try {
         auto body = [&](Tx &tx) {
+            call.main_hint = key_main;
             if (bearer)
                 enter_context(tx, *credential, account,
-                              route.restricted == RestrictedContext::refuse, read_only, &auth);
+                              route.restricted == RestrictedContext::refuse, read_only, &auth,
+                              &switched);
             else
                 tx.queue(kEnterAppRoleSql, {}, kRole);
+            if (bearer && !key_main && !invalid) {
+                // A session token does not name its main account: one round
+                // trip reads it from the context, so that on Citus the
+                // handler's statements go to that main account's shard only.
+                tx.flush();
+                const Result &context_row = account.empty() ? auth : switched;
+                const int column = account.empty() ? 3 : 0;
+                if (context_row.rows() == 1)
+                    call.main_hint = context_row.value(0, column);
+            }
             if (invalid) {
                 if (bearer)
                     tx.flush();  // runs the context statements: 401 comes before 422
@@ -282,6 +305,7 @@ void run_route(DbPool &pool, const Route &route, const httplib::Request &req,
                 replica->set_aside();
                 replica->count_fallback();
                 auth = Result();
+                switched = Result();
                 outcome = run_transaction(pool, body, TxOptions{true});
             } else {
                 replica->count_served();

@@ -96,9 +96,10 @@ struct ApiCall {
     std::map<std::string, std::string> query_values;
     const RequestContext *context = nullptr;
     std::string cursor_scope;  // list_page.hpp
-    // The acting main account's id when the credential names it before
-    // anything ran (an API key acts only in its own main account); nullopt
-    // otherwise. Statements pass it to main_id_is().
+    // The acting main account's id, set before the handler runs: an API key
+    // names it (it acts only in its own main account); a session's is read
+    // from its context after authenticate() and act_as(). Statements pass
+    // it to main_id_is(). nullopt on routes without a bearer credential.
     std::optional<std::string> main_hint;
 
     const std::string &path_param(const std::string &name) const;
@@ -132,9 +133,9 @@ struct Route {
 // the parameter being ApiCall::main_hint. Row security already keeps a
 // statement within the acting main account; naming it lets Citus send the
 // statement to that main account's shard alone (a router query) when the
-// gateway knows it up front, instead of to every shard. NULL (a session):
-// the context's main account, the same rows. For reads: in an UPDATE or
-// DELETE Citus refuses current_main_id() inside COALESCE.
+// gateway passes it, instead of to every shard. NULL: the context's main
+// account, the same rows. For reads: in an UPDATE or DELETE Citus refuses
+// current_main_id() inside COALESCE.
 std::string main_id_is(const std::string &alias, int param);
 
 // JSON Schema pieces for Route::response (OpenAPI 3.1 is JSON Schema 2020-12).

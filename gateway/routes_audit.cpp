@@ -15,12 +15,14 @@
 namespace tenancy::gateway {
 namespace {
 
-// The account's path, when the caller may read its log.
-std::string readable_account_path(Tx &tx, const std::string &account) {
+// The account's path, when the caller may read its log. Named by main
+// account (main_id_is): one shard on Citus.
+std::string readable_account_path(Tx &tx, const ApiCall &call, const std::string &account) {
     Result r = tx.exec(
         "SELECT a.path::text, tenancy.may('audit', 'read') FROM tenancy.accounts a "
-        "WHERE a.public_id = $1",
-        {account});
+        "WHERE a.public_id = $1 AND " +
+            main_id_is("a", 2),
+        {account, call.main_hint});
     if (r.rows() == 0)
         refuse(404, "account \"" + account + "\" not found");
     if (r.value(0, 1) != std::optional<std::string>("t"))
@@ -33,7 +35,7 @@ ApiAnswer list_entries(Tx &tx, const ApiCall &call) {
     std::optional<std::string> after;
     if (page.after && page.after->contains("pos") && (*page.after)["pos"].is_number_integer())
         after = std::to_string((*page.after)["pos"].get<long long>());
-    Params params = {readable_account_path(tx, call.path_param("id")),
+    Params params = {readable_account_path(tx, call, call.path_param("id")),
                      call.query("actor"),
                      call.query("action"),
                      call.query("from"),
@@ -54,7 +56,7 @@ ApiAnswer list_entries(Tx &tx, const ApiCall &call) {
 
 ApiAnswer verify_chain(Tx &tx, const ApiCall &call) {
     const std::string &account = call.path_param("id");
-    readable_account_path(tx, account);
+    readable_account_path(tx, call, account);
     Result r = tx.exec_last("SELECT ok, entries, first_bad, reason FROM tenancy.audit_verify($1)",
                             {account});
     if (r.rows() == 0)

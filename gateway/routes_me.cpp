@@ -13,9 +13,9 @@ namespace {
 
 ApiAnswer get_me(Tx &tx, const ApiCall &call) {
     // No correlated subquery under whoami() in FROM: Citus plans the
-    // memberships (over every main account the user belongs to) on their own.
-    // An API key has none: $1, its main account, keeps that empty read on
-    // one shard; a user's memberships are read in every main account.
+    // memberships on their own. Row security shows those under the account
+    // acted in, all in its main account: $1 (ApiCall::main_hint) names it,
+    // so Citus reads one shard.
     Result r = tx.exec_last(
         "SELECT (tenancy.whoami() || jsonb_build_object('memberships', (SELECT coalesce(jsonb_agg("
         "jsonb_build_object('account', a.public_id, 'role', m.role) ORDER BY a.path), '[]') "

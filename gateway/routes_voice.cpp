@@ -258,7 +258,7 @@ ApiAnswer delete_row(const Resource &res, Tx &tx, const ApiCall &call) {
     Result may = tx.exec("SELECT tenancy.may('" + res.permission + "', 'write')");
     if (may.value(0, 0) != std::optional<std::string>("t"))
         refuse(403, "this credential's role may not delete " + res.plural);
-    // Named by the API key's main account when there is one (one shard on
+    // Named by the acting main account (ApiCall::main_hint; one shard on
     // Citus); not through main_id_is(): in a write Citus refuses a
     // non-IMMUTABLE function inside COALESCE.
     std::string sql = "DELETE FROM tenancy." + res.plural + " x WHERE x.public_id = $1";

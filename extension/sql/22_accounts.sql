@@ -384,6 +384,7 @@ END $$;
 -- subtree is "not found", like everywhere else. Built a level at a time,
 -- deepest first: each level's nodes take their children from the level below
 -- in one grouped join, so the cost grows with the subtree, not its square.
+-- Each query names the main account (on Citus: its shard alone).
 CREATE FUNCTION tenancy.account_tree(account text DEFAULT NULL) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -398,7 +399,8 @@ BEGIN
     END IF;
     PERFORM tenancy._refuse_restricted();
     top := tenancy._visible_account(coalesce(account, tenancy.current_account()));
-    FOR depth IN REVERSE (SELECT max(tenancy.nlevel(a.path)) FROM tenancy.accounts a WHERE a.path <@ top.path)
+    FOR depth IN REVERSE (SELECT max(tenancy.nlevel(a.path)) FROM tenancy.accounts a
+                          WHERE a.main_id = top.main_id AND a.path <@ top.path)
                          .. tenancy.nlevel(top.path) LOOP
         SELECT array_agg(x.parent_id ORDER BY x.path), array_agg(x.node ORDER BY x.path)
         INTO parents, nodes
@@ -409,7 +411,7 @@ BEGIN
               LEFT JOIN (SELECT u.parent_id, jsonb_agg(u.node ORDER BY u.ord) AS kids
                          FROM unnest(parents, nodes) WITH ORDINALITY AS u(parent_id, node, ord)
                          GROUP BY u.parent_id) c ON c.parent_id = a.id
-              WHERE a.path <@ top.path AND tenancy.nlevel(a.path) = depth) x;
+              WHERE a.main_id = top.main_id AND a.path <@ top.path AND tenancy.nlevel(a.path) = depth) x;
     END LOOP;
     RETURN nodes[1];
 END $$;

@@ -26,10 +26,14 @@ CREATE FUNCTION tenancy._subtree_member(user_id bigint) RETURNS boolean
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
+DECLARE
+    -- A value, not a function call in the query: on Citus the lookup then
+    -- goes to the main account's shard alone.
+    main bigint := tenancy.root_id(tenancy.current_path());
 BEGIN
     RETURN tenancy.may('members', 'read')
            AND EXISTS (SELECT 1 FROM tenancy.memberships m
-                       WHERE m.main_id = tenancy.root_id(tenancy.current_path())
+                       WHERE m.main_id = main
                          AND m.user_id = _subtree_member.user_id
                          AND m.account_path OPERATOR(tenancy.<@) tenancy.current_path());
 END $$;

@@ -116,7 +116,9 @@ END $$;
 -- max_rows of them with ids below before_id (a keyset page). Needs a user or
 -- sub-user session that is not restricted (42501 / 28T01 / 28T02), as
 -- revoke_session() does. account: where each session resumes; current: the
--- session of this call.
+-- session of this call. Each session's account is looked up by its main
+-- account and id: on Citus one shard each (a join with the sessions, a
+-- coordinator table, would read every shard's accounts).
 CREATE FUNCTION tenancy.list_sessions(before_id bigint DEFAULT NULL, max_rows integer DEFAULT 50)
     RETURNS TABLE (id bigint, account text, current boolean, mfa_verified boolean,
                    created_at timestamptz, expires_at timestamptz)
@@ -125,23 +127,33 @@ CREATE FUNCTION tenancy.list_sessions(before_id bigint DEFAULT NULL, max_rows in
     AS $$
 DECLARE
     s tenancy.sessions := tenancy._require_session();
+    x tenancy.sessions;
 BEGIN
     PERFORM tenancy._refuse_restricted();
     IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'max_rows must be 1 to 1000' USING ERRCODE = '22023';
     END IF;
-    RETURN QUERY
-    SELECT x.id, a.public_id, x.id = s.id, x.mfa_verified, x.created_at, x.expires_at
-    FROM tenancy.sessions x
-    LEFT JOIN tenancy.accounts a ON a.id = x.account_id
-    WHERE x.principal_kind = s.principal_kind
-      AND x.user_id IS NOT DISTINCT FROM s.user_id
-      AND x.sub_user_main_id IS NOT DISTINCT FROM s.sub_user_main_id
-      AND x.sub_user_id IS NOT DISTINCT FROM s.sub_user_id
-      AND x.revoked_at IS NULL AND x.expires_at > now()
-      AND (before_id IS NULL OR x.id < before_id)
-    ORDER BY x.id DESC
-    LIMIT max_rows;
+    FOR x IN SELECT * FROM tenancy.sessions y
+             WHERE y.principal_kind = s.principal_kind
+               AND y.user_id IS NOT DISTINCT FROM s.user_id
+               AND y.sub_user_main_id IS NOT DISTINCT FROM s.sub_user_main_id
+               AND y.sub_user_id IS NOT DISTINCT FROM s.sub_user_id
+               AND y.revoked_at IS NULL AND y.expires_at > now()
+               AND (before_id IS NULL OR y.id < before_id)
+             ORDER BY y.id DESC
+             LIMIT max_rows LOOP
+        id := x.id;
+        SELECT a.public_id INTO account FROM tenancy.accounts a
+        WHERE a.main_id = x.account_main_id AND a.id = x.account_id;
+        IF NOT FOUND THEN  -- promoted since: a new main id
+            SELECT a.public_id INTO account FROM tenancy.accounts a WHERE a.id = x.account_id;
+        END IF;
+        current := x.id = s.id;
+        mfa_verified := x.mfa_verified;
+        created_at := x.created_at;
+        expires_at := x.expires_at;
+        RETURN NEXT;
+    END LOOP;
 END $$;
 
 REVOKE ALL ON FUNCTION tenancy._login_answer(text) FROM PUBLIC;

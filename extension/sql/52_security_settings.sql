@@ -105,12 +105,20 @@ CREATE FUNCTION tenancy.effective_security(account_id bigint) RETURNS jsonb
     AS $$
 DECLARE
     p tenancy.account_path;
+    main bigint := tenancy.current_main_id();
 BEGIN
     IF tenancy._context_field('account') IS NULL AND NOT tenancy._is_dba_outside_context() THEN
         RAISE EXCEPTION 'no tenancy context: call tenancy.authenticate() first' USING ERRCODE = '28000';
     END IF;
     PERFORM tenancy._refuse_restricted();
-    SELECT a.path INTO p FROM tenancy.accounts a WHERE a.id = effective_security.account_id;
+    -- In a context only its main account can hold it: naming that (a value,
+    -- not a function call) keeps the lookup on one shard on Citus.
+    IF tenancy._context_field('account') IS NOT NULL THEN
+        SELECT a.path INTO p FROM tenancy.accounts a
+        WHERE a.main_id = main AND a.id = effective_security.account_id;
+    ELSE
+        SELECT a.path INTO p FROM tenancy.accounts a WHERE a.id = effective_security.account_id;
+    END IF;
     IF p IS NULL OR (tenancy._context_field('account') IS NOT NULL
                      AND NOT (p OPERATOR(tenancy.<@) tenancy.current_path())) THEN
         RAISE EXCEPTION 'account % not found', account_id USING ERRCODE = 'P0002';

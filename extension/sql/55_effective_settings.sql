@@ -58,7 +58,7 @@ BEGIN
     END IF;
     FOR v IN SELECT CASE what WHEN 'settings' THEN x.settings ELSE x.branding END
              FROM tenancy.accounts x
-             WHERE x.path = ANY (tenancy.ancestors(a.path))
+             WHERE x.main_id = a.main_id AND x.path = ANY (tenancy.ancestors(a.path))
              ORDER BY x.path
     LOOP
         merged := tenancy._jsonb_merge(merged, coalesce(v, '{}'));

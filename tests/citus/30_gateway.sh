@@ -18,9 +18,13 @@ if [ ! -x gateway/tenancy-gateway ]; then
     record FAIL $CT_SUITE gateway-binary-missing
 else
     ct_gw_known=$(grep -v '^\s*#' tests/citus/gateway-known-limits 2>/dev/null | awk '{print $1}')
-    for ct_gw_file in routes_accounts routes_team routes_usage routes_auth routes_voice routes_phi routes_framework e2e; do
+    # gateway_routing (tests/citus): each GET goes to its main account's shard.
+    for ct_gw_file in routes_accounts routes_team routes_usage routes_auth routes_voice routes_phi \
+        routes_framework gateway_routing e2e; do
         ct_gw_log=$CT_WORK/gateway-$ct_gw_file.log
-        GWLIB_CITUS="$CT_WORK/coord ${ct_port[coord]}" timeout 900 python3 tests/gateway/$ct_gw_file.py \
+        ct_gw_py=tests/gateway/$ct_gw_file.py
+        [ -f "$ct_gw_py" ] || ct_gw_py=tests/citus/$ct_gw_file.py
+        GWLIB_CITUS="$CT_WORK/coord ${ct_port[coord]}" timeout 900 python3 "$ct_gw_py" \
             "$CT_WORK" >"$ct_gw_log" 2>&1
         ct_gw_status=$?
         ct_gw_cases=0
