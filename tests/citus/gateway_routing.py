@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """On Citus, a request goes to its main account's shard only: for every GET
 route of /openapi.json whose path names at most an account, called with an
-API key and with a session token, and for a voice resource's writes, each
+API key and with a session token, and for writes (a voice resource's, and an
+account's: create, change, keys, sub-users, invitations, deactivation), each
 remote command the coordinator sends (citus.log_remote_commands, the
 gateway's own backends) names only shards co-located with the main
 account's (or reference tables'). A request that fanned out to every shard
 would name the others.
 
-Not covered: GET /v1/me/sessions, whose rows are a user's sessions across
-main accounts (each session's account is looked up on its own shard).
+(GET /v1/me/sessions lists a user's sessions, which may be in several main
+accounts: each session's account is read on its own shard, here the one.)
 
 Usage (tests/citus/30_gateway.sh): GWLIB_CITUS="SOCKET_DIR PORT"
 gateway_routing.py WORKDIR, from the repository root."""
@@ -65,8 +66,7 @@ try:
     others = gw.sql("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'tenancy.accounts'::regclass")
     assert int(others) > 1, "the accounts table has one shard: nothing to tell apart"
     gets = sorted(p for p, item in gw.call("GET", "/openapi.json").json["paths"].items()
-                  if "get" in item and set(re.findall(r"\{(\w+)\}", p)) <= {"id"}
-                  and p != "/v1/me/sessions")
+                  if "get" in item and set(re.findall(r"\{(\w+)\}", p)) <= {"id"})
     assert "/v1/accounts" in gets and "/v1/me" in gets, gets
     gw.sql("ALTER SYSTEM SET citus.log_remote_commands = on")
     gw.sql("ALTER SYSTEM SET log_min_messages = notice")
@@ -107,6 +107,23 @@ try:
     writes = [("POST", "/v1/agents", {"name": "Routing agent"}), ("GET", agent, None),
               ("PATCH", agent, {"name": "Routing agent 2"}), ("DELETE", agent, None)]
 
+    def made(answers):
+        return "/v1/accounts/" + answers[0].json["id"]
+
+    account_writes = [
+        ("POST", "/v1/accounts", {"name": "Routing team", "parent": child}),
+        ("PATCH", made, {"name": "Routing team 2"}),
+        ("POST", lambda a: made(a) + "/api-keys", {"name": "routing key", "role": "admin"}),
+        ("DELETE", lambda a: made(a) + "/api-keys/" + a[2].json["id"], None),
+        ("POST", "/v1/accounts/%s/sub-users" % main,  # managed in the main account
+         {"email": "sub-%d@routing.test" % os.getpid(), "name": "Sub", "surname": "User",
+          "password": "sub temp pass 1"}),
+        ("POST", lambda a: made(a) + "/invitations",
+         {"email": "invited-%d@routing.test" % os.getpid(), "role": "member"}),
+        ("POST", lambda a: made(a) + "/deactivate", None),
+        ("POST", lambda a: made(a) + "/reactivate", None),
+    ]
+
     @case("api_key_requests_go_to_the_main_accounts_shard_only")
     def _():
         check(reads, key, False)
@@ -124,6 +141,11 @@ try:
         for token, acting in [(key, False), (session, True)]:
             statuses = check(writes, token, acting)
             assert statuses == [201, 200, 200, 204], statuses
+
+    @case("account_writes_go_to_the_main_accounts_shard_only")
+    def _():
+        statuses = check(account_writes, session, False)
+        assert statuses == [201, 200, 201, 204, 201, 201, 200, 200], statuses
 finally:
     try:
         gw.sql("ALTER SYSTEM RESET citus.log_remote_commands")
