@@ -11,18 +11,24 @@ CREATE FUNCTION tenancy._establish(kind text, main_id bigint, credential_id bigi
     AS $$
 BEGIN
     IF kind = 'api_key' THEN
-        RETURN tenancy._establish_api_key(main_id, credential_id, account_id, scope);
+        RETURN tenancy._establish_api_key(main_id, credential_id, account_id, scope, false, NULL);
     ELSIF kind IN ('user', 'sub_user') THEN
         RETURN tenancy._establish_session(kind, main_id, credential_id, account_id, scope);
     END IF;
     RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
 END $$;
 
--- One statement finds the key, its account, the target account and whether
--- anything on the target's ancestor line is inactive: authenticate() is on
--- every request's path, and each PL/pgSQL statement costs microseconds.
+-- One statement finds the key, its stored secret, its account, the target
+-- account and whether anything on the target's ancestor line is inactive:
+-- authenticate() is on every request's path, each PL/pgSQL statement costs
+-- microseconds, and on Citus each is a round trip to the worker.
+-- check_secret: authenticate() passes the presented secret, compared here
+-- first (invalid credential, whatever else is wrong), and the key's use is
+-- recorded once it is proven; false where this backend proved the key
+-- already (a session-scoped context's refresh, act_as).
 CREATE FUNCTION tenancy._establish_api_key(main_id bigint, credential_id bigint,
-                                           account_id bigint, scope text) RETURNS text
+                                           account_id bigint, scope text,
+                                           check_secret boolean, secret text) RETURNS text
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, tenancy, pg_temp
     -- Its lookups are by key: re-planning them per call (custom plans) cost
@@ -30,6 +36,7 @@ CREATE FUNCTION tenancy._establish_api_key(main_id bigint, credential_id bigint,
     SET plan_cache_mode = force_generic_plan
     AS $$
 DECLARE
+    stored bytea;
     key_role text;
     revoked_at timestamptz;
     expires_at timestamptz;
@@ -52,7 +59,7 @@ BEGIN
     -- shard instead of a query on every shard.
     -- max_days: the strictest maximum key lifetime on the key's own ancestor
     -- line (settings.api_keys.max_lifetime_days, 41_key_rotation.sql).
-    SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
+    SELECT s.secret_hash, k.role, k.revoked_at, k.expires_at, home.id, home.path,
            t.id, t.main_id, t.public_id, t.path,
            t.id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.accounts a
                                         WHERE a.main_id = _establish_api_key.main_id
@@ -64,14 +71,22 @@ BEGIN
             WHERE a.main_id = _establish_api_key.main_id
               AND a.path = ANY (tenancy.ancestors(home.path))
               AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number')
-    INTO key_role, revoked_at, expires_at, home_id, home_path,
+    INTO stored, key_role, revoked_at, expires_at, home_id, home_path,
          target_id, target_main_id, target_public_id, target_path, inactive, key_created_at, max_days
     FROM tenancy.api_keys k
     JOIN tenancy.accounts home ON home.main_id = k.main_id AND home.id = k.account_id
     LEFT JOIN tenancy.accounts t
         ON t.main_id = k.main_id AND t.id = coalesce(_establish_api_key.account_id, k.account_id)
+    LEFT JOIN tenancy.api_key_secrets s ON s.main_id = k.main_id AND s.key_id = k.id
     WHERE k.main_id = _establish_api_key.main_id AND k.id = credential_id;
-    IF NOT FOUND THEN
+    IF check_secret THEN
+        -- Compare even when no key matched, so timing says nothing.
+        IF tenancy._secret_equal(secret, coalesce(stored, '\x00'::bytea)) IS NOT TRUE OR stored IS NULL THEN
+            RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
+        END IF;
+        PERFORM tenancy._touch_api_key(main_id, credential_id);
+    END IF;
+    IF key_role IS NULL THEN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
     IF revoked_at IS NOT NULL THEN
@@ -193,7 +208,7 @@ BEGIN
     RETURN target.public_id;
 END $$;
 REVOKE ALL ON FUNCTION tenancy._establish(text, bigint, bigint, bigint, text),
-    tenancy._establish_api_key(bigint, bigint, bigint, text),
+    tenancy._establish_api_key(bigint, bigint, bigint, text, boolean, text),
     tenancy._establish_session(text, bigint, bigint, bigint, text) FROM PUBLIC;
 
 -- authenticate(credential): sets the context for this transaction, or for the
@@ -222,15 +237,10 @@ BEGIN
         RETURN tenancy._establish(kind, NULL, sess[1]::bigint, NULL,
                                   CASE WHEN session THEN 'session' ELSE 'transaction' END);
     END IF;
-    SELECT s.secret_hash INTO stored FROM tenancy.api_key_secrets s
-    WHERE s.main_id = parts[1]::bigint AND s.key_id = parts[2]::bigint;
-    -- Compare even when no key matched, so timing says nothing.
-    IF NOT tenancy._secret_equal(parts[3], coalesce(stored, '\x00'::bytea)) OR stored IS NULL THEN
-        RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
-    END IF;
-    PERFORM tenancy._touch_api_key(parts[1]::bigint, parts[2]::bigint);
+    -- The secret is checked with the key's lookup, in one statement.
     RETURN tenancy._establish_api_key(parts[1]::bigint, parts[2]::bigint, NULL,
-                                      CASE WHEN session THEN 'session' ELSE 'transaction' END);
+                                      CASE WHEN session THEN 'session' ELSE 'transaction' END,
+                                      true, parts[3]);
 END $$;
 
 -- Called by the extension at the first context read of each transaction while

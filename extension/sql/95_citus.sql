@@ -220,7 +220,7 @@ BEGIN
             EXECUTE FUNCTION tenancy._security_on_move();
     END IF;
     -- Citus plans a query with parameters only as a custom plan.
-    ALTER FUNCTION tenancy._establish_api_key(bigint, bigint, bigint, text) RESET plan_cache_mode;
+    ALTER FUNCTION tenancy._establish_api_key(bigint, bigint, bigint, text, boolean, text) RESET plan_cache_mode;
     -- Policies run on the worker holding the shard, inside Citus's query on it;
     -- may() reads role_permissions (a reference table: a local read there).
     ALTER FUNCTION tenancy.may(text, text) SET citus.allow_nested_distributed_execution = on;

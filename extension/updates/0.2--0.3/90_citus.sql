@@ -236,83 +236,6 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._establish_api_key(main_id bigint, credential_id bigint,
-                                           account_id bigint, scope text) RETURNS text
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, tenancy, pg_temp
-    -- Its lookups are by key: re-planning them per call (custom plans) cost
-    -- about 70 us once the accounts table had statistics.
-    SET plan_cache_mode = force_generic_plan
-    AS $$
-DECLARE
-    key_role text;
-    revoked_at timestamptz;
-    expires_at timestamptz;
-    home_id bigint;
-    home_path tenancy.account_path;
-    target_id bigint;
-    target_main_id bigint;
-    target_public_id text;
-    target_path tenancy.account_path;
-    inactive boolean;
-    key_created_at timestamptz;
-    max_days float8;
-BEGIN
-    -- Accounts are reached by primary key, ancestors by `= ANY(ancestors())`:
-    -- both stay index lookups however large the tree (a subtree range or a
-    -- correlated `@>` here was planned as a scan of the whole tree). The
-    -- subqueries name the main account by the parameter (home's and t's are
-    -- the key's, by the joins), not by a correlated column: on Citus that
-    -- makes the whole statement one router query to the main account's
-    -- shard instead of a query on every shard.
-    -- max_days: the strictest maximum key lifetime on the key's own ancestor
-    -- line (settings.api_keys.max_lifetime_days, 41_key_rotation.sql).
-    SELECT k.role, k.revoked_at, k.expires_at, home.id, home.path,
-           t.id, t.main_id, t.public_id, t.path,
-           t.id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.accounts a
-                                        WHERE a.main_id = _establish_api_key.main_id
-                                          AND a.path = ANY (tenancy.ancestors(t.path))
-                                          AND a.status <> 'active'),
-           k.created_at,
-           (SELECT min((a.settings #>> '{api_keys,max_lifetime_days}')::float8)
-            FROM tenancy.accounts a
-            WHERE a.main_id = _establish_api_key.main_id
-              AND a.path = ANY (tenancy.ancestors(home.path))
-              AND jsonb_typeof(a.settings #> '{api_keys,max_lifetime_days}') = 'number')
-    INTO key_role, revoked_at, expires_at, home_id, home_path,
-         target_id, target_main_id, target_public_id, target_path, inactive, key_created_at, max_days
-    FROM tenancy.api_keys k
-    JOIN tenancy.accounts home ON home.main_id = k.main_id AND home.id = k.account_id
-    LEFT JOIN tenancy.accounts t
-        ON t.main_id = k.main_id AND t.id = coalesce(_establish_api_key.account_id, k.account_id)
-    WHERE k.main_id = _establish_api_key.main_id AND k.id = credential_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
-    END IF;
-    IF revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'API key has been revoked' USING ERRCODE = '28000';
-    END IF;
-    IF expires_at IS NOT NULL AND expires_at <= now() THEN
-        RAISE EXCEPTION 'API key has expired' USING ERRCODE = '28000';
-    END IF;
-    IF max_days IS NOT NULL THEN
-        IF key_created_at + max_days * interval '1 day' <= now() THEN
-            RAISE EXCEPTION 'API key is older than its account''s maximum key lifetime (% days)', max_days
-                USING ERRCODE = '28000', HINT = 'Rotate keys (tenancy.rotate_api_key) before they reach it.';
-        END IF;
-        expires_at := least(coalesce(expires_at, 'infinity'), key_created_at + max_days * interval '1 day');
-    END IF;
-    IF target_id IS NULL OR NOT (target_path <@ home_path) THEN
-        RAISE EXCEPTION 'account not found' USING ERRCODE = 'P0002';
-    END IF;
-    IF inactive THEN
-        RAISE EXCEPTION 'account is inactive' USING ERRCODE = '28000';
-    END IF;
-    PERFORM tenancy._issue_context(scope, 'api_key', credential_id, credential_id, target_id,
-        target_main_id, target_public_id, target_path, home_id, home_path, key_role,
-        least(coalesce(expires_at, 'infinity'), now() + interval '12 hours'));
-    RETURN target_public_id;
-END $$;
 
 -- Is the extension distributed (tenancy.accounts a Citus table)? false without Citus.
 CREATE FUNCTION tenancy._citus_distributed() RETURNS boolean
@@ -511,7 +434,7 @@ BEGIN
             EXECUTE FUNCTION tenancy._security_on_move();
     END IF;
     -- Citus plans a query with parameters only as a custom plan.
-    ALTER FUNCTION tenancy._establish_api_key(bigint, bigint, bigint, text) RESET plan_cache_mode;
+    ALTER FUNCTION tenancy._establish_api_key(bigint, bigint, bigint, text, boolean, text) RESET plan_cache_mode;
     -- Policies run on the worker holding the shard, inside Citus's query on it;
     -- may() reads role_permissions (a reference table: a local read there).
     ALTER FUNCTION tenancy.may(text, text) SET citus.allow_nested_distributed_execution = on;
