@@ -195,6 +195,9 @@ SELECT count(*) AS after_revoke FROM tenancy.accounts;
 \set VERBOSITY terse
 SELECT count(*) AS session_gone FROM tenancy.accounts;
 SELECT regress.try(format('SELECT tenancy.authenticate(%L)', :'revoked_key')) AS revoked;
+-- The secret is checked first: a wrong one says nothing about the key.
+SELECT regress.try(format('SELECT tenancy.authenticate(%L)', left(:'revoked_key', -1)
+       || CASE WHEN right(:'revoked_key', 1) = 'A' THEN 'B' ELSE 'A' END)) AS revoked_wrong_secret;
 
 -- An expired key stops working.
 SELECT pg_sleep(1.2);
