@@ -29,21 +29,28 @@ server_log = os.path.join(gw.cluster, "server.log")
 
 
 def remote_commands(method, path, token, headers=None, body=None):
-    """Calls the route and returns (response, the remote commands the
-    gateway's backends issued for it). A GET is called once before, to
+    """Calls the route and returns (response, the remote commands issued
+    meanwhile, as (backend pid, line)). A GET is called once before, to
     warm plans and connections."""
     if method == "GET":
         gw.call(method, path, token=token, headers=headers)
-    time.sleep(0.2)
+    # A backend writes each line before it sends the command, and the
+    # answer comes after the commit (the server log is the backends' own
+    # stderr): the request's lines are all there when it is answered.
+    time.sleep(0.05)
     start = os.path.getsize(server_log)
     r = gw.call(method, path, token=token, headers=headers, body=body)
-    time.sleep(0.3)
-    pids = set(gw.sql("SELECT pid FROM pg_stat_activity WHERE usename = '%s'" % gw.role).split())
+    time.sleep(0.05)
     with open(server_log, errors="replace") as f:
         f.seek(start)
-        lines = [line for line in f.read().splitlines()
-                 if "issuing" in line and (PID.search(line) or [None, None])[1] in pids]
+        lines = [((PID.search(line) or [None, None])[1], line)
+                 for line in f.read().splitlines() if "issuing" in line]
     return r, lines
+
+
+def gateway_backends():
+    """The pids of the gateway's connections (its pool keeps them open)."""
+    return set(gw.sql("SELECT pid FROM pg_stat_activity WHERE usename = '%s'" % gw.role).split())
 
 
 try:
@@ -63,8 +70,8 @@ try:
                AND s.shardminvalue = (SELECT shardminvalue FROM pg_dist_shard WHERE shardid =
                        get_shard_id_for_distribution_column('tenancy.accounts', %s)))""" %
                          main_id).split())
-    others = gw.sql("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'tenancy.accounts'::regclass")
-    assert int(others) > 1, "the accounts table has one shard: nothing to tell apart"
+    shards = gw.sql("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'tenancy.accounts'::regclass")
+    assert int(shards) > 1, "the accounts table has one shard: nothing to tell apart"
     gets = sorted(p for p, item in gw.call("GET", "/openapi.json").json["paths"].items()
                   if "get" in item and set(re.findall(r"\{(\w+)\}", p)) <= {"id"})
     assert "/v1/accounts" in gets and "/v1/me" in gets, gets
@@ -74,11 +81,12 @@ try:
     time.sleep(1)
 
     def check(calls, token, account_header):
-        """calls: (method, path, body) in order; a callable body takes the
+        """calls: (method, path, body) in order; a callable path takes the
         answers so far (a write names what the one before made)."""
         seen = 0
         stray = []
         answers = []
+        issued = []
         headers = {"Tenancy-Account": child} if account_header else None
         for method, path, body in calls:
             if callable(path):
@@ -86,7 +94,12 @@ try:
             r, lines = remote_commands(method, path, token, headers, body)
             assert r.status < 500, (path, r)
             answers.append(r)
-            for line in lines:
+            issued.append((method, path, r, lines))
+        backends = gateway_backends()
+        for method, path, r, lines in issued:
+            for pid, line in lines:
+                if pid not in backends:
+                    continue
                 for shard in SHARD_NAME.findall(line):
                     seen += 1
                     if shard not in allowed:
