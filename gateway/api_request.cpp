@@ -57,8 +57,8 @@ enum Stage : int { kRole = 1, kAuthenticate, kActAs, kIdempotency, kRecord };
 
 // Authenticates and reads the context in one statement. $2: refuse a
 // restricted context (28T01/28T02); $3: also return whoami()'s principal (a
-// GET's record needs it). Column 3: the context's main account (for
-// ApiCall::main_hint). OFFSET 0 keeps authenticate() first.
+// GET's record needs it). The fourth column: the context's main account
+// (for ApiCall::main_hint). OFFSET 0 keeps authenticate() first.
 constexpr const char *kAuthenticateSql =
     "SELECT tenancy.current_role_name(), tenancy.current_account(), "
     "CASE WHEN $3::boolean THEN (tenancy.whoami()->'principal')::text END, "
