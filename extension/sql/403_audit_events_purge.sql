@@ -88,18 +88,17 @@ END $$;
 -- DBA: delete the sealed entries of an account's main chain older than
 -- `before`. The head keeps the last purged position and hash as a checkpoint
 -- (the remaining chain still verifies from it), and a new entry records the
--- purge. Returns how many entries were deleted.
+-- purge. Returns how many entries were deleted. On a Citus coordinator the
+-- chain is purged where it lives, on the worker holding the main account's
+-- shard (97_citus_audit.sql), in this transaction; and here too, where a
+-- chain sealed before distribute() stays.
 CREATE FUNCTION tenancy.audit_purge(account text, before timestamptz) RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
     AS $$
 DECLARE
     a tenancy.accounts := tenancy._find_account(account);
-    m bigint;
-    h tenancy.audit_heads;
-    cut record;
     deleted bigint;
-    moved_deleted bigint;
 BEGIN
     IF tenancy._context_field('account') IS NOT NULL THEN
         RAISE EXCEPTION 'audit_purge is for the DBA, outside any tenancy context' USING ERRCODE = '42501';
@@ -110,7 +109,24 @@ BEGIN
     IF before IS NULL THEN
         RAISE EXCEPTION 'before must not be NULL' USING ERRCODE = '22004';
     END IF;
-    m := a.main_id;
+    deleted := tenancy._audit_purge_main(a.main_id, before);
+    IF tenancy._citus_audit_coordinator() THEN
+        deleted := deleted + tenancy._citus_audit_purge_at(a.main_id, before);
+    END IF;
+    RETURN deleted;
+END $$;
+
+-- audit_purge() of main account m's chain on this node.
+CREATE FUNCTION tenancy._audit_purge_main(m bigint, before timestamptz) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    h tenancy.audit_heads;
+    cut record;
+    deleted bigint;
+    moved_deleted bigint;
+BEGIN
     -- Sealing first also takes the sealer's lock: no round runs meanwhile.
     PERFORM tenancy.audit_seal();
     SELECT * INTO h FROM tenancy.audit_heads x WHERE x.main_id = m FOR UPDATE;
@@ -158,11 +174,13 @@ BEGIN
                            'entries', deleted, 'before', before));
     RETURN deleted;
 END $$;
+REVOKE ALL ON FUNCTION tenancy._audit_purge_main(bigint, timestamptz) FROM PUBLIC;
 
 -- DBA: records again where every chained entry is (entry_tids), in one pass
 -- over the log. VACUUM FULL and CLUSTER move every entry: readers then find
 -- each one by xid through the BRIN index, a range of pages per entry, which
--- is slow on a large log. Returns how many blocks changed.
+-- is slow on a large log. Returns how many blocks changed. On a Citus
+-- coordinator, on every node (97_citus_audit.sql).
 CREATE FUNCTION tenancy.audit_relocate() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, tenancy, pg_temp
@@ -195,6 +213,9 @@ BEGIN
     UPDATE tenancy.audit_chain c SET entry_tids = x.tids FROM located x
     WHERE c.main_id = x.main_id AND c.first_pos = x.first_pos AND c.entry_tids IS DISTINCT FROM x.tids;
     GET DIAGNOSTICS changed = ROW_COUNT;
+    IF tenancy._citus_audit_coordinator() THEN
+        changed := changed + tenancy._citus_audit_relocate_workers();
+    END IF;
     RETURN changed;
 END $$;
 

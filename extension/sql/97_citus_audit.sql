@@ -156,6 +156,47 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION tenancy._citus_audit_verify_at(bigint, tenancy.account_path) FROM PUBLIC;
 
+-- audit_purge() of main account m's chain on the worker holding its shard:
+-- a router query on the main account's row, whose target list Citus runs
+-- there, in the caller's transaction.
+CREATE FUNCTION tenancy._citus_audit_purge_at(m bigint, before timestamptz) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    deleted bigint;
+BEGIN
+    EXECUTE format('SELECT tenancy._audit_purge_main(a.main_id, %L::timestamptz) '
+                   'FROM tenancy.accounts a WHERE a.main_id = %s AND a.id = %s', before, m, m) INTO deleted;
+    IF deleted IS NULL THEN
+        RAISE EXCEPTION 'main account % not found on its shard', m USING ERRCODE = 'P0002';
+    END IF;
+    RETURN deleted;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_purge_at(bigint, timestamptz) FROM PUBLIC;
+
+-- audit_relocate() on every worker; a worker that cannot answer is an
+-- error naming it.
+CREATE FUNCTION tenancy._citus_audit_relocate_workers() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, tenancy, pg_temp
+    AS $$
+DECLARE
+    w record;
+    changed bigint := 0;
+BEGIN
+    FOR w IN EXECUTE 'SELECT nodename, nodeport, success, result '
+                     'FROM run_command_on_workers(''SELECT tenancy.audit_relocate()'')' LOOP
+        IF NOT w.success THEN
+            RAISE EXCEPTION 'audit_relocate: node %:% failed: %', w.nodename, w.nodeport, w.result
+                USING ERRCODE = '58000';
+        END IF;
+        changed := changed + w.result::bigint;
+    END LOOP;
+    RETURN changed;
+END $$;
+REVOKE ALL ON FUNCTION tenancy._citus_audit_relocate_workers() FROM PUBLIC;
+
 -- _audit_verify_subtree as one value (what a router query carries back).
 CREATE FUNCTION tenancy._audit_verify_subtree_json(m bigint, p tenancy.account_path) RETURNS jsonb
     LANGUAGE sql STABLE

@@ -234,3 +234,35 @@ ct_check audit-moved-entry-on-its-worker "1 t" \
     "$(ct w2 postgres -F ' ' -c "SELECT count(*), bool_and(ok) FROM tenancy.audit_log l,
         LATERAL (SELECT v.ok FROM tenancy._audit_verify_main($mid) v) v
         WHERE l.main_id = $mid AND l.action = 'app.while_down'")"
+
+# audit_purge() through the coordinator purges the chain where it lives (the
+# worker holding the main account's shard), in the caller's transaction: the
+# head keeps a checkpoint, an audit.purge entry records it there, and the
+# chain still verifies. Main account 0 (never tampered with).
+mid=${ca_mid[0]}
+node=${ca_node[$mid]}
+# (Its own entries: the tampering above left others' outside any chain.)
+ca_main_sealed="SELECT NOT EXISTS (SELECT FROM tenancy.audit_log l WHERE l.main_id = $mid AND NOT EXISTS (
+    SELECT FROM tenancy.audit_chain c CROSS JOIN LATERAL unnest(c.entry_xids, c.entry_ids) u(xid, id)
+    WHERE c.main_id = l.main_id AND u.xid = l.xid AND u.id = l.id))"
+ca_wait audit-purge-chain-sealed-first "$ca_main_sealed" "$node"
+ca_before=$(ct "$node" postgres -c "SELECT count(*) FROM tenancy.audit_log WHERE main_id = $mid")
+ca_purged=$($CC -c "SELECT tenancy.audit_purge('${ct_mains[0]}', now())")
+ca_after=$(ct "$node" postgres -c "SELECT count(*) FROM tenancy.audit_log WHERE main_id = $mid AND action <> 'audit.purge'")
+ct_check audit-purge-through-coordinator-on-the-worker "t $ca_before" \
+    "$([ "${ca_purged:-0}" -gt 0 ] && echo t || echo "f ($ca_purged)") $((ca_purged + ca_after))"
+ct_check audit-purge-checkpoint-and-entry-on-the-worker "t 1" \
+    "$(ct "$node" postgres -F ' ' -c "SELECT (SELECT base_pos > 0 FROM tenancy.audit_heads WHERE main_id = $mid),
+        (SELECT count(*) FROM tenancy.audit_log WHERE main_id = $mid AND action = 'audit.purge')")"
+ca_wait audit-purge-entry-sealed "$ca_main_sealed" "$node"
+ct_check audit-purge-chain-still-verifies "t" \
+    "$($CC -c "SELECT bool_and(ok) FROM tenancy.audit_verify() WHERE main_id = $mid")"
+ct_check audit-purge-nothing-older-left 0 "$($CC -c "SELECT tenancy.audit_purge('${ct_mains[0]}', now() - interval '1 day')")"
+
+# audit_relocate() through the coordinator relocates every worker's chains
+# after a VACUUM FULL there; the chains verify by their new places.
+ct "$node" postgres -c "VACUUM FULL tenancy.audit_log" >/dev/null
+ct_check audit-relocate-through-coordinator "t 0" \
+    "$($CC -c "SELECT tenancy.audit_relocate() > 0") $($CC -c "SELECT tenancy.audit_relocate()")"
+ct_check audit-relocate-chain-verifies "t" \
+    "$($CC -c "SELECT bool_and(ok) FROM tenancy.audit_verify() WHERE main_id = $mid")"
