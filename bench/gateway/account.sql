@@ -3,8 +3,8 @@
 -- one pipeline = one round trip.
 \startpipeline
 BEGIN READ ONLY;
-SET LOCAL ROLE tenancy_app;
-SELECT tenancy.current_role_name(), tenancy.current_account(), CASE WHEN :principal::boolean THEN (tenancy.whoami()->'principal')::text END, CASE WHEN :restricted::boolean THEN tenancy._refuse_restricted() END IS NULL FROM (SELECT tenancy.authenticate(:key) OFFSET 0) a;
+SELECT set_config('role', 'tenancy_app', true);
+SELECT tenancy.current_role_name(), tenancy.current_account(), CASE WHEN :principal::boolean THEN (tenancy.whoami()->'principal')::text END, tenancy.current_main_id()::text, CASE WHEN :restricted::boolean THEN tenancy._refuse_restricted() END IS NULL FROM (SELECT tenancy.authenticate(:key) OFFSET 0) a;
 SELECT tenancy.get_account(:account)::text;
 COMMIT;
 \endpipeline
