@@ -72,6 +72,7 @@ BEGIN
         END IF;
         PERFORM tenancy._touch_api_key(main_id, credential_id);
     END IF;
+    -- No such key (role is NOT NULL; FOUND was reset by the PERFORM above).
     IF key_role IS NULL THEN
         RAISE EXCEPTION 'invalid credential' USING ERRCODE = '28000';
     END IF;
